@@ -161,6 +161,38 @@ def test_first_order_objective_gradients(tiny_bert):
     assert any(float(g.abs().sum()) > 0 for g in kl_grads)  # dropout makes the two passes differ
 
 
+def test_first_order_scores_from_a_subset_of_the_batch(tiny_bert):
+    """score_examples=k: the KL gradient of the first k examples scaled by B/k; the CE gradient of the whole batch."""
+    model, tokenizer = tiny_bert
+    model.train()
+    batch = make_batch(tokenizer)
+    rose = RoseMasks("first", lower=0, upper=50).bind(model)
+    torch.manual_seed(5)
+    loss = RoseFirstObjective(rose, score_examples=1)(model, batch, 0.5)
+    ce_grads = [p.grad.clone() for p in rose.params]
+    kl_grads = rose.first_order_gradients
+
+    model.zero_grad()
+    torch.manual_seed(5)  # the same dropout masks: the scored example's pair first, then the other three's
+    pairs = []
+    for rows in (slice(0, 1), slice(1, 4)):
+        inputs = {k: torch.cat([v[rows], v[rows]]) for k, v in batch.items() if k != "labels"}
+        a, b = model(**inputs).logits.chunk(2)
+        pairs.append((a, b, F.cross_entropy(a, batch["labels"][rows], reduction="sum")
+                      + F.cross_entropy(b, batch["labels"][rows], reduction="sum")))
+    manual_kl = torch.autograd.grad(0.5 * 4 * symmetric_kl(*pairs[0][:2]), rose.params, retain_graph=True)
+    ce = (pairs[0][2] + pairs[1][2]) / (2 * 4)  # mean over both passes of all four examples
+    (0.5 * ce).backward()
+    assert torch.allclose(loss, ce.detach())
+    for ours, theirs in zip(kl_grads, manual_kl):
+        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
+    for ours, p in zip(ce_grads, rose.params):
+        assert torch.allclose(ours, p.grad, atol=1e-6, rtol=1e-4)
+    assert any(float(g.abs().sum()) > 0 for g in kl_grads)
+    with pytest.raises(SubnetsError, match="score examples"):
+        RoseFirstObjective(rose, score_examples=-1)
+
+
 def test_first_order_masks_rank_kl_gradient_norms(tiny_bert):
     model, tokenizer = tiny_bert
     rose = RoseMasks("first", lower=0, upper=50).bind(model)

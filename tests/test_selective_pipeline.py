@@ -60,6 +60,18 @@ def test_roast_with_its_adversary(tiny_data_dir, tiny_model_dir, tmp_path):
     assert "update/ratio/layer_0" in scalar_tags(out)
 
 
+def test_rose_ensemble_with_subset_scores(tiny_data_dir, tiny_model_dir, tmp_path):
+    out, store = tmp_path / "run", tmp_path / "store"
+    metrics = run_stage1(tiny_data_dir, tiny_model_dir("bert"), out, store, "--selective", "rose_ensemble",
+                         "--rose_upper", "50", "--rose_gamma", "0.3", "--rose_score_examples", "4",
+                         "--update_mask_every", "2")
+    assert "eval_accuracy" in metrics
+    assert json.loads((out / "run_config.json").read_text())["SelectiveArguments"]["rose_score_examples"] == 4
+    record = MaskStore(store).get(json.loads((out / "update_masks.json").read_text())["update_log_id"])
+    values = {round(float(m), 4) for _, masks in record.steps() for m in masks.values()}
+    assert values <= {0.0, 0.3, 0.7, 1.0} and len(values) >= 2
+
+
 def test_rose_first_refuses_a_second_objective(tiny_data_dir, tiny_model_dir, tmp_path):
     with pytest.raises(SubnetsError, match="adversary"):
         run_stage1(tiny_data_dir, tiny_model_dir("bert"), tmp_path / "run", tmp_path / "store",
@@ -87,7 +99,8 @@ def test_builder_choices():
     empty = build_selective(SelectiveArguments())
     assert empty.optimizer_factory is None and empty.callbacks == [] and empty.objective is None
     assert build_selective(SelectiveArguments(selective="rose_second")).objective is None
-    assert build_selective(SelectiveArguments(selective="rose_first")).objective is not None
+    assert build_selective(SelectiveArguments(selective="rose_first")).objective.score_examples == 0
+    assert build_selective(SelectiveArguments(selective="rose_ensemble", rose_score_examples=4)).objective.score_examples == 4
     with pytest.raises(SubnetsError, match="--selective"):
         build_selective(SelectiveArguments(selective="rose"))
     with pytest.raises(SubnetsError, match="update_mask_every"):

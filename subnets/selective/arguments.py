@@ -32,6 +32,9 @@ class SelectiveArguments:
         "help": "ROSE: upper percentile (0-100); tensors scoring above it are frozen for the step."})
     rose_gamma: float = field(default=0.5, metadata={
         "help": "ROSE-Ensemble: M = (1 - gamma) M_second + gamma M_first."})
+    rose_score_examples: int = field(default=0, metadata={
+        "help": "ROSE-First/Ensemble: score with the dropout-KL gradient of the first N examples of each batch "
+                "(0: all, exact as in the paper); N = B/8 takes the step from 3.5x to 2.15x a dense step on CPU."})
     rose_elementwise: bool = field(default=False, metadata={
         "help": "ROSE: one mask value per weight element (percentiles per tensor) instead of one per tensor."})
     roast_alpha: float = field(default=0.9, metadata={
@@ -100,5 +103,5 @@ def build_selective(args: SelectiveArguments, *, seed: int = 0, objective_args: 
     def rose_optimizer(groups: list[dict[str, Any]], training: TrainingArguments) -> torch.optim.Optimizer:
         return RoseAdamW(groups, rose=rose, **_adamw_options(training))
 
-    objective = RoseFirstObjective(rose) if rose.uses_first_order else None
+    objective = RoseFirstObjective(rose, args.rose_score_examples) if rose.uses_first_order else None
     return SelectiveSetup(rose_optimizer, [RoseCallback(rose, recorder)], objective)

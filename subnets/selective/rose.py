@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from subnets.errors import SubnetsError
+from subnets.objectives.modules import gradient_sync
 from subnets.training import Callback, Objective, model_inputs
 
 from .masked_adamw import MaskedAdamW
@@ -181,28 +182,46 @@ class RoseFirstObjective(Objective):
 
     The two passes run as one forward of the doubled batch (dropout draws independent masks per row, so this
     equals two separate passes). The KL gradient is taken with `torch.autograd.grad` w.r.t. the scored tensors
-    only, then the mean CE of both passes is backpropagated into `.grad`. Cost: one forward of 2B examples and
-    two backward passes of 2B examples, at most ~3.3x a dense step of B examples by FLOP count (measured 1.7x on
-    CPU; see docs/selective.md).
+    only, then the mean CE of both passes is backpropagated into `.grad`. Exact cost: one forward of 2B
+    examples and two backward passes of 2B examples, about (2 + 4 + 4) / 3 = 3.3x a dense step by FLOP count.
+
+    `score_examples` = k < B scores from the first k examples of the (shuffled) batch only: those run as their
+    own doubled forward with both backward passes, the other B - k examples as a second doubled forward with the
+    CE backward alone, so the KL backward costs k/B of the exact one, (6 + 4k/B) / 3 in all. The CE gradient is
+    unchanged; the KL gradient is scaled by B/k, an unbiased estimate of the full batch's (the band only ranks
+    the scores, so the scale matters only across accumulated micro-batches).
     """
 
-    def __init__(self, rose: RoseMasks):
+    def __init__(self, rose: RoseMasks, score_examples: int = 0):
         if not rose.uses_first_order:
             raise SubnetsError(f"RoseFirstObjective needs the first-order or ensemble variant, got '{rose.variant}'.")
-        self.rose = rose
+        if score_examples < 0:
+            raise SubnetsError(f"ROSE-First score examples must be 0 (the whole batch) or positive; got {score_examples}.")
+        self.rose, self.score_examples = rose, score_examples
 
-    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], loss_scale: float) -> torch.Tensor:
-        inputs = model_inputs(batch)
+    @staticmethod
+    def _dropout_pair(model: torch.nn.Module, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
         doubled = {key: torch.cat([value, value]) for key, value in inputs.items()}
         logits_a, logits_b = model(**doubled).logits.float().chunk(2)
-        labels = batch["labels"]
-        loss = (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels)) / 2
-        kl_gradients = torch.autograd.grad(
-            symmetric_kl(logits_a, logits_b) * loss_scale, self.rose.params, retain_graph=True, materialize_grads=True
-        )
+        return (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels)) / 2, logits_a, logits_b
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], loss_scale: float) -> torch.Tensor:
+        inputs, labels = model_inputs(batch), batch["labels"]
+        size = len(labels)
+        scored = min(self.score_examples or size, size)
+        head = {key: value[:scored] for key, value in inputs.items()}
+        loss, logits_a, logits_b = self._dropout_pair(model, head, labels[:scored])
+        kl_gradients = torch.autograd.grad(symmetric_kl(logits_a, logits_b) * (loss_scale * size / scored),
+                                           self.rose.params, retain_graph=True, materialize_grads=True)
         self.rose.add_first_order_gradients(kl_gradients)
-        (loss * loss_scale).backward()
-        return loss.detach()
+        with gradient_sync(model, enabled=scored == size):
+            (loss * (loss_scale * scored / size)).backward()
+        if scored == size:
+            return loss.detach()
+        tail = {key: value[scored:] for key, value in inputs.items()}
+        rest, _, _ = self._dropout_pair(model, tail, labels[scored:])
+        (rest * (loss_scale * (size - scored) / size)).backward()
+        return (loss.detach() * scored + rest.detach() * (size - scored)) / size
 
 
 class RoseCallback(Callback):
