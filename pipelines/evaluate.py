@@ -103,16 +103,20 @@ def evaluate_checkpoint(path: str, task_names: Sequence[str], args: EvaluateArgu
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """Rows: checkpoints; columns: each set's main metric (accuracy, or weighted F1) and ECE, in percent."""
+    """Rows: checkpoints; columns: each set's main metric (accuracy, or weighted F1), its accuracy per gold label
+    where the set has a breakdown (HANS: entailment, non-entailment), and ECE, in percent."""
     sets = list(dict.fromkeys(s for per in results.values() for s in per))
     columns = []
     for s in sets:
-        metric = "f1" if get_task(s).metric == "f1" else "accuracy"
-        columns += [(s, metric), (s, "ece")]
+        task = get_task(s)
+        columns.append((s, "f1" if task.metric == "f1" else "accuracy"))
+        if task.breakdown:
+            columns += [(s, f"accuracy_{label}") for label in task.label_names]
+        columns.append((s, "ece"))
     header = "| checkpoint | " + " | ".join(f"{s} {m}" for s, m in columns) + " |"
     lines = [header, "|---|" + "---:|" * len(columns)]
     for name, per in results.items():
-        cells = [f"{100 * per[s]['eval_' + m]:.2f}" if s in per else "" for s, m in columns]
+        cells = [f"{100 * per[s]['eval_' + m]:.2f}" if 'eval_' + m in per.get(s, {}) else "" for s, m in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

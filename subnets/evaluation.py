@@ -117,7 +117,10 @@ def compute_metrics(task: TaskSpec, logits: np.ndarray, gold: np.ndarray, model_
     if list(model_labels) == list(task.label_names):
         picked = np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None))
         metrics[f"{prefix}loss"] = float(-picked.mean()) if len(gold) else float("nan")
-    if breakdown is not None:
+    if breakdown is not None:  # per gold label (HANS: non-entailment), then per group x gold label
+        for li, label in enumerate(task.label_names):
+            if (gold == li).any():
+                metrics[f"{prefix}accuracy_{label}"] = accuracy(pred[gold == li], gold[gold == li])
         groups = np.asarray(breakdown)
         for group in sorted(set(groups)):
             for li, label in enumerate(task.label_names):

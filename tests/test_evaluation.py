@@ -38,6 +38,7 @@ def test_hans_projection_and_breakdown():
     np.testing.assert_allclose(probs[2], [0.4, 0.6])
     m = compute_metrics(hans, logits, gold, mnli_labels, breakdown=["lexical_overlap"] * 2 + ["subsequence"] * 2)
     assert m["eval_accuracy"] == 0.75  # row 2 predicts non-entailment by the summed mass (0.6): wrong
+    assert m["eval_accuracy_entailment"] == 0.5 and m["eval_accuracy_non-entailment"] == 1.0
     assert m["eval_accuracy_lexical_overlap_entailment"] == 1.0
     assert m["eval_accuracy_subsequence_entailment"] == 0.0
     assert m["eval_accuracy_subsequence_non-entailment"] == 1.0
@@ -57,3 +58,15 @@ def test_f1_tasks_report_weighted_f1():
     m = compute_metrics(get_task("qqp"), np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([0, 0]),
                         ["not_duplicate", "duplicate"])
     assert m["eval_f1"] == pytest.approx(2 / 3) and m["eval_accuracy"] == 0.5
+
+
+def test_results_table_shows_hans_per_label_accuracy():
+    from pipelines.evaluate import markdown_table
+
+    hans = {"eval_accuracy": 0.6, "eval_accuracy_entailment": 0.95, "eval_accuracy_non-entailment": 0.25,
+            "eval_ece": 0.1}
+    table = markdown_table({"ft": {"mnli": {"eval_accuracy": 0.7, "eval_ece": 0.05}, "hans": hans}})
+    header, _, row = table.splitlines()
+    assert header == ("| checkpoint | mnli accuracy | mnli ece | hans accuracy | hans accuracy_entailment | "
+                      "hans accuracy_non-entailment | hans ece |")
+    assert row == "| ft | 70.00 | 5.00 | 60.00 | 95.00 | 25.00 | 10.00 |"
