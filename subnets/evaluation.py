@@ -118,15 +118,13 @@ def compute_metrics(task: TaskSpec, logits: np.ndarray, gold: np.ndarray, model_
         picked = np.log(np.clip(probs[np.arange(len(gold)), gold], 1e-12, None))
         metrics[f"{prefix}loss"] = float(-picked.mean()) if len(gold) else float("nan")
     if breakdown is not None:  # per gold label (HANS: non-entailment), then per group x gold label
-        for li, label in enumerate(task.label_names):
-            if (gold == li).any():
-                metrics[f"{prefix}accuracy_{label}"] = accuracy(pred[gold == li], gold[gold == li])
         groups = np.asarray(breakdown)
-        for group in sorted(set(groups)):
-            for li, label in enumerate(task.label_names):
-                sel = (groups == group) & (gold == li)
-                if sel.any():
-                    metrics[f"{prefix}accuracy_{group}_{label}"] = accuracy(pred[sel], gold[sel])
+        by_label = [(label, gold == li) for li, label in enumerate(task.label_names)]
+        selections = by_label + [(f"{group}_{label}", (groups == group) & is_label)
+                                 for group in sorted(set(groups)) for label, is_label in by_label]
+        for name, sel in selections:
+            if sel.any():
+                metrics[f"{prefix}accuracy_{name}"] = accuracy(pred[sel], gold[sel])
     return metrics
 
 

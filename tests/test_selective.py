@@ -132,19 +132,36 @@ def test_ensemble_values(tiny_bert):
     assert len(seen) >= 2
 
 
+def first_order_step(model, batch, rose, seed, **options):
+    """RoseFirstObjective on `batch` with loss scale 0.5 from `seed`; then zero grads and reseed for the manual pass."""
+    torch.manual_seed(seed)
+    loss = RoseFirstObjective(rose, **options)(model, batch, 0.5)
+    ce_grads = [p.grad.clone() for p in rose.params]
+    kl_grads = rose.first_order_gradients
+    model.zero_grad()
+    torch.manual_seed(seed)  # the same dropout masks in the same order
+    return loss, ce_grads, kl_grads
+
+
+def assert_first_order_matches(rose, loss, ce_grads, kl_grads, manual_ce, manual_kl):
+    """Ours against the manual computation; `manual_ce` (scaled by 0.5) is backpropagated here."""
+    (0.5 * manual_ce).backward()
+    assert torch.allclose(loss, manual_ce.detach())
+    for ours, theirs in zip(kl_grads, manual_kl):
+        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
+    for ours, p in zip(ce_grads, rose.params):
+        assert torch.allclose(ours, p.grad, atol=1e-6, rtol=1e-4)
+    assert any(float(g.abs().sum()) > 0 for g in kl_grads)  # dropout makes the two passes differ
+
+
 def test_first_order_objective_gradients(tiny_bert):
     model, tokenizer = tiny_bert
     model.train()
     batch = make_batch(tokenizer)
     rose = RoseMasks("first", lower=0, upper=50).bind(model)
-    torch.manual_seed(3)
-    loss = RoseFirstObjective(rose)(model, batch, 0.5)
-    ce_grads = [p.grad.clone() for p in rose.params]
-    kl_grads = rose.first_order_gradients
+    loss, ce_grads, kl_grads = first_order_step(model, batch, rose, seed=3)
 
-    # the same computation by hand: two dropout passes (same seed, hence the same dropout masks)
-    model.zero_grad()
-    torch.manual_seed(3)
+    # the same computation by hand: two dropout passes of the doubled batch
     inputs = {k: torch.cat([v, v]) for k, v in batch.items() if k != "labels"}
     a, b = model(**inputs).logits.chunk(2)
     p_a, p_b = a.softmax(-1), b.softmax(-1)
@@ -152,13 +169,7 @@ def test_first_order_objective_gradients(tiny_bert):
     assert torch.allclose(symmetric_kl(a, b), kl, atol=1e-6)
     manual_kl = torch.autograd.grad(0.5 * kl, rose.params, retain_graph=True)
     ce = (F.cross_entropy(a, batch["labels"]) + F.cross_entropy(b, batch["labels"])) / 2
-    (0.5 * ce).backward()
-    assert torch.allclose(loss, ce.detach())
-    for ours, theirs in zip(kl_grads, manual_kl):
-        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
-    for ours, p in zip(ce_grads, rose.params):
-        assert torch.allclose(ours, p.grad, atol=1e-6, rtol=1e-4)
-    assert any(float(g.abs().sum()) > 0 for g in kl_grads)  # dropout makes the two passes differ
+    assert_first_order_matches(rose, loss, ce_grads, kl_grads, ce, manual_kl)
 
 
 def test_first_order_scores_from_a_subset_of_the_batch(tiny_bert):
@@ -167,14 +178,9 @@ def test_first_order_scores_from_a_subset_of_the_batch(tiny_bert):
     model.train()
     batch = make_batch(tokenizer)
     rose = RoseMasks("first", lower=0, upper=50).bind(model)
-    torch.manual_seed(5)
-    loss = RoseFirstObjective(rose, score_examples=1)(model, batch, 0.5)
-    ce_grads = [p.grad.clone() for p in rose.params]
-    kl_grads = rose.first_order_gradients
+    loss, ce_grads, kl_grads = first_order_step(model, batch, rose, seed=5, score_examples=1)
 
-    model.zero_grad()
-    torch.manual_seed(5)  # the same dropout masks: the scored example's pair first, then the other three's
-    pairs = []
+    pairs = []  # the scored example's two passes first, then the other three's
     for rows in (slice(0, 1), slice(1, 4)):
         inputs = {k: torch.cat([v[rows], v[rows]]) for k, v in batch.items() if k != "labels"}
         a, b = model(**inputs).logits.chunk(2)
@@ -182,13 +188,7 @@ def test_first_order_scores_from_a_subset_of_the_batch(tiny_bert):
                       + F.cross_entropy(b, batch["labels"][rows], reduction="sum")))
     manual_kl = torch.autograd.grad(0.5 * 4 * symmetric_kl(*pairs[0][:2]), rose.params, retain_graph=True)
     ce = (pairs[0][2] + pairs[1][2]) / (2 * 4)  # mean over both passes of all four examples
-    (0.5 * ce).backward()
-    assert torch.allclose(loss, ce.detach())
-    for ours, theirs in zip(kl_grads, manual_kl):
-        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
-    for ours, p in zip(ce_grads, rose.params):
-        assert torch.allclose(ours, p.grad, atol=1e-6, rtol=1e-4)
-    assert any(float(g.abs().sum()) > 0 for g in kl_grads)
+    assert_first_order_matches(rose, loss, ce_grads, kl_grads, ce, manual_kl)
     with pytest.raises(SubnetsError, match="score examples"):
         RoseFirstObjective(rose, score_examples=-1)
 
