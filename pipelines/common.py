@@ -19,13 +19,16 @@ from subnets.data import default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_json
 from subnets.objectives import ObjectiveArguments, build_objective
+from subnets.masking.sources import run_config
 from subnets.selective import SelectiveArguments, build_selective
-from subnets.tasks import TaskSpec
+from subnets.tasks import TaskSpec, get_task
+from subnets.user_data import DataFileArguments, task_from_record, task_record, user_task
 from subnets.training import Callback, Objective, OptimizerFactory
 
 # Argument dataclasses every training stage takes; method packages append theirs.
-STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, TrainingArguments, ObjectiveArguments,
-                               SelectiveArguments]
+STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, DataFileArguments, TrainingArguments,
+                               ObjectiveArguments, SelectiveArguments]
+DEFAULT_TASK = "sst2"
 
 # Options that do not change what a run computes (a run directory may be resumed with other values).
 RUN_NEUTRAL_OPTIONS = {"overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
@@ -44,19 +47,50 @@ def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> Stage
     return args
 
 
+def run_task(path: str | None) -> TaskSpec | None:
+    """The task a stage run directory (or the run it started from) trained on; None for anything else."""
+    config = run_config(path) if path else None
+    while config is not None:
+        if "task" in config:
+            return task_from_record(config["task"])
+        name = config.get("DataArguments", {}).get("task_name")
+        if name:
+            return get_task(name)
+        config = run_config(config.get("ModelArguments", {}).get("model_name_or_path") or "")
+    return None
+
+
+def resolve_task(args: StageArgs, source: str | None) -> TaskSpec:
+    """The task a stage trains on: the user's data files, else --task_name, else the task of the run directory
+    it starts from (`source`), else sst2. The resolved name goes into the run's config."""
+    files = args[DataFileArguments]
+    if files.given:
+        task = user_task(files, args.task_name)
+        if not task.trainable:
+            raise SubnetsError("No --train_file given; expected a training file beside --validation_file/--test_file.")
+    elif args.task_name:
+        task = get_task(args.task_name, trainable=True)
+    else:
+        task = run_task(source) or get_task(DEFAULT_TASK, trainable=True)
+    args[DataArguments].task_name = task.name
+    return task
+
+
 def _comparable(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {f"{group}.{k}": v for group, values in config.items() if isinstance(values, dict)
             for k, v in values.items() if k not in RUN_NEUTRAL_OPTIONS}
 
 
-def prepare_run_dir(args: StageArgs, stage: str) -> Path:
-    """Create the run directory and write the resolved config; refuse a directory holding a different run.
+def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
+    """Create the run directory and write the resolved config (with the user task, if any, under "task");
+    refuse a directory holding a different run.
 
     The same config means "resume": the training loop continues from checkpoint-last.
     """
     out = Path(args.output_dir)
     # through JSON, so that values compare as they read back (tuples become lists)
-    config = json.loads(json.dumps({"stage": stage, **args.to_dict()}, default=str))
+    user = {"task": task_record(task)} if task is not None and task.user else {}
+    config = json.loads(json.dumps({"stage": stage, **args.to_dict(), **user}, default=str))
     config_path = out / "run_config.json"
     if config_path.exists() and not args.overwrite_output_dir:
         try:

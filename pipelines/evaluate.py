@@ -2,6 +2,12 @@
 
     python pipelines/evaluate.py --checkpoint runs/sst2-ft --checkpoint runs/sst2-ticket \
         --tasks sst2,advglue-sst2 --data_dir DATA --output_dir runs/eval
+    python pipelines/evaluate.py --checkpoint runs/my-ft --validation_file dev.csv --test_file test.csv \
+        --text_columns sentence --output_dir runs/my-eval
+
+Your own files (--validation_file, --test_file) are evaluated as the sets <task> and <task>-test, where <task> is
+the name of the user task the first checkpoint's run trained on (default: custom); their labels are --label_names,
+else that run's, else the checkpoint's.
 
 Writes `metrics.json` ({checkpoint: {set: {HF-style keys}}}) and `results.md` (methods side by side).
 A checkpoint is a `from_pretrained` directory or a stage run directory (its checkpoint-best/).
@@ -9,6 +15,7 @@ A checkpoint is a `from_pretrained` directory or a stage run directory (its chec
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
-from pipelines.common import run_cli
+from pipelines.common import run_cli, run_task
 from subnets.attacks import ATTACKS
 from subnets.attacks.pipeline import attack_set, attack_tables, is_attackable
 from subnets.config import parse_args
@@ -27,14 +34,16 @@ from subnets.evaluation import check_label_compatibility, compute_metrics, predi
 from subnets.io import atomic_write_json, atomic_write_text
 from subnets.models import load_classifier, resolve_model_path
 from subnets.ood import ood_metrics
-from subnets.tasks import get_task
+from subnets.tasks import TaskSpec, get_task
+from subnets.user_data import DataFileArguments, user_task
 
 
 @dataclass
 class EvaluateArguments:
     checkpoint: list[str] = field(default_factory=list,
                                   metadata={"help": "Checkpoint or run directory (repeat the option for several)."})
-    tasks: str = field(default="sst2", metadata={"help": "Comma-separated tasks / evaluation sets."})
+    tasks: str | None = field(default=None, metadata={
+        "help": "Comma-separated tasks / evaluation sets (default: sst2, or none when data files are given)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where metrics.json and results.md go."})
     data_dir: str | None = field(default=None, metadata={"help": "Local data folder (default $SUBNETS_DATA_DIR)."})
     max_eval_samples: int | None = None
@@ -60,19 +69,39 @@ def checkpoint_names(paths: Sequence[str]) -> list[str]:
         depth += 1
 
 
-def load_for_eval(path: str) -> tuple[torch.nn.Module, Any, list[str]]:
-    """The checkpoint's model and tokenizer, with the label names its own config declares."""
+def checkpoint_labels(path: str) -> tuple[str, list[str]]:
+    """(resolved directory, the label names its config declares) of a checkpoint or run directory."""
     resolved = resolve_model_path(path)
     if not (Path(resolved) / "config.json").exists():
         raise SubnetsError(f"Checkpoint {path} has no config.json (nor checkpoint-best/config.json); expected a "
                            f"from_pretrained directory or a stage run directory.")
     config = AutoConfig.from_pretrained(resolved)
-    labels = [config.id2label[i] for i in range(config.num_labels)]
+    return resolved, [config.id2label[i] for i in range(config.num_labels)]
+
+
+def load_for_eval(path: str) -> tuple[torch.nn.Module, Any, list[str]]:
+    """The checkpoint's model and tokenizer, with the label names its own config declares."""
+    resolved, labels = checkpoint_labels(path)
     model, tokenizer = load_classifier(resolved, labels)
     return model, tokenizer, labels
 
 
-def evaluate_checkpoint(path: str, task_names: Sequence[str], args: EvaluateArguments,
+def user_sets(files: DataFileArguments, first_checkpoint: str) -> list[TaskSpec]:
+    """The evaluation sets of the user's --validation_file / --test_file (see the module docstring)."""
+    if files.train_file:
+        raise SubnetsError("--train_file is not used by evaluation; expected --validation_file or --test_file.")
+    recorded = run_task(first_checkpoint)
+    recorded = recorded if recorded is not None and recorded.user else None
+    labels = None
+    if not files.label_names:
+        labels = recorded.label_names if recorded else tuple(checkpoint_labels(first_checkpoint)[1])
+    base = user_task(files, recorded.name if recorded else None, labels)
+    return [dataclasses.replace(base, name=base.name if split == "validation" else f"{base.name}-{split}",
+                                eval_split=split)
+            for split in ("validation", "test") if split in base.local]
+
+
+def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArguments,
                         name: str = "") -> dict[str, dict[str, float]]:
     model, tokenizer, labels = load_for_eval(path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,9 +114,9 @@ def evaluate_checkpoint(path: str, task_names: Sequence[str], args: EvaluateArgu
 
     out_logits = set_logits(get_task(args.ood_task))[1] if args.ood_task else None
     results = {}
-    for task_name in task_names:
-        task = get_task(task_name)
-        check_label_compatibility(labels, task, get_task(task.classifier_task), path)
+    for task in tasks:
+        model_task = task if task.user else get_task(task.classifier_task)
+        check_label_compatibility(labels, task, model_task, path)
         raw, logits = set_logits(task)
         breakdown = raw[task.breakdown] if task.breakdown else None
         results[task.name] = compute_metrics(task, logits, np.asarray(raw["label"]), labels, breakdown)
@@ -102,13 +131,14 @@ def evaluate_checkpoint(path: str, task_names: Sequence[str], args: EvaluateArgu
     return results
 
 
-def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
+def markdown_table(results: dict[str, dict[str, dict[str, float]]],
+                   tasks: dict[str, TaskSpec] | None = None) -> str:
     """Rows: checkpoints; columns: each set's main metric (accuracy, or weighted F1), its accuracy per gold label
     where the set has a breakdown (HANS: entailment, non-entailment), and ECE, in percent."""
     sets = list(dict.fromkeys(s for per in results.values() for s in per))
     columns = []
     for s in sets:
-        task = get_task(s)
+        task = (tasks or {}).get(s) or get_task(s)
         columns.append((s, "f1" if task.metric == "f1" else "accuracy"))
         if task.breakdown:
             columns += [(s, f"accuracy_{label}") for label in task.label_names]
@@ -122,22 +152,23 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    (args,) = parse_args([EvaluateArguments], argv).instances
+    args, files = parse_args([EvaluateArguments, DataFileArguments], argv).instances
     if not args.checkpoint:
         raise SubnetsError("No --checkpoint given; expected at least one checkpoint or run directory.")
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for metrics.json and results.md.")
     args.data_dir = args.data_dir or default_data_dir()
-    task_names = [t for t in args.tasks.split(",") if t]
-    for t in task_names + ([args.ood_task] if args.ood_task else []):
-        get_task(t)
+    task_names = [t for t in (args.tasks or ("" if files.given else "sst2")).split(",") if t]
+    tasks = [get_task(t) for t in task_names] + (user_sets(files, args.checkpoint[0]) if files.given else [])
+    if args.ood_task:
+        get_task(args.ood_task)
     if args.attack not in ("none", *ATTACKS):
         raise SubnetsError(f"Unknown --attack '{args.attack}'; expected none or one of {', '.join(ATTACKS)}.")
-    results = {name: evaluate_checkpoint(path, task_names, args, name)
+    results = {name: evaluate_checkpoint(path, tasks, args, name)
                for name, path in zip(checkpoint_names(args.checkpoint), args.checkpoint)}
     out = Path(args.output_dir)
     atomic_write_json(out / "metrics.json", results)
-    table = markdown_table(results) + (attack_tables(results, args.attack) if args.attack != "none" else "")
+    table = markdown_table(results, {t.name: t for t in tasks}) + (attack_tables(results, args.attack) if args.attack != "none" else "")
     atomic_write_text(out / "results.md", table)
     print(table)
     return results

@@ -7,21 +7,20 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from pipelines.common import (build_training_setup, load_task_data, parse_stage_args, prepare_run_dir, run_cli,
-                              write_metrics)
+from pipelines.common import (build_training_setup, load_task_data, parse_stage_args, prepare_run_dir, resolve_task,
+                              run_cli, write_metrics)
 from subnets.config import TrainingArguments
 from subnets.models import load_classifier
-from subnets.tasks import get_task
 from subnets.training import Trainer, set_seed
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_stage_args([], argv)
-    task = get_task(args.task_name, trainable=True)
+    task = resolve_task(args, args.model_name_or_path)
     set_seed(args.seed)
     model, tokenizer = load_classifier(args.model_name_or_path, task.label_names)
     data = load_task_data(args, task, tokenizer)
-    out = prepare_run_dir(args, "stage1_finetune")  # only once every input has been checked
+    out = prepare_run_dir(args, "stage1_finetune", task)  # only once every input has been checked
     setup = build_training_setup(args, task, data)
     trainer = Trainer(model, args[TrainingArguments], task, data.train, data.eval, tokenizer, objective=setup.objective, callbacks=setup.callbacks,
                       optimizer_factory=setup.optimizer_factory)

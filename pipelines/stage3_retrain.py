@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from pipelines.common import (build_training_setup, load_task_data, parse_stage_args, prepare_run_dir, run_cli,
-                              write_metrics)
+from pipelines.common import (build_training_setup, load_task_data, parse_stage_args, prepare_run_dir, resolve_task,
+                              run_cli, write_metrics)
 from subnets.config import ModelArguments, TrainingArguments
 from subnets.masking.retrain import (RetrainArguments, draw_ticket, load_initialisation, retrain_ticket,
                                      store_ticket)
-from subnets.masking.sources import run_model_source
-from subnets.tasks import get_task
+from subnets.masking.sources import run_config, run_model_source
 from subnets.training import set_seed
 
 
@@ -25,13 +24,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     retrain = args[RetrainArguments]
     source = run_model_source(retrain.mask) or args.model_name_or_path
     args[ModelArguments].model_name_or_path = source
-    task = get_task(args.task_name, trainable=True)
+    task = resolve_task(args, retrain.mask if run_config(retrain.mask) else source)
     set_seed(args.seed)
     ticket, mask_meta = draw_ticket(retrain)
     model, tokenizer = load_initialisation(source, retrain.init, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
-    out = prepare_run_dir(args, "stage3_retrain")  # only once every input has been checked
+    out = prepare_run_dir(args, "stage3_retrain", task)  # only once every input has been checked
     metrics = retrain_ticket(model, tokenizer, ticket, task, data.train, data.eval, args[TrainingArguments],
                              objective=setup.objective, callbacks=setup.callbacks,
                              optimizer_factory=setup.optimizer_factory)

@@ -3,6 +3,8 @@
     python pipelines/train_bias_model.py --task_name mnli --data_dir DATA --output_dir runs/mnli-bias
     python pipelines/train_bias_model.py --task_name vitaminc --bias_type hypothesis_only --output_dir runs/vc-bias
     python pipelines/train_bias_model.py --task_name mnli --teacher_model runs/mnli-ft --output_dir runs/mnli-bias
+    python pipelines/train_bias_model.py --train_file train.csv --validation_file dev.csv \
+        --text_columns premise,hypothesis --output_dir runs/my-bias
 
 Writes `bias_predictions.safetensors` (cross-fitted predictions for every training example, keyed by example
 id; pass it as `--bias_predictions` to any stage), `metrics.json` (bias-model accuracy) and `run_config.json`.
@@ -28,6 +30,7 @@ from subnets.models import load_classifier
 from subnets.objectives.bias_model import BIAS_TYPES, train_bias_model
 from subnets.objectives.debias import PredictionCache, dataset_fingerprint
 from subnets.tasks import TaskSpec, get_task
+from subnets.user_data import DataFileArguments, task_record, user_task
 
 BIAS_FILE = "bias_predictions.safetensors"
 TEACHER_FILE = "teacher_predictions.safetensors"
@@ -35,7 +38,8 @@ TEACHER_FILE = "teacher_predictions.safetensors"
 
 @dataclass
 class BiasModelArguments:
-    task_name: str = field(default="mnli", metadata={"help": "Training task whose bias is modelled."})
+    task_name: str | None = field(default=None, metadata={
+        "help": "Training task whose bias is modelled (default mnli), or the name of a task read from --train_file."})
     output_dir: str | None = field(default=None, metadata={"help": "Directory for the predictions and metrics."})
     data_dir: str | None = field(default=None, metadata={
         "help": "Local data folder; default: $SUBNETS_DATA_DIR, else the Hugging Face hub."})
@@ -64,19 +68,23 @@ def teacher_predictions(model_path: str, task: TaskSpec, train, args: BiasModelA
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args: BiasModelArguments = parse_args([BiasModelArguments], argv)[BiasModelArguments]
+    args, files = parse_args([BiasModelArguments, DataFileArguments], argv).instances
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for the bias predictions.")
     if args.bias_type not in BIAS_TYPES:
         raise SubnetsError(f"--bias_type must be one of {', '.join(BIAS_TYPES)}, got '{args.bias_type}'.")
     data_dir = args.data_dir or default_data_dir()
-    task = get_task(args.task_name, trainable=True)
+    task = user_task(files, args.task_name) if files.given else get_task(args.task_name or "mnli", trainable=True)
+    if not task.trainable:
+        raise SubnetsError("No --train_file given; expected the training file whose bias is modelled.")
     train = load_split(task, "train", data_dir)
     evaluation = load_split(task, task.eval_split, data_dir)
     result = train_bias_model(task, train, evaluation, bias_type=args.bias_type, folds=args.folds, seed=args.seed,
                               l2=args.l2)
     out = Path(args.output_dir)
-    atomic_write_json(out / "run_config.json", {"stage": "train_bias_model", **vars(args), "data_dir": data_dir})
+    user = {"task": task_record(task)} if task.user else {}
+    atomic_write_json(out / "run_config.json", {"stage": "train_bias_model", **vars(args), "task_name": task.name,
+                                                "data_dir": data_dir, **user})
     result.cache.save(out / BIAS_FILE)
     metrics = dict(result.metrics, fingerprint=result.cache.fingerprint, bias_predictions=str(out / BIAS_FILE))
     if args.teacher_model:

@@ -30,7 +30,10 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    task_name: str = field(default="sst2", metadata={"help": "Task to train on (see subnets.tasks.TASKS)."})
+    task_name: str | None = field(
+        default=None,
+        metadata={"help": "Task to train on (see subnets.tasks.TASKS), or the name of a task read from --train_file; "
+                          "default: the task of the run directory a stage starts from, else sst2."})
     data_dir: str | None = field(
         default=None,
         metadata={"help": "Local data folder (layout of the offline data folder); default: $SUBNETS_DATA_DIR, "

@@ -34,8 +34,13 @@ def default_data_dir() -> str | None:
 Rows = list[dict[str, Any]]
 
 
+# Every reader decodes "utf-8-sig" (a leading byte-order mark is dropped, as in GLUE's MRPC train.tsv) and accepts
+# CRLF line ends. GLUE, PAWS and HANS TSVs are read with no quoting: a quote character is a literal part of the text.
+ENCODING = "utf-8-sig"
+
+
 def _read_tsv(path: Path, header: bool) -> Rows:
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding=ENCODING, newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         rows = list(reader)
     if not header:
@@ -45,14 +50,20 @@ def _read_tsv(path: Path, header: bool) -> Rows:
 
 
 def _read_lines(paths: list[Path]) -> Rows:
-    columns = [p.read_text(encoding="utf-8").rstrip("\n").split("\n") for p in paths]
+    columns = [_lines(p.read_text(encoding=ENCODING)) for p in paths]
     if len({len(c) for c in columns}) != 1:
         raise SubnetsError(f"Aligned files {', '.join(map(str, paths))} have different line counts; expected one example per line in each.")
     return [{str(i): v for i, v in enumerate(vals)} for vals in zip(*columns)]
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at LF or CRLF only (str.splitlines would also split at U+2028 and other characters that may
+    occur inside a text)."""
+    return text.replace("\r\n", "\n").rstrip("\n").split("\n")
+
+
 def _read_jsonl_text(text: str) -> Rows:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [json.loads(line) for line in _lines(text) if line.strip()]
 
 
 def _read_local(root: Path, source: LocalSource) -> Rows:
@@ -69,15 +80,44 @@ def _read_local(root: Path, source: LocalSource) -> Rows:
         if source.reader == "lines":
             return _read_lines(paths)
         if source.reader == "json_key":
-            return json.loads(paths[0].read_text(encoding="utf-8"))[source.key]
+            return json.loads(paths[0].read_text(encoding=ENCODING))[source.key]
         if source.reader == "jsonl":
-            return [row for p in paths for row in _read_jsonl_text(p.read_text(encoding="utf-8"))]
+            return [row for p in paths for row in _read_jsonl_text(p.read_text(encoding=ENCODING))]
         if source.reader == "zip_jsonl":
             with zipfile.ZipFile(paths[0]) as z:
-                return _read_jsonl_text(z.read(source.key).decode("utf-8"))
+                return _read_jsonl_text(z.read(source.key).decode(ENCODING))
+        if source.reader in USER_FORMATS.values():
+            return read_user_file(paths[0], source.reader)
     except (json.JSONDecodeError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise SubnetsError(f"Could not read {paths[0]} as {source.reader} ({e.__class__.__name__}: {e}).") from e
     raise ValueError(f"unknown reader {source.reader}")
+
+
+USER_FORMATS = {".csv": "user_csv", ".tsv": "user_tsv", ".jsonl": "user_json", ".json": "user_json"}
+
+
+def read_user_file(path: Path, reader: str) -> Rows:
+    """A user's CSV (standard quoting), TSV (no quoting, as GLUE's) or JSON-lines file, read with `datasets`;
+    CSV and TSV cells stay strings exactly as written (no NA or number conversion)."""
+    options: dict[str, Any] = {}
+    if reader in ("user_csv", "user_tsv"):
+        sep = "\t" if reader == "user_tsv" else ","
+        quoting = csv.QUOTE_NONE if reader == "user_tsv" else csv.QUOTE_MINIMAL
+        with open(path, encoding=ENCODING, newline="") as f:
+            header = next(csv.reader(f, delimiter=sep, quoting=quoting), None)
+        if not header:
+            raise SubnetsError(f"{path} is empty; expected a header row naming the columns, then one example per row.")
+        options = dict(sep=sep, quoting=quoting, keep_default_na=False, na_filter=False, encoding=ENCODING,
+                       features=datasets.Features({name: datasets.Value("string") for name in header}))
+    elif path.stat().st_size == 0:
+        raise SubnetsError(f"{path} is empty; expected one JSON object per line.")
+    try:
+        ds = datasets.load_dataset("json" if reader == "user_json" else "csv", data_files=str(path), split="train",
+                                   **options)
+    except Exception as e:  # pandas / pyarrow raise many types for malformed files
+        kind = {"user_csv": "CSV", "user_tsv": "TSV", "user_json": "JSON lines"}[reader]
+        raise SubnetsError(f"Could not read {path} as {kind} ({e.__class__.__name__}: {str(e)[:200]}).") from e
+    return ds.to_list()
 
 
 def _label_index(value: Any, task: TaskSpec, where: str) -> int:
@@ -130,33 +170,47 @@ def _load_hub(source: HubSource, task: TaskSpec) -> datasets.Dataset:
     return _to_dataset(rows, source.columns, source.label, task, f"{source.path}:{source.split}")
 
 
+def _pick_source(root: Path, source: LocalSource) -> LocalSource:
+    """The first layout of a split whose files are all present (the last one when none is: it names the file)."""
+    while source.fallback is not None and not all((root / p).is_file() for p in (*source.paths, *source.layout_files)):
+        source = source.fallback
+    return source
+
+
+def _load_local(root: Path, task: TaskSpec, split: str) -> datasets.Dataset:
+    if split not in task.local:
+        if task.user:
+            raise SubnetsError(f"Task '{task.name}' has no '{split}' split; expected --{split}_file.")
+        raise SubnetsError(f"Task '{task.name}' has no '{split}' split in a local data directory; "
+                           f"available: {', '.join(task.local)}.")
+    source = _pick_source(root, task.local[split])
+    rows = _read_local(root, source)
+    if source.skip_incomplete:
+        needed = [*source.columns.values(), source.label]
+        complete = [r for r in rows if all(r.get(c) not in (None, "") for c in needed)]
+        if len(complete) < len(rows):
+            logger.warning(f"{root / source.paths[0]}: skipped {len(rows) - len(complete)} incomplete rows.")
+        rows = complete
+    if not rows:
+        raise SubnetsError(f"{root / source.paths[0]} has no examples; expected at least one row.")
+    ds = _to_dataset(rows, source.columns, source.label, task, str(root / source.paths[0]))
+    return _derive(ds, source.derive) if source.derive else ds
+
+
 def load_split(task: TaskSpec, split: str, data_dir: str | os.PathLike | None = None) -> datasets.Dataset:
     """One split of a task as a Dataset with columns `idx`, the task's text fields (plus extras) and `label`.
 
-    `data_dir` None: the hub. `idx` is the example's position in the split, the id debiasing caches join on.
+    A user task reads its own files; otherwise `data_dir` None means the hub. `idx` is the example's position
+    in the split, the id debiasing caches join on.
     """
+    if task.user:
+        return _load_local(Path("/"), task, split)  # its paths are absolute
     if data_dir is not None:
         root = Path(data_dir)
         if not root.is_dir():
             raise SubnetsError(f"Data directory {root} does not exist; expected a folder laid out like the offline "
                                f"data folder (glue/, hans/, ...) or no --data_dir to use the hub.")
-        if split not in task.local:
-            raise SubnetsError(f"Task '{task.name}' has no '{split}' split in a local data directory; "
-                               f"available: {', '.join(task.local)}.")
-        source = task.local[split]
-        rows = _read_local(root, source)
-        if source.skip_incomplete:
-            needed = [*source.columns.values(), source.label]
-            complete = [r for r in rows if all(r.get(c) not in (None, "") for c in needed)]
-            if len(complete) < len(rows):
-                logger.warning(f"{root / source.paths[0]}: skipped {len(rows) - len(complete)} incomplete rows.")
-            rows = complete
-        if not rows:
-            raise SubnetsError(f"{root / source.paths[0]} has no examples; expected at least one row.")
-        ds = _to_dataset(rows, source.columns, source.label, task, str(root / source.paths[0]))
-        if source.derive:
-            ds = _derive(ds, source.derive)
-        return ds
+        return _load_local(root, task, split)
     if split not in task.hub:
         raise SubnetsError(f"Task '{task.name}' has no hub source for split '{split}'; pass --data_dir with a local "
                            f"copy (see the data folder's MANIFEST.md).")

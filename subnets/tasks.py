@@ -1,13 +1,15 @@
 """Task registry: text fields, label names, metric and the two sources (hub, local directory) of every task.
 
-Local files follow the layout of the offline data folder (see its MANIFEST.md): `glue/SST-2/train.tsv`, ...
-Tasks whose local copy has no train split (MNLI, QNLI, VitaminC) are trained on a seeded split of the file
-they have: `DERIVED_EVAL_FRACTION` of it (shuffled with `SPLIT_SEED`) is the evaluation split, the rest trains.
+Local files follow the layout of the offline data folder (see its MANIFEST.md): `glue/SST-2/train.tsv`, ...,
+which for SST-2, RTE and MRPC is the layout GLUE's download script writes. For QNLI, QQP and MNLI the files the
+download script writes (`glue/QNLI/train.tsv`, `glue/MNLI/dev_matched.tsv`, ...) are read when present; otherwise,
+as for VitaminC, the task is trained on a seeded split of the file the offline folder has: `DERIVED_EVAL_FRACTION` of it (shuffled with `SPLIT_SEED`) is the evaluation split, the rest trains.
 The split does not depend on the run's seed, so runs with different seeds see the same data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .errors import SubnetsError
@@ -43,6 +45,9 @@ class LocalSource:
     key: str | None = None
     derive: str | None = None
     skip_incomplete: bool = False  # drop rows lacking a column (with a warning) instead of failing
+    # Another layout of the same split: read instead when a file of this one (paths, layout_files) is absent.
+    fallback: "LocalSource | None" = None
+    layout_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class TaskSpec:
     prediction_map: dict[str, str] = field(default_factory=dict)  # model label -> this set's label
     breakdown: str | None = None  # extra column to report accuracy per value x label (HANS: heuristic)
     bias_field: str | None = None  # the field a hypothesis-only / claim-only bias model reads
+    user: bool = False  # read from the user's own files (absolute paths, see subnets/user_data.py)
 
     @property
     def is_pair(self) -> bool:
@@ -89,10 +95,24 @@ def _glue_hub(config: str, fields: dict[str, str], split_names: dict[str, str] |
 
 
 def _derived(path: str, reader: str, columns: dict[str, str], label: str, key: str | None = None,
-             skip_incomplete: bool = False) -> dict[str, LocalSource]:
-    return {part: LocalSource((path,), reader, columns, label, key, derive="train" if part == "train" else "eval",
+             skip_incomplete: bool = False, glue: dict[str, LocalSource] | None = None) -> dict[str, LocalSource]:
+    """The seeded split of one file; with `glue`, the folder GLUE's download script writes is read first and
+    the seeded split is its fallback."""
+    out = {}
+    for part in ("train", "validation"):
+        derived = LocalSource((path,), reader, columns, label, key, derive="train" if part == "train" else "eval",
                               skip_incomplete=skip_incomplete)
-            for part in ("train", "validation")}
+        out[part] = dataclasses.replace(glue[part], fallback=derived) if glue and part in glue else derived
+    return out
+
+
+def _glue_files(folder: str, files: dict[str, str], columns: dict[str, str], label: str,
+                skip_incomplete: bool = False) -> dict[str, LocalSource]:
+    """Splits as GLUE's download script writes them (`glue/<folder>/train.tsv`, ...), headers included."""
+    every = tuple(f"glue/{folder}/{name}" for name in files.values())
+    return {split: LocalSource((f"glue/{folder}/{name}",), "tsv", columns, label, skip_incomplete=skip_incomplete,
+                               layout_files=every)
+            for split, name in files.items()}
 
 
 def _advglue(name: str, key: str, fields: tuple[str, ...], labels: tuple[str, ...], model_task: str) -> TaskSpec:
@@ -144,20 +164,27 @@ _TASK_LIST: list[TaskSpec] = [
     ),
     TaskSpec(
         "qnli", ("question", "sentence"), NLI2, "accuracy",
-        local=_derived("glue/QNLI/dev.tsv", "tsv", {"question": "question", "sentence": "sentence"}, "label"),
+        local=_derived("glue/QNLI/dev.tsv", "tsv", {"question": "question", "sentence": "sentence"}, "label",
+                       glue=_glue_files("QNLI", {"train": "train.tsv", "validation": "dev.tsv"},
+                                        {"question": "question", "sentence": "sentence"}, "label")),
         hub=_glue_hub("qnli", {"question": "question", "sentence": "sentence"}), bias_field="sentence",
     ),
     TaskSpec(
         "qqp", ("question1", "question2"), PARAPHRASE_QQP, "f1",
         # The offline QQP pool's first line is malformed (label glued to question2, see MANIFEST.md): skipped.
         local=_derived("glue/QQP/cutoff_new_dev.tsv", "tsv_noheader", {"question1": "3", "question2": "4"}, "5",
-                       skip_incomplete=True),
+                       skip_incomplete=True,
+                       glue=_glue_files("QQP", {"train": "train.tsv", "validation": "dev.tsv"},
+                                        {"question1": "question1", "question2": "question2"}, "is_duplicate",
+                                        skip_incomplete=True)),
         hub=_glue_hub("qqp", {"question1": "question1", "question2": "question2"}),
     ),
     TaskSpec(
         "mnli", ("premise", "hypothesis"), NLI3, "accuracy",
         local=_derived("glue/MNLI/dev_matched_mccoy.tsv", "tsv", {"premise": "premise", "hypothesis": "hypothesis"},
-                       "gold_label"),
+                       "gold_label",
+                       glue=_glue_files("MNLI", {"train": "train.tsv", "validation": "dev_matched.tsv"},
+                                        {"premise": "sentence1", "hypothesis": "sentence2"}, "gold_label")),
         hub=_glue_hub("mnli", {"premise": "premise", "hypothesis": "hypothesis"},
                       {"train": "train", "validation": "validation_matched"}),
         bias_field="hypothesis",
