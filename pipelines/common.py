@@ -23,7 +23,7 @@ from subnets.masking.sources import run_config
 from subnets.selective import SelectiveArguments, build_selective
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_from_record, task_record, user_task
-from subnets.training import Callback, Objective, OptimizerFactory
+from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, STATE_FILE, best_metric
 
 # Argument dataclasses every training stage takes; method packages append theirs.
 STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, DataFileArguments, TrainingArguments,
@@ -73,6 +73,7 @@ def resolve_task(args: StageArgs, source: str | None) -> TaskSpec:
     else:
         task = run_task(source) or get_task(DEFAULT_TASK, trainable=True)
     args[DataArguments].task_name = task.name
+    best_metric(args[TrainingArguments], task)  # an unknown --metric_for_best_model fails before any training
     return task
 
 
@@ -108,7 +109,7 @@ def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -
         raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new directory "
                            f"(or --overwrite_output_dir).")
     if args.overwrite_output_dir and out.exists():
-        for stale in ("checkpoint-last", "checkpoint-best", "metrics.json"):
+        for stale in ("checkpoint-last", "checkpoint-best", "metrics.json", RESULTS_FILE, STATE_FILE):
             if (out / stale).exists():
                 shutil.rmtree(out / stale) if (out / stale).is_dir() else (out / stale).unlink()
     atomic_write_json(config_path, config)
@@ -142,12 +143,20 @@ class TrainingSetup:
 def build_training_setup(args: StageArgs, task: TaskSpec, data: TaskData) -> TrainingSetup:
     """The objective, callbacks and optimizer chosen by the method options (CE and AdamW by default)."""
     selective = build_selective(args[SelectiveArguments], seed=args.seed, objective_args=args[ObjectiveArguments])
-    return TrainingSetup(objective=selective.objective or build_objective(args[ObjectiveArguments], task, data.train),
+    smoothing = args.label_smoothing_factor
+    if selective.objective is not None and smoothing:
+        raise SubnetsError("--label_smoothing_factor applies to the cross-entropy objectives; expected 0 with a ROSE "
+                           "or RoAST selective method, which bring their own loss.")
+    objective = selective.objective or build_objective(args[ObjectiveArguments], task, data.train,
+                                                       label_smoothing=smoothing)
+    return TrainingSetup(objective=objective,
                          callbacks=selective.callbacks, optimizer_factory=selective.optimizer_factory)
 
 
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
+    """The stage's final metrics: metrics.json and, under HF's name, all_results.json (the same dict)."""
     atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / RESULTS_FILE, metrics)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any]) -> int:

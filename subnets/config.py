@@ -19,6 +19,9 @@ from transformers import HfArgumentParser
 from .errors import SubnetsError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
+LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+REPORT_TO = ("tensorboard", "none")
+EVAL_STRATEGIES = ("epoch", "steps", "no")
 
 
 @dataclass
@@ -71,13 +74,39 @@ class TrainingArguments:
         default_factory=list,
         metadata={"help": "Keep plain model snapshots checkpoint-step-<k> at these steps (rewinding, stage 3 init)."})
     logging_steps: int = 50
-    metric_for_best_model: str | None = field(default=None, metadata={"help": "Default: the task's metric."})
+    metric_for_best_model: str | None = field(
+        default=None, metadata={"help": "Metric that picks checkpoint-best: accuracy, f1 (F1 tasks), loss or ece, with "
+                                        "or without the eval_ prefix. Default: the task's metric."})
+    greater_is_better: bool | None = field(
+        default=None, metadata={"help": "Whether a larger metric is better (default: False for loss and ece, "
+                                        "else True)."})
     best_after_fraction: float = field(
         default=0.0, metadata={"help": "Only select the best checkpoint after this fraction of training."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": " | ".join(LR_SCHEDULERS)})
+    save_total_limit: int | None = field(
+        default=None, metadata={"help": "Keep only the newest N checkpoint-step-<k> snapshots (checkpoint-best and "
+                                        "checkpoint-last are always kept)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard (<output_dir>/tb) | none"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Recompute activations in the backward pass (less memory, slower steps)."})
+    label_smoothing_factor: float = field(
+        default=0.0, metadata={"help": "Cross-entropy against (1 - f) one-hot + f / num_labels targets."})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
     dataloader_num_workers: int = 0
     disable_tqdm: bool = False
     ddp_find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject bad choices while parsing, before a stage creates its run directory."""
+        choices = {"lr_scheduler_type": LR_SCHEDULERS, "report_to": REPORT_TO, "eval_strategy": EVAL_STRATEGIES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SubnetsError(f"Unknown --{name} '{getattr(self, name)}'; expected one of {', '.join(allowed)}.")
+        if not 0.0 <= self.label_smoothing_factor < 1.0:
+            raise SubnetsError(f"--label_smoothing_factor {self.label_smoothing_factor} is out of range; expected a "
+                               f"value in [0, 1).")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise SubnetsError(f"--save_total_limit {self.save_total_limit} is not valid; expected at least 1.")
 
 
 class StageArgs:

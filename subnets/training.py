@@ -1,9 +1,13 @@
 """The one training loop, shared by every stage and method (see docs/ARCHITECTURE.md for the hook order).
 
-AdamW with no-decay groups, linear warmup/decay, clipping, accumulation, bf16 autocast on CUDA, evaluation by
+AdamW with no-decay groups, warmup then linear/cosine/constant learning rate, clipping, accumulation, bf16 autocast on CUDA, evaluation by
 epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints, TensorBoard, tqdm, DDP under
 torchrun. Resuming restores weights, optimizer, scheduler, RNG and data position, so a resumed run ends with
 the same metrics as an uninterrupted one.
+
+HF Trainer conventions: metrics carry HF's names (eval_*, train_loss, train_runtime, ...); `trainer_state.json`
+in the output directory is a `transformers.TrainerState` (log_history, best_model_checkpoint, best_metric,
+global_step, ...) and `all_results.json` holds the final metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from .config import TrainingArguments
 from .data import Collator, batch_reader
@@ -37,6 +42,27 @@ from .tensorboard import ScalarWriter
 
 NON_MODEL_KEYS = ("labels", "idx")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "layer_norm.bias")
+LOWER_IS_BETTER = ("loss", "ece")
+STATE_FILE = "trainer_state.json"
+RESULTS_FILE = "all_results.json"
+# TensorBoard tag -> the key HF's Trainer uses in log_history (eval/<m> -> eval_<m>; other tags are kept as is)
+HF_LOG_KEYS = {"train/loss": "loss", "train/lr": "learning_rate", "train/grad_norm": "grad_norm"}
+
+
+def log_key(tag: str) -> str:
+    """The log_history key of a TensorBoard scalar tag."""
+    return HF_LOG_KEYS.get(tag) or ("eval_" + tag.removeprefix("eval/") if tag.startswith("eval/") else tag)
+
+
+def best_metric(args: TrainingArguments, task: TaskSpec) -> tuple[str, bool]:
+    """(eval_<metric> key, greater is better) of --metric_for_best_model, checked against the task's metrics."""
+    name = (args.metric_for_best_model or task.metric).removeprefix("eval_")
+    known = ["accuracy", "loss", "ece"] + (["f1"] if task.metric == "f1" else [])
+    if name not in known:
+        raise SubnetsError(f"Unknown --metric_for_best_model '{args.metric_for_best_model}' for task '{task.name}'; "
+                           f"expected one of {', '.join(known)} (with or without the eval_ prefix).")
+    greater = args.greater_is_better if args.greater_is_better is not None else name not in LOWER_IS_BETTER
+    return "eval_" + name, greater
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -58,9 +84,12 @@ class Objective:
 
 
 class CrossEntropyObjective(Objective):
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], loss_scale: float) -> torch.Tensor:
         logits = model(**model_inputs(batch)).logits
-        loss = F.cross_entropy(logits.float(), batch["labels"])
+        loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.label_smoothing)
         (loss * loss_scale).backward()
         return loss.detach()
 
@@ -125,7 +154,7 @@ class Trainer:
             raise SubnetsError("No --output_dir given; expected a directory for checkpoints, logs and metrics.")
         self.args, self.task, self.tokenizer = args, task, tokenizer
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
-        self.objective = objective or CrossEntropyObjective()
+        self.objective = objective or CrossEntropyObjective(args.label_smoothing_factor)
         self.callbacks = list(callbacks)
         self.optimizer_factory = optimizer_factory or adamw_factory
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -133,11 +162,16 @@ class Trainer:
         self.rank, self.world_size, local_rank = distributed_setup()
         self.is_main_process = self.rank == 0
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        if args.gradient_checkpointing:
+            if not model.supports_gradient_checkpointing:
+                raise SubnetsError(f"{type(model).__name__} does not support --gradient_checkpointing.")
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model.to(self.device)
         self.collator = Collator(tokenizer, pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.output_dir = Path(args.output_dir)
-        self.writer = ScalarWriter(self.output_dir / "tb" if self.is_main_process else None)
-        self.metric_key = "eval_" + (args.metric_for_best_model or task.metric)
+        report = self.is_main_process and args.report_to == "tensorboard"
+        self.writer = ScalarWriter(self.output_dir / "tb" if report else None)
+        self.metric_key, self.greater_is_better = best_metric(args, task)
         self.global_step = self.epoch = self.step_in_epoch = 0
         self.max_steps = self.steps_per_epoch = 0
         self.optimizer: torch.optim.Optimizer | None = None
@@ -147,6 +181,9 @@ class Trainer:
         self.last_eval_step: int | None = None
         self.runtime = 0.0
         self.samples_seen = 0
+        # HF's log_history: one dict per logging step and per evaluation (plain JSON values; kept on resume)
+        self.log_history: list[dict[str, float]] = []
+        self.train_loss_sum, self.train_loss_count = 0.0, 0
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
         self._grad_norm: torch.Tensor | None = None
@@ -179,7 +216,8 @@ class Trainer:
             raise SubnetsError("Nothing to train: no parameter requires a gradient and no callback adds any.")
         self.optimizer = self.optimizer_factory(groups, self.args)
         warmup = self.args.warmup_steps or int(self.args.warmup_ratio * self.max_steps)
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.max_steps)
+        self.scheduler = get_scheduler(self.args.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=self.max_steps)
 
     def _clipped_parameters(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.param_groups if g.get("clip", True) for p in g["params"]]
@@ -210,7 +248,8 @@ class Trainer:
         position = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                     "max_steps": self.max_steps, "best": self.best, "last_eval": self.last_eval,
                     "last_eval_step": self.last_eval_step,
-                    "runtime": self.runtime, "samples_seen": self.samples_seen}
+                    "runtime": self.runtime, "samples_seen": self.samples_seen, "log_history": self.log_history,
+                    "train_loss_sum": self.train_loss_sum, "train_loss_count": self.train_loss_count}
         with atomic_dir(self.last_dir) as tmp:
             save_file(_plain_tensors(self.model.state_dict()), tmp / "model_state.safetensors")
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -243,7 +282,7 @@ class Trainer:
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         for key in ("global_step", "epoch", "step_in_epoch", "best", "last_eval", "last_eval_step", "runtime",
-                    "samples_seen"):
+                    "samples_seen", "log_history", "train_loss_sum", "train_loss_count"):
             setattr(self, key, state[key])
         return True
 
@@ -259,10 +298,13 @@ class Trainer:
         """Metrics of the current model on the eval set (main process; {} elsewhere or without an eval set)."""
         if self.eval_dataset is None or not self.is_main_process:
             return {}
+        start = time.perf_counter()
         logits = predict(self.model, self.eval_dataset, self.collator, self.args.per_device_eval_batch_size,
                          self.device)
         labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        return compute_metrics(self.task, logits, np.asarray(self.eval_dataset["labels"]), labels)
+        metrics = compute_metrics(self.task, logits, np.asarray(self.eval_dataset["labels"]), labels)
+        runtime = time.perf_counter() - start
+        return {**metrics, "eval_runtime": runtime, "eval_samples_per_second": len(logits) / runtime}
 
     def _evaluate_and_checkpoint(self) -> None:
         self.last_eval_step = self.global_step
@@ -271,6 +313,7 @@ class Trainer:
             self.last_eval = metrics
             for key, value in metrics.items():
                 self.writer.scalar("eval/" + key.removeprefix("eval_"), value, self.global_step)
+            self._log_entry(metrics)
             for cb in self.callbacks:
                 cb.on_evaluate(self, metrics)
             if self.metric_key not in metrics:
@@ -278,10 +321,13 @@ class Trainer:
                                    f"{sorted(metrics)}.")
             value = metrics[self.metric_key]
             eligible = self.global_step >= self.args.best_after_fraction * self.max_steps
-            if eligible and (self.best["value"] is None or value > self.best["value"]):
+            better = self.best["value"] is None or (value > self.best["value"] if self.greater_is_better
+                                                    else value < self.best["value"])
+            if eligible and better:
                 self.best = {"value": value, "step": self.global_step, "metrics": metrics}
                 self._save_best()
         self.save_last()
+        self.write_state()
         self.writer.flush()
         if self.world_size > 1:
             dist.barrier()
@@ -333,9 +379,43 @@ class Trainer:
         for cb in self.callbacks:
             scalars.update(cb.log_scalars(self))
         self.writer.scalars(scalars, self.global_step)
+        self._log_entry({log_key(tag): float(value) for tag, value in scalars.items()})
+        self.train_loss_sum += float(self._loss_sum)
+        self.train_loss_count += self._loss_count
         progress.set_postfix(loss=f"{loss:.4f}")
         self._loss_sum.zero_()
         self._loss_count = 0
+
+    @property
+    def epoch_progress(self) -> float:
+        """Epochs done, fractional (HF's `epoch`)."""
+        return self.epoch + self.step_in_epoch / self.steps_per_epoch if self.steps_per_epoch else float(self.epoch)
+
+    def _log_entry(self, values: dict[str, float]) -> None:
+        self.log_history.append({**values, "epoch": self.epoch_progress, "step": self.global_step})
+
+    def write_state(self) -> None:
+        """`trainer_state.json` in the output directory, loadable with `transformers.TrainerState.load_from_json`."""
+        if not self.is_main_process:
+            return
+        best = self.best["step"] is not None
+        atomic_write_json(self.output_dir / STATE_FILE, {
+            "epoch": self.epoch_progress, "global_step": self.global_step, "max_steps": self.max_steps,
+            "logging_steps": self.args.logging_steps, "eval_steps": self.args.eval_steps,
+            "save_steps": self.args.save_steps, "train_batch_size": self.args.per_device_train_batch_size,
+            "num_train_epochs": self.args.num_train_epochs, "log_history": self.log_history,
+            "best_metric": self.best["value"], "best_global_step": self.best["step"],
+            "best_model_checkpoint": str(self.best_dir) if best else None,
+            "is_local_process_zero": True, "is_world_process_zero": True})
+
+    def _save_step_snapshot(self) -> None:
+        """checkpoint-step-<k>; with --save_total_limit, this run's older snapshots beyond the limit are removed."""
+        save_plain_model(self.model, self.tokenizer, self.output_dir / f"checkpoint-step-{self.global_step}")
+        limit = self.args.save_total_limit
+        if limit:
+            kept = sorted(s for s in self.args.save_model_at_steps if s <= self.global_step)
+            for step in kept[:-limit]:
+                shutil.rmtree(self.output_dir / f"checkpoint-step-{step}", ignore_errors=True)
 
     def train(self) -> dict[str, float]:
         """Train to `max_steps` (resuming from checkpoint-last if present); returns HF-style metrics."""
@@ -352,7 +432,7 @@ class Trainer:
         if not resumed:
             set_seed(args.seed + self.rank)
             if 0 in args.save_model_at_steps and self.is_main_process:
-                save_plain_model(self.model, self.tokenizer, self.output_dir / "checkpoint-step-0")
+                self._save_step_snapshot()
         model: torch.nn.Module = self.model
         if self.world_size > 1:
             model = torch.nn.parallel.DistributedDataParallel(
@@ -393,7 +473,7 @@ class Trainer:
                 elif args.save_steps and self.global_step % args.save_steps == 0:
                     self.save_last()
                 if self.global_step in args.save_model_at_steps and self.is_main_process:
-                    save_plain_model(self.model, self.tokenizer, self.output_dir / f"checkpoint-step-{self.global_step}")
+                    self._save_step_snapshot()
                 if self.global_step >= self.max_steps or end_of_epoch:
                     break
         progress.close()
@@ -401,8 +481,15 @@ class Trainer:
             self._evaluate_and_checkpoint()  # every rank takes part (it holds collectives)
         for cb in self.callbacks:
             cb.on_train_end(self)
+        summary = self.summary()
+        if not any("train_runtime" in entry for entry in self.log_history):
+            self._log_entry({k: summary[k] for k in ("train_runtime", "train_samples_per_second",
+                                                     "train_steps_per_second", "train_loss")})
+        self.write_state()
+        if self.is_main_process:
+            atomic_write_json(self.output_dir / RESULTS_FILE, summary)
         self.writer.flush()
-        return self.summary()
+        return summary
 
     def summary(self) -> dict[str, float]:
         """HF Trainer-style metrics: eval_* of the best checkpoint, last_eval_* of the final model, train_*."""
@@ -411,5 +498,7 @@ class Trainer:
         out.update({"best_step": self.best["step"], "train_steps": self.global_step, "train_runtime": self.runtime,
                     "train_samples": self.samples_seen,
                     "train_samples_per_second": self.samples_seen / self.runtime if self.runtime else 0.0,
-                    "epoch": self.epoch + self.step_in_epoch / self.steps_per_epoch})
+                    "train_steps_per_second": self.global_step / self.runtime if self.runtime else 0.0,
+                    "train_loss": self.train_loss_sum / self.train_loss_count if self.train_loss_count else float("nan"),
+                    "epoch": self.epoch_progress})
         return out

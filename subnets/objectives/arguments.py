@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ..errors import SubnetsError
 from ..tasks import TaskSpec
 from .debias import ConfRegLoss, PoELoss, PredictionCache, ReweightLoss
-from .losses import LossFn, LossObjective, cross_entropy
+from .losses import LossFn, LossObjective, cross_entropy, smoothed_cross_entropy
 from .perturbers import PGD, FreeLB, PerturbationConfig, RoASTPerturbation
 
 ADVERSARIES = ("none", "freelb", "pgd", "roast")
@@ -58,11 +58,14 @@ def _load_checked(path: str | None, option: str, kind: str, task: TaskSpec, trai
     return cache
 
 
-def build_loss(args: ObjectiveArguments, task: TaskSpec, train_dataset) -> LossFn:
-    """The per-batch loss: cross-entropy, or a debiasing loss joined to cached predictions by example id."""
+def build_loss(args: ObjectiveArguments, task: TaskSpec, train_dataset, label_smoothing: float = 0.0) -> LossFn:
+    """The per-batch loss: cross-entropy (label-smoothed if asked), or a debiasing loss joined to cached
+    predictions by example id."""
     _check_choice("debias", args.debias, DEBIAS)
     if args.debias == "none":
-        return cross_entropy
+        return smoothed_cross_entropy(label_smoothing) if label_smoothing else cross_entropy
+    if label_smoothing:
+        raise SubnetsError("--label_smoothing_factor applies to plain cross-entropy; expected 0 with --debias.")
     bias = _load_checked(args.bias_predictions, "bias_predictions", "bias", task, train_dataset)
     if args.debias == "poe":
         return PoELoss(bias)
@@ -72,14 +75,14 @@ def build_loss(args: ObjectiveArguments, task: TaskSpec, train_dataset) -> LossF
     return ConfRegLoss(bias, teacher)
 
 
-def build_objective(args: ObjectiveArguments, task: TaskSpec, train_dataset):
+def build_objective(args: ObjectiveArguments, task: TaskSpec, train_dataset, label_smoothing: float = 0.0):
     """The training objective (`objective(model, batch, loss_scale) -> detached loss`) for these options.
 
     `train_dataset` (tokenised or not) must carry `idx` and labels when a debiasing loss is chosen; the
     cached predictions are checked against it here, once.
     """
     _check_choice("adversary", args.adversary, ADVERSARIES)
-    loss_fn = build_loss(args, task, train_dataset)
+    loss_fn = build_loss(args, task, train_dataset, label_smoothing)
     if args.adversary == "none":
         return LossObjective(loss_fn)
     if args.adversary == "roast":

@@ -23,6 +23,15 @@ def cross_entropy(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> to
     return F.cross_entropy(logits.float(), batch["labels"])
 
 
+def smoothed_cross_entropy(factor: float) -> LossFn:
+    """Cross-entropy against smoothed targets (1 - factor) * one-hot + factor / num_labels (Szegedy et al. 2016,
+    Sec. 7), as HF's `label_smoothing_factor`."""
+    def loss(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), batch["labels"], label_smoothing=factor)
+
+    return loss
+
+
 def symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(p||q) + KL(q||p) summed over the batch (RoAST's consistency term)."""
     log_p = F.log_softmax(logits_p.float(), dim=-1)
