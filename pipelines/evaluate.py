@@ -174,5 +174,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return results
 
 
+
+def cli() -> int:
+    """The `subnets-evaluate` console command (the same as `python -m pipelines.evaluate`)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

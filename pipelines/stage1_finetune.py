@@ -30,5 +30,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return metrics
 
 
+
+def cli() -> int:
+    """The `subnets-finetune` console command (the same as `python -m pipelines.stage1_finetune`)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

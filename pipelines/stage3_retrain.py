@@ -40,5 +40,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return metrics
 
 
+
+def cli() -> int:
+    """The `subnets-retrain` console command (the same as `python -m pipelines.stage3_retrain`)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

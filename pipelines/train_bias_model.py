@@ -97,5 +97,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return metrics
 
 
+
+def cli() -> int:
+    """The `subnets-bias-model` console command (the same as `python -m pipelines.train_bias_model`)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

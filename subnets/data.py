@@ -104,9 +104,12 @@ def read_user_file(path: Path, reader: str) -> Rows:
         sep = "\t" if reader == "user_tsv" else ","
         quoting = csv.QUOTE_NONE if reader == "user_tsv" else csv.QUOTE_MINIMAL
         with open(path, encoding=ENCODING, newline="") as f:
-            header = next(csv.reader(f, delimiter=sep, quoting=quoting), None)
+            reader = csv.reader(f, delimiter=sep, quoting=quoting)
+            header, first_row = next(reader, None), next(reader, None)
         if not header:
             raise SubnetsError(f"{path} is empty; expected a header row naming the columns, then one example per row.")
+        if first_row is None:
+            return []  # a header and no example: reported by the caller
         options = dict(sep=sep, quoting=quoting, keep_default_na=False, na_filter=False, encoding=ENCODING,
                        features=datasets.Features({name: datasets.Value("string") for name in header}))
     elif path.stat().st_size == 0:

@@ -1,0 +1,145 @@
+"""A Python API for notebooks: each step of the pipeline in a line or two (see docs/api.md).
+
+Thin wrappers over the library the stage scripts use: `Trainer` (one training loop), `masking.search`,
+`masking.draw`, `masking.retrain`, `attacks.pipeline` and `masks.MaskStore`. Training options are the stage
+options (`TrainingArguments` / `SearchArguments` field names) given as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import datasets
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import TrainingArguments
+from .data import load_split, subsample, tokenize
+from .errors import SubnetsError
+from .tasks import TaskSpec, get_task
+from .training import Trainer
+from .user_data import DataFileArguments, user_task
+
+PathLike = str | os.PathLike
+
+
+class TaskData(NamedTuple):
+    """A task's splits: `train` and `eval` tokenised (for training), `eval_text` the raw evaluation split."""
+
+    train: datasets.Dataset | None
+    eval: datasets.Dataset
+    eval_text: datasets.Dataset
+
+
+def _options(cls: type, options: dict[str, Any], **fixed: Any) -> Any:
+    """An argument dataclass from keyword options, with one clear error for an unknown name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise SubnetsError(f"Unknown option(s) {', '.join(unknown)}; expected fields of {cls.__name__}.")
+    return cls(**options, **fixed)
+
+
+def load_task(name: str | None = None, **files: Any) -> TaskSpec:
+    """A built-in task by name (`load_task("sst2")`), or one read from your own files:
+    `load_task(train_file="train.csv", validation_file="dev.csv", text_columns="sentence")` (options as the
+    stages' --train_file, --validation_file, --test_file, --text_columns, --label_column, --label_names)."""
+    if files:
+        return user_task(_options(DataFileArguments, files), name)
+    return get_task(name or "sst2")
+
+
+def load_model(name_or_path: PathLike, task: TaskSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence classifier with the task's labels ("minilm", a hub name, a directory or a stage run directory)."""
+    from .models import load_classifier
+
+    return load_classifier(str(name_or_path), task.label_names)
+
+
+def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: PathLike | None = None,
+              max_seq_length: int = 128, max_train_samples: int | None = None,
+              max_eval_samples: int | None = None) -> TaskData:
+    """The task's train split (if it has one) and evaluation split, tokenised as the stages do."""
+    raw_eval = subsample(load_split(task, task.eval_split, data_dir), max_eval_samples, shuffle=False)
+    train = None
+    if task.trainable:
+        raw_train = subsample(load_split(task, "train", data_dir), max_train_samples, shuffle=True)
+        train = tokenize(raw_train, tokenizer, task, max_seq_length)
+    return TaskData(train, tokenize(raw_eval, tokenizer, task, max_seq_length), raw_eval)
+
+
+def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
+             output_dir: PathLike, **training: Any) -> dict[str, Any]:
+    """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
+    args = _options(TrainingArguments, training, output_dir=str(output_dir))
+    return Trainer(model, args, task, data.train, data.eval, tokenizer).train()
+
+
+def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
+                output_dir: PathLike, *, source: str = "api", **options: Any) -> dict[str, Any]:
+    """Stage 2: search a mask (options: SearchArguments fields such as method, target_sparsity, mask_store,
+    plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id, "state": id}."""
+    from .masking.search import SearchArguments, search_mask as run_search
+
+    search_names = {f.name for f in dataclasses.fields(SearchArguments)}
+    search = _options(SearchArguments, {k: v for k, v in options.items() if k in search_names})
+    args = _options(TrainingArguments, {k: v for k, v in options.items() if k not in search_names},
+                    output_dir=str(output_dir))
+    return run_search(model, tokenizer, task, data.train, data.eval, args, search, source=source)
+
+
+def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None = None, *,
+                mask_store: PathLike | None = None, scope: str = "global") -> dict[str, torch.Tensor]:
+    """A binary ticket at exactly `sparsity` from a mask (store id, stage-2 run directory, safetensors file or a
+    dict of tensors); with no sparsity, a stored binary ticket as it is."""
+    from .masking.draw import draw_mask
+    from .masking.retrain import RetrainArguments, draw_ticket as draw_from_source
+
+    if isinstance(mask, dict):
+        if sparsity is None:
+            raise SubnetsError("draw_ticket needs a sparsity to draw from a mask given as tensors.")
+        return draw_mask({n: t.float() for n, t in mask.items()}, sparsity, scope=scope)
+    retrain = RetrainArguments(mask=str(mask), sparsity=sparsity, draw_scope=scope,
+                               mask_store=None if mask_store is None else str(mask_store))
+    return draw_from_source(retrain)[0]
+
+
+def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],
+            task: TaskSpec, data: TaskData, output_dir: PathLike, **training: Any) -> dict[str, Any]:
+    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity."""
+    from .masking.retrain import retrain_ticket
+
+    args = _options(TrainingArguments, training, output_dir=str(output_dir))
+    return retrain_ticket(model, tokenizer, ticket, task, data.train, data.eval, args)
+
+
+def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData, *,
+           attack: str = "textfooler", output_jsonl: PathLike = "attack.jsonl", **options: Any) -> dict[str, Any]:
+    """Attack the evaluation split (options as `subnets.attacks.pipeline.attack_set`: samples, seed, data_dir,
+    wordnet_dir, query_budget, max_perturb_ratio, ...); returns clean accuracy, accuracy under attack, ..."""
+    from .attacks.pipeline import attack_set
+
+    return attack_set(model, tokenizer, task, data.eval_text, attack=attack, jsonl_path=output_jsonl, **options)
+
+
+def put_mask(mask: dict[str, torch.Tensor], model: PreTrainedModel, *, task: TaskSpec | str, method: str = "user",
+             model_name: str = "api", mask_store: PathLike | None = None, seed: int = 0, **meta: Any) -> str:
+    """Put a mask into the mask store (binary: a ticket, real-valued: a state) with the model's fingerprint;
+    returns the record id."""
+    from masks import MaskStore
+    from masks.store import store_root
+
+    from .masking.sources import record_meta
+
+    binary = all(t.dtype == torch.bool for t in mask.values())
+    task_name = task if isinstance(task, str) else task.name
+    record = record_meta(model, task_name, method, model_name=model_name, parent=model_name, seed=seed, **meta)
+    tensors = {n: (t.bool() if binary else t.float()).cpu() for n, t in mask.items()}
+    return MaskStore(store_root(mask_store)).put(tensors, dict(record, kind="ticket" if binary else "state"))
+
+
+__all__: Sequence[str] = ("TaskData", "load_task", "load_model", "load_data", "finetune", "search_mask",
+                          "draw_ticket", "retrain", "attack", "put_mask")
