@@ -165,7 +165,11 @@ class Trainer:
         if args.gradient_checkpointing:
             if not model.supports_gradient_checkpointing:
                 raise SubnetsError(f"{type(model).__name__} does not support --gradient_checkpointing.")
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            kwargs = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.model = model.to(self.device)
         self.collator = Collator(tokenizer, pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.output_dir = Path(args.output_dir)
