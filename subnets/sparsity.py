@@ -1,7 +1,7 @@
 """Sparsity reports of binary masks and the TensorBoard scalars of mask search and selective fine-tuning.
 
 Every number names its denominator (which targets were counted), because the papers count differently.
-Tags follow DESIGN.md: `sparsity/global`, `sparsity/expected_l0`, `sparsity/layer_<i>/<kind>`,
+Tags follow docs/methods.md (TensorBoard): `sparsity/global`, `sparsity/expected_l0`, `sparsity/layer_<i>/<kind>`,
 `sparsity/kind/<kind>`, `mask/flip_rate`, `mask/gates_near_0`, `mask/gates_near_1`, `update/ratio/layer_<i>`.
 All writers go through `ScalarWriter.scalar(tag, value, step)`, one scalar per tag. They are called at logging
 steps only, so reading values back to the host here is fine.
@@ -153,7 +153,7 @@ def log_gate_stats(
 ) -> None:
     """Write `mask/gates_near_0`, `mask/gates_near_1` (deterministic gate values) and `sparsity/expected_l0`.
 
-    `expected_l0` is the expected fraction of non-zero gates (DESIGN.md, hard-concrete), logged as given.
+    `expected_l0` is the expected fraction of non-zero gates (docs/methods.md, hard-concrete), logged as given.
     """
     for tag, value in gate_stats(gates, tolerance=tolerance).items():
         writer.scalar(tag, value, step)

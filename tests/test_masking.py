@@ -82,7 +82,7 @@ def test_hard_concrete_sampling_matches_expected_l0():
 
 
 def _reference_sample(log_alpha, weight=None):
-    """The hard-concrete sample as a plain autograd graph (DESIGN.md formulas), same noise draw as the fused one."""
+    """The hard-concrete sample as a plain autograd graph (docs/methods.md formulas), same noise draw as the fused one."""
     u = torch.rand_like(log_alpha)
     s = torch.sigmoid((torch.logit(u, 1e-6) + log_alpha) / BETA)
     z = (s * (LIMIT_R - LIMIT_L) + LIMIT_L).clamp(0.0, 1.0)

@@ -1,6 +1,6 @@
 """Hard-concrete L0 gates (Louizos et al., 2018), as used by Robust Tickets (Zheng et al., 2022).
 
-Stretch limits l = -0.1, r = 1.1 and temperature beta = 2/3 (DESIGN.md):
+Stretch limits l = -0.1, r = 1.1 and temperature beta = 2/3 (docs/methods.md, hard-concrete):
   training sample   u ~ U(eps, 1 - eps), s = sigmoid((log u - log(1 - u) + log_alpha) / beta),
                     z = clamp(s (r - l) + l, 0, 1)
   deterministic     z = clamp(sigmoid(log_alpha) (r - l) + l, 0, 1)
