@@ -64,14 +64,15 @@ def resolve_task(args: StageArgs, source: str | None) -> TaskSpec:
     """The task a stage trains on: the user's data files, else --task_name, else the task of the run directory
     it starts from (`source`), else sst2. The resolved name goes into the run's config."""
     files = args[DataFileArguments]
+    recorded = run_task(source)
     if files.given:
         task = user_task(files, args.task_name)
         if not task.trainable:
             raise SubnetsError("No --train_file given; expected a training file beside --validation_file/--test_file.")
-    elif args.task_name:
+    elif args.task_name and not (recorded is not None and recorded.user and recorded.name == args.task_name):
         task = get_task(args.task_name, trainable=True)
     else:
-        task = run_task(source) or get_task(DEFAULT_TASK, trainable=True)
+        task = recorded or get_task(DEFAULT_TASK, trainable=True)
     args[DataArguments].task_name = task.name
     best_metric(args[TrainingArguments], task)  # an unknown --metric_for_best_model fails before any training
     return task

@@ -182,7 +182,7 @@ def test_user_csv_task_trains_searches_retrains_and_evaluates(tmp_path, tiny_mod
     search = stage2_search.main(["--model_name_or_path", str(tmp_path / "ft"), "--output_dir", str(tmp_path / "hc"),
                                  "--method", "hard_concrete", "--target_sparsity", "0.3", *quick])
     assert json.loads((tmp_path / "hc" / "run_config.json").read_text())["task"] == config["task"]
-    ticket = stage3_retrain.main(["--mask", str(tmp_path / "hc"), "--sparsity", "0.3",
+    ticket = stage3_retrain.main(["--mask", str(tmp_path / "hc"), "--sparsity", "0.3", "--task_name", "reviews",
                                   "--output_dir", str(tmp_path / "ticket"), *quick])
     assert ticket["sparsity"] == pytest.approx(0.3, abs=0.01)
     records = MaskStore(tmp_path / "store").list(task="reviews")
