@@ -2,7 +2,7 @@
 
     python benchmarks/bench_freelb.py [--model minilm] [--batch_size 32] [--seq_len 64] [--repeats 7]
 
-Target (docs/methods.md, performance targets): FreeLB with K steps <= 1.05 x (K + 1) x dense. Steps are interleaved (dense, K=2, K=3,
+Target (docs/methods.md): FreeLB with K steps <= 1.05 x (K + 1) x dense. Steps are interleaved (dense, K=2, K=3,
 K=5, dense, ...) in one process and the median of each is reported; on CUDA under bf16 autocast.
 """
 

@@ -3,7 +3,7 @@
     python benchmarks/bench_mask_steps.py [--reps 7] [--seq_len 128] [--threads N]
 
 Each repetition times one optimizer step of each variant in turn (interleaved); medians are compared.
-Targets (docs/methods.md, performance targets): hard-concrete search step <= 1.15 x dense, fixed-mask retraining step <= 1.05 x dense.
+Targets (docs/methods.md): hard-concrete search step <= 1.15 x dense, fixed-mask retraining step <= 1.05 x dense.
 On a shared machine, compare runs only at a similar load (printed before and after): while another process
 holds a core, every multi-threaded op waits for its descheduled worker thread, which swamps the step times
 (`--threads 1` avoids that wait).

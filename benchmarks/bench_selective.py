@@ -2,7 +2,7 @@
 
     python benchmarks/bench_selective.py [--model minilm] [--batch_size 32] [--seq_len 64] [--repeats 7]
 
-Ratios (docs/methods.md, performance targets): ROSE-Second step / AdamW step (<= 1.10), ROSE-First step / dense step (<= 2.1;
+Ratios (docs/methods.md targets): ROSE-Second step / AdamW step (<= 1.10), ROSE-First step / dense step (<= 2.1;
 see docs/selective.md for why the exact KL gradient costs more; `rose_first_score<B/8>` scores from B/8 examples,
 `--rose_score_examples`), RoAST step / FreeLB-1 step. A step is the
 whole optimizer step: objective (forward and backward passes), the method's per-step hook (RoAST's Fisher

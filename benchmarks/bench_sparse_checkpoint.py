@@ -1,7 +1,7 @@
 """Sparse checkpoint size vs dense and vs the bound, for a BERT-base-size classifier at 50/70/90% sparsity.
 
 Run: python benchmarks/bench_sparse_checkpoint.py
-Bound (docs/methods.md, performance targets): 1.05 x (kept values x bytes + 1 bit per masked weight) + the unmasked parameters. Masks cover the
+Bound (docs/methods.md): 1.05 x (kept values x bytes + 1 bit per masked weight) + the unmasked parameters. Masks cover the
 72 encoder matrices and the pooler; the rest (embeddings, LayerNorms, biases, classifier) is stored dense.
 """
 

@@ -1,7 +1,7 @@
 """The one training loop, shared by every stage and method (see docs/ARCHITECTURE.md for the hook order).
 
-AdamW with no-decay groups, warmup then linear/cosine/constant learning rate, clipping, accumulation, bf16 autocast on CUDA, evaluation by
-epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints, TensorBoard, tqdm, DDP under
+AdamW with no-decay groups, warmup then a linear/cosine/constant learning rate, clipping, accumulation, bf16
+autocast on CUDA, evaluation by epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints, TensorBoard, tqdm, DDP under
 torchrun. Resuming restores weights, optimizer, scheduler, RNG and data position, so a resumed run ends with
 the same metrics as an uninterrupted one.
 
