@@ -19,7 +19,7 @@ from .config import TrainingArguments
 from .data import load_split, subsample, tokenize
 from .errors import SubnetsError
 from .tasks import TaskSpec, get_task
-from .training import Trainer
+from .training import Trainer, set_seed
 from .user_data import DataFileArguments, user_task
 
 PathLike = str | os.PathLike
@@ -51,10 +51,13 @@ def load_task(name: str | None = None, **files: Any) -> TaskSpec:
     return get_task(name or "sst2")
 
 
-def load_model(name_or_path: PathLike, task: TaskSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A sequence classifier with the task's labels ("minilm", a hub name, a directory or a stage run directory)."""
+def load_model(name_or_path: PathLike, task: TaskSpec, *, seed: int = 42) -> tuple[PreTrainedModel,
+                                                                                 PreTrainedTokenizerBase]:
+    """A sequence classifier with the task's labels ("minilm", a hub name, a directory or a stage run directory);
+    a new classifier head is initialised from `seed`, as the stages do with --seed."""
     from .models import load_classifier
 
+    set_seed(seed)
     return load_classifier(str(name_or_path), task.label_names)
 
 
