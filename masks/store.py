@@ -12,14 +12,13 @@ import datetime
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from subnets.errors import SubnetsError
-from subnets.io import atomic_write_bytes
+from subnets.io import atomic_write_bytes, check_writable_dir, make_temp_dir
 
 from .bits import decode_masks, encode_masks
 from .record import (
@@ -77,6 +76,11 @@ def read_checked(path: Path, expected: Mapping[str, Any]) -> bytes:
     if sha256_hex(data) != expected["sha256"]:
         raise SubnetsError(f"{path} fails its sha256 checksum: the file is corrupted.")
     return data
+
+
+def check_store_root(root: str | os.PathLike) -> None:
+    """Refuse, before any work, a store root that is a file, lies under a file or cannot be written."""
+    check_writable_dir(root, "Mask store")
 
 
 def store_root(option: str | os.PathLike | None = None) -> Path:
@@ -240,7 +244,7 @@ class _Staging:
 
     def __enter__(self) -> Path:
         self.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(dir=self.parent, prefix="stage-"))
+        self.path = make_temp_dir(self.parent, prefix="stage-")
         return self.path
 
     def __exit__(self, *exc: object) -> None:
