@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import datasets
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from masks import MaskStore
 from masks.checkpoint import save_sparse_checkpoint
@@ -17,7 +17,7 @@ from masks.store import store_root as mask_store_root
 
 from ..config import TrainingArguments
 from ..errors import SubnetsError
-from ..models import load_classifier
+from ..models import load_classifier, load_weights
 from ..sparsity import sparsity_report
 from ..targets import targets_from_names
 from ..tasks import TaskSpec
@@ -94,7 +94,7 @@ def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str
     sparse-aware form (kept values + bit mask referencing the store record). Main process only; returns the id."""
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
-    best = AutoModelForSequenceClassification.from_pretrained(out / "checkpoint-best")
+    best = load_weights(out / "checkpoint-best")
     parent = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
     meta = record_meta(best, task.name, mask_meta.get("method", "drawn"), model_name=model_name, parent=str(parent),
                        seed=seed, init=retrain.init,
