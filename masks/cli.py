@@ -112,11 +112,11 @@ def grid_table(grid: dict[str, Any]) -> str:
 
 # ---- commands --------------------------------------------------------------------------------------------------
 def cmd_list(store: MaskStore, args: argparse.Namespace) -> int:
-    records = store.list(task=args.task, method=args.method, model=args.model, kind=args.kind,
-                         min_sparsity=args.min_sparsity, max_sparsity=args.max_sparsity)
-    skipped = store.unreadable()
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable record(s); run `subnets-masks verify`.", file=sys.stderr)
+    records, skipped = store.scan(task=args.task, method=args.method, model=args.model, kind=args.kind,
+                                  min_sparsity=args.min_sparsity, max_sparsity=args.max_sparsity)
+    for record_id, problem in sorted(skipped.items()):
+        print(f"warning: skipped unreadable record {record_id[:12]} ({problem}); run `subnets-masks verify`.",
+              file=sys.stderr)
     if args.json:
         emit_json([summary_row(r) for r in records])
         return 0
