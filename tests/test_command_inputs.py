@@ -156,18 +156,26 @@ def test_a_mask_store_that_is_a_file_is_refused_before_the_search(capsys, monkey
     assert_one_error(code, err, f"Mask store {store} is a file")
 
 
-def test_stage3_refuses_sparsity_one(capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir):
-    argv = stage1_argv(tiny_model_dir("bert"), tiny_data_dir, tmp_path / "o", "--mask", "abcd", "--sparsity", "1.0",
-                       "--mask_store", tmp_path / "store")
+@pytest.fixture
+def search(tmp_path, tiny_model_dir, tiny_data_dir):
+    """A stage-2 run (magnitude mask, no training) of a tiny BERT."""
+    out = tmp_path / "search"
+    stage2_search.main(stage1_argv(tiny_model_dir("bert"), tiny_data_dir, out, "--method", "magnitude",
+                                   "--target_sparsity", "0.3", "--mask_store", tmp_path / "store"))
+    return out
+
+
+def test_stage3_refuses_sparsity_one(capsys, monkeypatch, tmp_path, search, tiny_data_dir):
+    argv = stage1_argv(tiny_data_dir, tiny_data_dir, tmp_path / "o", "--mask", search, "--sparsity", "1.0",
+                       "--init", "finetuned", "--mask_store", tmp_path / "store")
+    argv = argv[2:]  # the model: the one the search started from
     code, err = cli(capsys, monkeypatch, "stage3", argv)
     assert_one_error(code, err, "--sparsity 1.0 is out of range")
     assert not (tmp_path / "o").exists()
 
 
-def test_stage3_uses_an_explicit_model_and_says_so(capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir):
-    search = tmp_path / "search"
-    stage2_search.main(stage1_argv(tiny_model_dir("bert"), tiny_data_dir, search, "--method", "magnitude",
-                                   "--target_sparsity", "0.3", "--mask_store", tmp_path / "store"))
+def test_stage3_uses_an_explicit_model_and_says_so(capsys, monkeypatch, tmp_path, search, tiny_model_dir,
+                                                   tiny_data_dir):
     other = tmp_path / "other-bert"
     shutil.copytree(tiny_model_dir("bert"), other)
     out = tmp_path / "ticket"
@@ -211,24 +219,28 @@ def test_bias_model_options_that_make_no_sense_are_refused(capsys, monkeypatch, 
     assert not out.exists()
 
 
-def test_inputs_are_all_checked_before_run_config_is_written(capsys, monkeypatch, tmp_path, tiny_model_dir,
-                                                             tiny_data_dir):
+def test_stage1_checks_every_input_before_run_config_is_written(capsys, monkeypatch, tmp_path, tiny_model_dir,
+                                                                 tiny_data_dir):
     model, out = tiny_model_dir("bert"), tmp_path / "run"
     code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(model, tiny_data_dir, out, "--debias", "poe"))
     assert_one_error(code, err, "needs --bias_predictions")
     assert not out.exists()
-    assert stage1_finetune.main(stage1_argv(str(model), str(tiny_data_dir), str(out)))["train_steps"] == 2
-    # stage 3: a mask that does not fit the model is found before the run folder is made
-    from safetensors.torch import save_file
-    import torch
+    assert stage1_finetune.main(stage1_argv(model, tiny_data_dir, out))["train_steps"] == 2  # the corrected command
 
-    mask = tmp_path / "mask.safetensors"
+
+def test_stage3_checks_every_input_before_run_config_is_written(capsys, monkeypatch, tmp_path, run_dir,
+                                                                tiny_data_dir):
+    import torch
+    from safetensors.torch import save_file
+
+    mask = tmp_path / "mask.safetensors"  # does not fit the model
     save_file({"bert.encoder.layer.0.output.dense.weight": torch.ones(3, 3, dtype=torch.bool)}, mask)
     ticket = tmp_path / "ticket"
-    argv = stage1_argv(out, tiny_data_dir, ticket, "--mask", mask, "--init", "finetuned",
+    argv = stage1_argv(run_dir, tiny_data_dir, ticket, "--mask", mask, "--init", "finetuned",
                        "--mask_store", tmp_path / "store")
     code, err = cli(capsys, monkeypatch, "stage3", argv)
-    assert code == 2 and not ticket.exists(), err
+    assert_one_error(code, err, "bert.encoder.layer.0.output.dense.weight")
+    assert not ticket.exists()
 
 
 def test_a_run_resumes_from_another_spelling_of_its_paths_and_after_a_move(tmp_path, tiny_model_dir, tiny_data_dir,
