@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from .errors import SubnetsError
 
 LOCK_FILE = ".lock"
-_held_locks: dict[Path, tuple[int, int]] = {}  # resolved folder -> (descriptor, nesting depth) in this process
+_held_locks: dict[Path, int] = {}  # folders this process has locked -> nesting depth
 
 
 def _umask() -> int:
@@ -137,18 +137,15 @@ def directory_lock(directory: str | os.PathLike, *, enabled: bool = True) -> Ite
     The lock is an `fcntl.flock` on `<directory>/.lock`, released when the block ends or the process dies.
     Re-entrant within a process (a stage script and its Trainer may both take it).
     """
-    if not enabled:
-        yield
-        return
     key = Path(directory).resolve()
-    if key in _held_locks:
-        fd, depth = _held_locks[key]
-        _held_locks[key] = (fd, depth + 1)
+    if not enabled or key in _held_locks:
+        if enabled:
+            _held_locks[key] += 1
         try:
             yield
         finally:
-            fd, depth = _held_locks[key]
-            _held_locks[key] = (fd, depth - 1)
+            if enabled:
+                _held_locks[key] -= 1
         return
     key.mkdir(parents=True, exist_ok=True)
     fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
@@ -158,14 +155,9 @@ def directory_lock(directory: str | os.PathLike, *, enabled: bool = True) -> Ite
         os.close(fd)
         raise SubnetsError(f"{key} is in use by another run (it holds {LOCK_FILE}); expected one run per output "
                            f"directory: wait for that run to end or choose another --output_dir.") from e
-    _held_locks[key] = (fd, 1)
+    _held_locks[key] = 1
     try:
         yield
     finally:
-        fd, depth = _held_locks[key]
-        if depth > 1:
-            _held_locks[key] = (fd, depth - 1)
-        else:
-            del _held_locks[key]
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        del _held_locks[key]
+        os.close(fd)  # releases the lock
