@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from subnets.errors import SubnetsError
-from subnets.io import atomic_write_bytes
+from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
 from subnets.targets import targets_from_names
 
 from .bits import count_nonzero
@@ -26,6 +26,7 @@ from .report import diff_masks, grid_columns, layer_kind_grid
 from .store import DEFAULT_ROOT, ROOT_ENV, MaskStore, store_root
 
 EXPORT_FORMATS = ("dense", "prune", "pt", "sparse")
+EXPORT_MARKER = "export.json"  # in an exported folder: {"record": id, "format": ...}, so a re-export may replace it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dense: masked from_pretrained dir; sparse: sparse checkpoint; prune: structured; pt: torch.save of the mask dict")
     export.add_argument("--model", help="base model (name, path or 'minilm') for dense/sparse/prune")
     export.add_argument("--out", required=True, help="output directory (or .pt file)")
+    export.add_argument("--force", action="store_true",
+                        help="replace --out even if it holds something other than an earlier export of this record")
 
     verify = commands.add_parser("verify", parents=[common], help="check checksums of one record or all")
     verify.add_argument("id", nargs="?")
@@ -109,11 +112,11 @@ def grid_table(grid: dict[str, Any]) -> str:
 
 # ---- commands --------------------------------------------------------------------------------------------------
 def cmd_list(store: MaskStore, args: argparse.Namespace) -> int:
-    records = store.list(task=args.task, method=args.method, model=args.model, kind=args.kind,
-                         min_sparsity=args.min_sparsity, max_sparsity=args.max_sparsity)
-    skipped = store.unreadable()
-    if skipped:
-        print(f"warning: skipped {len(skipped)} unreadable record(s); run `subnets-masks verify`.", file=sys.stderr)
+    records, skipped = store.scan(task=args.task, method=args.method, model=args.model, kind=args.kind,
+                                  min_sparsity=args.min_sparsity, max_sparsity=args.max_sparsity)
+    for record_id, problem in sorted(skipped.items()):
+        print(f"warning: skipped unreadable record {record_id[:12]} ({problem}); run `subnets-masks verify`.",
+              file=sys.stderr)
     if args.json:
         emit_json([summary_row(r) for r in records])
         return 0
@@ -217,14 +220,44 @@ def update_frequency_by_layer(record: MaskRecord) -> tuple[list[int], dict[int, 
     return steps, dict(per_layer)
 
 
+def check_export_target(out: Path, record_id: str, force: bool) -> None:
+    """Refuse to replace a folder unless it is empty, an earlier export of the same record, or --force is given."""
+    check_writable_dir(out, "Export target")
+    if force or not out.exists() or not any(out.iterdir()):
+        return
+    try:
+        earlier = json.loads((out / EXPORT_MARKER).read_text()).get("record")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != record_id:
+        raise SubnetsError(f"--out {out} is not empty and is not an earlier export of record {record_id[:12]}; "
+                           f"expected a new or empty directory, or --force to replace it.")
+
+
+def _export_pt(record: MaskRecord, args: argparse.Namespace) -> None:
+    """torch.save of the mask dict; an existing file is replaced only if it has these exact bytes, or with --force
+    (the file is never loaded: it is a pickle)."""
+    out = Path(args.out)
+    check_writable_dir(out.parent, "Export target folder")
+    if out.is_dir():
+        raise SubnetsError(f"--out {out} is a directory; expected a file path for --format pt.")
+    buffer = io.BytesIO()
+    torch.save(record.masks, buffer)
+    if out.exists() and not args.force and out.read_bytes() != buffer.getvalue():
+        raise SubnetsError(f"--out {out} already exists and is not an export of record {record.id[:12]}; expected a "
+                           f"new file path, or --force to replace it.")
+    atomic_write_bytes(out, buffer.getvalue())
+
+
 def cmd_export(store: MaskStore, args: argparse.Namespace) -> int:
     record = store.get(args.id)
     if args.format == "pt":
-        buffer = io.BytesIO()
-        torch.save(record.masks, buffer)
-        atomic_write_bytes(args.out, buffer.getvalue())
+        _export_pt(record, args)
     else:
+        out = Path(args.out)
+        check_export_target(out, record.id, args.force)
         EXPORTERS[args.format](record, args)
+        atomic_write_json(out / EXPORT_MARKER, {"record": record.id, "format": args.format})
     if args.json:
         emit_json({"id": record.id, "format": args.format, "out": args.out})
     else:
@@ -234,9 +267,9 @@ def cmd_export(store: MaskStore, args: argparse.Namespace) -> int:
 
 def _masked_base_model(record: MaskRecord, args: argparse.Namespace):
     """The base model named by --model, loaded, with the record's binary mask applied."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from subnets.models import resolve_model_path
+    from subnets.models import load_weights, resolve_model_path
 
     from .apply import apply_masks
 
@@ -245,8 +278,8 @@ def _masked_base_model(record: MaskRecord, args: argparse.Namespace):
     if not args.model:
         raise SubnetsError(f"Export format '{args.format}' needs the base model: pass --model NAME_OR_PATH.")
     path = resolve_model_path(args.model)
+    model = load_weights(path, args.model)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise SubnetsError(f"Could not load base model '{args.model}' ({e.__class__.__name__}); expected a model directory or name.") from e

@@ -12,14 +12,13 @@ import datetime
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
 from subnets.errors import SubnetsError
-from subnets.io import atomic_write_bytes
+from subnets.io import atomic_write_bytes, check_writable_dir, make_temp_dir
 
 from .bits import decode_masks, encode_masks
 from .record import (
@@ -77,6 +76,11 @@ def read_checked(path: Path, expected: Mapping[str, Any]) -> bytes:
     if sha256_hex(data) != expected["sha256"]:
         raise SubnetsError(f"{path} fails its sha256 checksum: the file is corrupted.")
     return data
+
+
+def check_store_root(root: str | os.PathLike) -> None:
+    """Refuse, before any work, a store root that is a file, lies under a file or cannot be written."""
+    check_writable_dir(root, "Mask store")
 
 
 def store_root(option: str | os.PathLike | None = None) -> Path:
@@ -169,56 +173,82 @@ class MaskStore:
         full = self.resolve(record_id)
         return self._record(full, read_record_json(self.records_dir / full))
 
-    def list(self, **filters: Any) -> list[MaskRecord]:
-        """Records matching every filter, oldest first; unreadable records are skipped (see `verify`).
+    def _read_tolerantly(self, record_id: str, read: Callable[[Path], Any]) -> tuple[Any, str | None]:
+        """`read(record directory)` for a store that other processes may be writing to: (result, None), or
+        (None, problem) for a record that cannot be read, or (None, None) for one that vanished meanwhile (an
+        update log being closed or a record being removed). A failure on a record that is still there is retried
+        once (an open update log may have been resumed meanwhile)."""
+        directory = self.records_dir / record_id
+        problem = None
+        for _ in range(2):
+            try:
+                return read(directory), None
+            except (SubnetsError, OSError, ValueError, KeyError, TypeError) as e:
+                if not directory.is_dir():
+                    return None, None
+                problem = str(e) if isinstance(e, SubnetsError) else f"{e.__class__.__name__}: {e}"
+        return None, problem
+
+    def scan(self, **filters: Any) -> tuple[list[MaskRecord], dict[str, str]]:
+        """(records matching every filter, oldest first; {id: problem} of the records that could not be read).
 
         Filters: any metadata field by equality (task, method, model, kind, seed, parent, ...), plus
         `min_sparsity` / `max_sparsity` on the actual global sparsity (records without one never match these).
+        Records that vanish while the store is read (closed update logs, removed records) are left out.
         """
         low, high = filters.pop("min_sparsity", None), filters.pop("max_sparsity", None)
-        found = []
-        for record_id in self.ids():
-            try:
-                meta = read_record_json(self.records_dir / record_id)
-            except SubnetsError:
-                continue
+
+        def wanted(meta: dict[str, Any]) -> bool:
             if any(meta.get(key) != value for key, value in filters.items() if value is not None):
-                continue
+                return False
             sparsity = (meta.get("sparsity") or {}).get("global")
             if (low is not None or high is not None) and sparsity is None:
-                continue
-            if (low is not None and sparsity < low) or (high is not None and sparsity > high):
-                continue
-            found.append(self._record(record_id, meta))
-        return sorted(found, key=lambda r: (r.meta.get("created", ""), r.id))
+                return False
+            return not ((low is not None and sparsity < low) or (high is not None and sparsity > high))
+
+        def read(directory: Path) -> MaskRecord | None:
+            meta = read_record_json(directory)
+            return self._record(directory.name, meta) if wanted(meta) else None
+
+        found, skipped = [], {}
+        for record_id in self.ids():
+            record, problem = self._read_tolerantly(record_id, read)
+            if problem is not None:
+                skipped[record_id] = problem
+            elif record is not None:
+                found.append(record)
+        return sorted(found, key=lambda r: (r.meta.get("created", ""), r.id)), skipped
+
+    def list(self, **filters: Any) -> list[MaskRecord]:
+        """Records matching every filter, oldest first; unreadable records are skipped (see `scan`, `verify`)."""
+        return self.scan(**filters)[0]
 
     def unreadable(self) -> list[str]:
-        """Ids of records whose record.json cannot be read (so that `list` can say it skipped them)."""
-        bad = []
-        for record_id in self.ids():
-            try:
-                read_record_json(self.records_dir / record_id)
-            except SubnetsError:
-                bad.append(record_id)
-        return bad
+        """Ids of records that cannot be read (so that `list` can say it skipped them)."""
+        return sorted(self.scan()[1])
 
     def verify(self, record_id: str | None = None) -> list[dict[str, Any]]:
-        """Check checksums (and the content id) of one record or all: [{"id", "ok", "problem"}]."""
+        """Check checksums (and the content id) of one record or all: [{"id", "ok", "problem"}].
+
+        Records that vanish while they are checked (an update log being closed, a record being removed) are left
+        out; a damaged record is reported, and the others are still checked.
+        """
         from .update_log import verify_update_record
+
+        def check(directory: Path) -> str | None:
+            meta = read_record_json(directory)
+            if meta["kind"] == "update":
+                return verify_update_record(directory, meta, directory.name)
+            decode_masks(read_checked(directory / MASK_FILE, meta["files"][MASK_FILE]))
+            expected = content_id(meta, {MASK_FILE: meta["files"][MASK_FILE]["sha256"]})
+            return None if expected == directory.name else "the id does not match the record's content"
 
         results = []
         for full in [self.resolve(record_id)] if record_id else self.ids():
-            directory = self.records_dir / full
-            try:
-                meta = read_record_json(directory)
-                if meta["kind"] == "update":
-                    problem = verify_update_record(directory, meta, full)
-                else:
-                    decode_masks(read_checked(directory / MASK_FILE, meta["files"][MASK_FILE]))
-                    expected = content_id(meta, {MASK_FILE: meta["files"][MASK_FILE]["sha256"]})
-                    problem = None if expected == full else "the id does not match the record's content"
-            except SubnetsError as e:
-                problem = str(e)
+            problem, unreadable = self._read_tolerantly(full, check)
+            problem = problem or unreadable
+            if problem is None and not (self.records_dir / full).is_dir():
+                continue  # vanished while it was checked
             results.append({"id": full, "ok": problem is None, "problem": problem})
         return results
 
@@ -240,7 +270,7 @@ class _Staging:
 
     def __enter__(self) -> Path:
         self.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(dir=self.parent, prefix="stage-"))
+        self.path = make_temp_dir(self.parent, prefix="stage-")
         return self.path
 
     def __exit__(self, *exc: object) -> None:

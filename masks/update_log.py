@@ -6,6 +6,10 @@ A log is a record directory that is visible in the store from the moment it is o
 naming the chunk, its checksum, its steps and per-tensor update counts. Nothing written before is rewritten,
 and a crash leaves every flushed chunk readable (a torn last index line is ignored). `close()` renames the
 record to its content hash and records the totals.
+
+A training run keeps the log's position in its checkpoints (`state_dict()`, which flushes first) and a resumed
+run continues the same record (`UpdateLog.resume`), dropping what was logged after that checkpoint, so the
+closed record equals the one an uninterrupted run writes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from subnets.io import atomic_write_bytes
 
 from .bits import check_mask_tensor, count_nonzero, decode_masks, encode_masks
 from .record import FORMAT_VERSION, canonical_json, content_id, sha256_hex, tensor_layout
-from .store import MaskStore, read_checked, utc_now, write_record_json
+from .store import MaskStore, read_checked, read_record_json, utc_now, write_record_json
 
 INDEX_FILE = "index.jsonl"
 
@@ -55,6 +59,41 @@ class UpdateLog:
             write_record_json(tmp, meta)
             store.publish(tmp, provisional)
         return cls(store, store.records_dir / provisional, meta, flush_every)
+
+    @classmethod
+    def resume(cls, store: MaskStore, state: Mapping[str, Any], *, flush_every: int = 8) -> "UpdateLog":
+        """Reopen the log a checkpoint's `state_dict()` describes; chunks flushed after that checkpoint are removed
+        (the resumed run logs those steps again)."""
+        directory = store.records_dir / state["id"]
+        if not directory.is_dir():
+            raise SubnetsError(f"The update-mask record {state['id'][:12]} this run logs to is not in {store.root}; "
+                               f"expected the interrupted run's open record there to resume (or a new --output_dir).")
+        meta = read_record_json(directory)
+        if meta.get("complete"):
+            raise SubnetsError(f"The update-mask record {state['id'][:12]} is already closed; it cannot be resumed.")
+        lines = (directory / INDEX_FILE).read_bytes().splitlines(keepends=True)
+        chunks = state["chunks"]
+        if len(lines) < chunks or (chunks and not lines[chunks - 1].endswith(b"\n")):
+            raise SubnetsError(f"{directory / INDEX_FILE} lists fewer chunks than the run's checkpoint ({chunks}); "
+                               f"the update-mask record is damaged.")
+        if len(lines) > chunks:
+            atomic_write_bytes(directory / INDEX_FILE, b"".join(lines[:chunks]))
+        for chunk in directory.glob("chunk-*.safetensors"):
+            if int(chunk.name.removeprefix("chunk-").removesuffix(".safetensors")) >= chunks:
+                chunk.unlink()
+        log = cls(store, directory, meta, flush_every)
+        log.layout, log.totals, log.chunks = state["layout"], dict(state["totals"]), chunks
+        log.steps_logged, log.last_step = state["steps_logged"], state["last_step"]
+        return log
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the log stands, for a run's checkpoint (JSON-able). Flushes first, so that everything logged
+        up to the checkpoint is on disk when the checkpoint is."""
+        if self.closed_id is not None:
+            raise SubnetsError(f"Update log {self.closed_id[:12]} is closed; there is no position to save.")
+        self.flush()
+        return {"id": self.directory.name, "chunks": self.chunks, "steps_logged": self.steps_logged,
+                "totals": dict(self.totals), "last_step": self.last_step, "layout": self.layout}
 
     @property
     def id(self) -> str:
@@ -130,7 +169,10 @@ class UpdateLog:
         record_id = content_id(self.meta, {name: f["sha256"] for name, f in files.items()})
         final = self.store.records_dir / record_id
         if final.exists():  # an identical run already logged the same content: keep that record
-            shutil.rmtree(self.directory)
+            trash = self.store.root / "tmp" / f"rm-{self.directory.name}-{os.getpid()}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.directory, trash)  # gone at once for readers, then cleaned up
+            shutil.rmtree(trash, ignore_errors=True)
         else:
             os.rename(self.directory, final)
             write_record_json(final, self.meta)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import datasets
 from transformers import PreTrainedTokenizerBase
@@ -17,7 +19,8 @@ from transformers.utils import logging as hf_logging
 from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
 from subnets.data import default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
-from subnets.io import atomic_write_json
+from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock
+from subnets.models import MINILM_ALIAS
 from subnets.objectives import ObjectiveArguments, build_objective
 from subnets.masking.sources import run_config
 from subnets.selective import SelectiveArguments, build_selective
@@ -30,9 +33,14 @@ STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, DataFileArguments,
                                ObjectiveArguments, SelectiveArguments]
 DEFAULT_TASK = "sst2"
 
-# Options that do not change what a run computes (a run directory may be resumed with other values).
-RUN_NEUTRAL_OPTIONS = {"overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
+# Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
+RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
                        "per_device_eval_batch_size", "save_steps"}
+# Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
+# the same folder seen from another working directory are one run.
+PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "update_mask_store", "bias_predictions",
+                "teacher_predictions", "wordnet_dir"}
+RUN_CONFIG_FILE = "run_config.json"
 
 
 def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> StageArgs:
@@ -44,6 +52,7 @@ def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> Stage
                            f"offline data folder (glue/, hans/, ...) or no --data_dir to use the hub.")
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for this run's checkpoints and metrics.")
+    check_writable_dir(args.output_dir)
     return args
 
 
@@ -78,43 +87,98 @@ def resolve_task(args: StageArgs, source: str | None) -> TaskSpec:
     return task
 
 
+def absolute_path(value: Any) -> Any:
+    """A file or folder name as an absolute path (resolving `..` and links); other values as they are."""
+    if not isinstance(value, str) or not value or value == MINILM_ALIAS:
+        return value
+    path = Path(value).expanduser()
+    return str(path.resolve()) if os.sep in value or path.exists() else value
+
+
+def build_run_config(args: StageArgs, stage: str, task: TaskSpec | None = None) -> dict[str, Any]:
+    """The config recorded in run_config.json: every option (with the user task, if any, under "task"), paths
+    made absolute, through JSON (tuples become lists) so that values compare as they read back."""
+    user = {"task": task_record(task)} if task is not None and task.user else {}
+    config = {"stage": stage, **args.to_dict(), **user}
+    for values in config.values():
+        if isinstance(values, dict):
+            values.update({k: absolute_path(v) for k, v in values.items() if k in PATH_OPTIONS})
+    return json.loads(json.dumps(config, default=str))
+
+
 def _comparable(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {f"{group}.{k}": v for group, values in config.items() if isinstance(values, dict)
-            for k, v in values.items() if k not in RUN_NEUTRAL_OPTIONS}
+    return {f"{group}.{k}": absolute_path(v) if k in PATH_OPTIONS else v for group, values in config.items()
+            if isinstance(values, dict) for k, v in values.items() if k not in RUN_NEUTRAL_OPTIONS}
 
 
-def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
-    """Create the run directory and write the resolved config (with the user task, if any, under "task");
-    refuse a directory holding a different run.
+def read_run_stage(out: Path) -> str | None:
+    """The command whose run a folder holds (the `stage` of its run_config.json), None if it holds none."""
+    config_path = out / RUN_CONFIG_FILE
+    if not config_path.is_file():
+        return None
+    try:
+        return str(json.loads(config_path.read_text())["stage"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SubnetsError(f"{config_path} is not a valid run config; expected the config of a previous run.") from e
+
+
+def claim_output_dir(out: Path, command: str) -> None:
+    """Refuse an output folder that holds another command's run or a model (a command never writes into them)."""
+    check_writable_dir(out)
+    stage = read_run_stage(out)
+    if stage is not None and stage != command:
+        raise SubnetsError(f"Output directory {out} holds a {stage} run; expected a new directory for {command} "
+                           f"(it would overwrite that run's files).")
+    if (out / "config.json").is_file():
+        raise SubnetsError(f"Output directory {out} holds a model (config.json); expected a new directory.")
+
+
+def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
+    """Refuse a run directory holding a different run (or other files); writes nothing.
 
     The same config means "resume": the training loop continues from checkpoint-last.
     """
     out = Path(args.output_dir)
-    # through JSON, so that values compare as they read back (tuples become lists)
-    user = {"task": task_record(task)} if task is not None and task.user else {}
-    config = json.loads(json.dumps({"stage": stage, **args.to_dict(), **user}, default=str))
-    config_path = out / "run_config.json"
+    check_writable_dir(out)
+    config_path = out / RUN_CONFIG_FILE
     if config_path.exists() and not args.overwrite_output_dir:
         try:
             old = json.loads(config_path.read_text())
         except json.JSONDecodeError as e:
             raise SubnetsError(f"{config_path} is not valid JSON; expected the config of a previous run.") from e
-        before, now = _comparable(old), _comparable(config)
+        before, now = _comparable(old), _comparable(build_run_config(args, stage, task))
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if old.get("stage") != stage or changed:
             what = f"stage {old.get('stage')}" if old.get("stage") != stage else \
                 f"{changed[0]} = {before.get(changed[0])!r} there, {now.get(changed[0])!r} here"
             raise SubnetsError(f"Output directory {out} already holds a different run ({what}); expected a new "
                                f"--output_dir, the same options to resume, or --overwrite_output_dir.")
-    elif out.exists() and any(out.iterdir()) and not config_path.exists() and not args.overwrite_output_dir:
+    elif (out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not config_path.exists()
+          and not args.overwrite_output_dir):
         raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new directory "
                            f"(or --overwrite_output_dir).")
+    return out
+
+
+def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
+    """Check the run directory (see `check_run_dir`), create it and write run_config.json."""
+    out = check_run_dir(args, stage, task)
     if args.overwrite_output_dir and out.exists():
         for stale in ("checkpoint-last", "checkpoint-best", "metrics.json", RESULTS_FILE, STATE_FILE):
             if (out / stale).exists():
                 shutil.rmtree(out / stale) if (out / stale).is_dir() else (out / stale).unlink()
-    atomic_write_json(config_path, config)
+    atomic_write_json(out / RUN_CONFIG_FILE, build_run_config(args, stage, task))
     return out
+
+
+@contextlib.contextmanager
+def run_directory(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Iterator[Path]:
+    """`prepare_run_dir` under the run lock, held until the block ends: call it once every input is checked.
+
+    Under torchrun only the first process locks (the others write nothing but the same config).
+    """
+    with directory_lock(args.output_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
+        yield prepare_run_dir(args, stage, task)
 
 
 @dataclass

@@ -16,15 +16,13 @@ A checkpoint is a `from_pretrained` directory or a stage run directory (its chec
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from transformers import AutoConfig
-
-from pipelines.common import run_cli, run_task
+from pipelines.common import claim_output_dir, run_cli, run_task
 from subnets.attacks import ATTACKS
 from subnets.attacks.pipeline import attack_set, attack_tables, is_attackable
 from subnets.config import parse_args
@@ -32,10 +30,13 @@ from subnets.data import Collator, default_data_dir, load_split, subsample, toke
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, compute_metrics, predict
 from subnets.io import atomic_write_json, atomic_write_text
-from subnets.models import load_classifier, resolve_model_path
+from subnets.models import checkpoint_labels, load_trained_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, user_task
+
+
+COMMAND = "evaluate"
 
 
 @dataclass
@@ -69,21 +70,9 @@ def checkpoint_names(paths: Sequence[str]) -> list[str]:
         depth += 1
 
 
-def checkpoint_labels(path: str) -> tuple[str, list[str]]:
-    """(resolved directory, the label names its config declares) of a checkpoint or run directory."""
-    resolved = resolve_model_path(path)
-    if not (Path(resolved) / "config.json").exists():
-        raise SubnetsError(f"Checkpoint {path} has no config.json (nor checkpoint-best/config.json); expected a "
-                           f"from_pretrained directory or a stage run directory.")
-    config = AutoConfig.from_pretrained(resolved)
-    return resolved, [config.id2label[i] for i in range(config.num_labels)]
-
-
 def load_for_eval(path: str) -> tuple[torch.nn.Module, Any, list[str]]:
     """The checkpoint's model and tokenizer, with the label names its own config declares."""
-    resolved, labels = checkpoint_labels(path)
-    model, tokenizer = load_classifier(resolved, labels)
-    return model, tokenizer, labels
+    return load_trained_classifier(path)
 
 
 def user_sets(files: DataFileArguments, first_checkpoint: str) -> list[TaskSpec]:
@@ -164,9 +153,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         get_task(args.ood_task)
     if args.attack not in ("none", *ATTACKS):
         raise SubnetsError(f"Unknown --attack '{args.attack}'; expected none or one of {', '.join(ATTACKS)}.")
+    if args.per_device_eval_batch_size < 1:
+        raise SubnetsError(f"--per_device_eval_batch_size must be at least 1; got {args.per_device_eval_batch_size}.")
+    claim_output_dir(Path(args.output_dir), COMMAND)
     results = {name: evaluate_checkpoint(path, tasks, args, name)
                for name, path in zip(checkpoint_names(args.checkpoint), args.checkpoint)}
     out = Path(args.output_dir)
+    atomic_write_json(out / "run_config.json", {"stage": COMMAND, **asdict(args)})
     atomic_write_json(out / "metrics.json", results)
     table = markdown_table(results, {t.name: t for t in tasks}) + (attack_tables(results, args.attack) if args.attack != "none" else "")
     atomic_write_text(out / "results.md", table)

@@ -10,28 +10,30 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from pipelines.common import (build_training_setup, load_task_data, parse_stage_args, prepare_run_dir, resolve_task,
-                              run_cli, write_metrics)
+from pipelines.common import (build_training_setup, check_run_dir, load_task_data, parse_stage_args, resolve_task,
+                              run_cli, run_directory, write_metrics)
 from subnets.config import TrainingArguments
 from subnets.masking.search import SearchArguments, search_mask
 from subnets.models import load_classifier
 from subnets.training import set_seed
 
+STAGE = "stage2_search"
+
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_stage_args([SearchArguments], argv)
     task = resolve_task(args, args.model_name_or_path)
+    check_run_dir(args, STAGE, task)
     set_seed(args.seed)
     model, tokenizer = load_classifier(args.model_name_or_path, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
-    out = prepare_run_dir(args, "stage2_search", task)  # only once every input has been checked
-    metrics = search_mask(model, tokenizer, task, data.train, data.eval, args[TrainingArguments], args[SearchArguments],
-                          source=args.model_name_or_path, objective=setup.objective, callbacks=setup.callbacks,
-                          optimizer_factory=setup.optimizer_factory)
-    write_metrics(out, metrics)
+    with run_directory(args, STAGE, task) as out:  # only once every input has been checked
+        metrics = search_mask(model, tokenizer, task, data.train, data.eval, args[TrainingArguments],
+                              args[SearchArguments], source=args.model_name_or_path, objective=setup.objective,
+                              callbacks=setup.callbacks, optimizer_factory=setup.optimizer_factory)
+        write_metrics(out, metrics)
     return metrics
-
 
 
 def cli() -> int:

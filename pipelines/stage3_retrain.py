@@ -8,35 +8,53 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
-from pipelines.common import (build_training_setup, load_task_data, parse_stage_args, prepare_run_dir, resolve_task,
-                              run_cli, write_metrics)
-from subnets.config import ModelArguments, TrainingArguments
+from pipelines.common import (absolute_path, build_training_setup, check_run_dir, load_task_data, parse_stage_args,
+                              resolve_task, run_cli, run_directory, write_metrics)
+from subnets.config import ModelArguments, StageArgs, TrainingArguments
 from subnets.masking.retrain import (RetrainArguments, draw_ticket, load_initialisation, retrain_ticket,
-                                     store_ticket)
+                                     store_ticket, ticket_trainer)
 from subnets.masking.sources import run_config, run_model_source
 from subnets.training import set_seed
+
+STAGE = "stage3_retrain"
+
+
+def model_source(args: StageArgs) -> str:
+    """The model to retrain: an explicit --model_name_or_path, else the one the stage-2 run (--mask) started from."""
+    run_source = run_model_source(args[RetrainArguments].mask)
+    if run_source is None:
+        return args.model_name_or_path
+    if "model_name_or_path" not in args.explicit:
+        return run_source
+    if absolute_path(args.model_name_or_path) != absolute_path(run_source):
+        print(f"warning: --model_name_or_path {args.model_name_or_path} is used, not {run_source}, the model the "
+              f"mask's run {args[RetrainArguments].mask} started from.", file=sys.stderr)
+    return args.model_name_or_path
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_stage_args([RetrainArguments], argv)
     retrain = args[RetrainArguments]
-    source = run_model_source(retrain.mask) or args.model_name_or_path
+    source = model_source(args)
     args[ModelArguments].model_name_or_path = source
     task = resolve_task(args, retrain.mask if run_config(retrain.mask) else source)
+    check_run_dir(args, STAGE, task)
     set_seed(args.seed)
     ticket, mask_meta = draw_ticket(retrain)
     model, tokenizer = load_initialisation(source, retrain.init, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
-    out = prepare_run_dir(args, "stage3_retrain", task)  # only once every input has been checked
-    metrics = retrain_ticket(model, tokenizer, ticket, task, data.train, data.eval, args[TrainingArguments],
+    trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args[TrainingArguments],
                              objective=setup.objective, callbacks=setup.callbacks,
                              optimizer_factory=setup.optimizer_factory)
-    metrics["mask_source"] = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
-    metrics["ticket_id"] = store_ticket(out, tokenizer, ticket, task, retrain, mask_meta, args.seed, source)
-    write_metrics(out, metrics)
+    with run_directory(args, STAGE, task) as out:  # only once every input has been checked
+        metrics = retrain_ticket(trainer, ticket)
+        metrics["mask_source"] = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
+        metrics["ticket_id"] = store_ticket(out, tokenizer, ticket, task, retrain, mask_meta, args.seed, source)
+        write_metrics(out, metrics)
     return metrics
 
 

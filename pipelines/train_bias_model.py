@@ -20,18 +20,19 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pipelines.common import run_cli
+from pipelines.common import claim_output_dir, run_cli
 from subnets.config import parse_args
 from subnets.data import Collator, default_data_dir, load_split, tokenize
 from subnets.errors import SubnetsError
-from subnets.evaluation import predict, softmax
+from subnets.evaluation import check_label_compatibility, predict, softmax
 from subnets.io import atomic_write_json
-from subnets.models import load_classifier
+from subnets.models import load_trained_classifier
 from subnets.objectives.bias_model import BIAS_TYPES, train_bias_model
 from subnets.objectives.debias import PredictionCache, dataset_fingerprint
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_record, user_task
 
+COMMAND = "train_bias_model"
 BIAS_FILE = "bias_predictions.safetensors"
 TEACHER_FILE = "teacher_predictions.safetensors"
 
@@ -56,9 +57,17 @@ class BiasModelArguments:
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "Teacher inference batch size."})
 
 
-def teacher_predictions(model_path: str, task: TaskSpec, train, args: BiasModelArguments) -> PredictionCache:
+def load_teacher(model_path: str, task: TaskSpec) -> tuple[torch.nn.Module, Any]:
+    """The fine-tuned teacher with its own head; refused if its labels are not the task's (a new random head
+    would give meaningless teacher probabilities)."""
+    model, tokenizer, labels = load_trained_classifier(model_path)
+    check_label_compatibility(labels, task, task, f"teacher model {model_path}")
+    return model, tokenizer
+
+
+def teacher_predictions(model: torch.nn.Module, tokenizer: Any, task: TaskSpec, train,
+                        args: BiasModelArguments) -> PredictionCache:
     """The softmax of a fine-tuned classifier on every training example (the conf_reg teacher)."""
-    model, tokenizer = load_classifier(model_path, task.label_names)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     tokenized = tokenize(train, tokenizer, task, args.max_seq_length)
@@ -73,22 +82,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SubnetsError("No --output_dir given; expected a directory for the bias predictions.")
     if args.bias_type not in BIAS_TYPES:
         raise SubnetsError(f"--bias_type must be one of {', '.join(BIAS_TYPES)}, got '{args.bias_type}'.")
+    if not args.l2 >= 0:
+        raise SubnetsError(f"--l2 must be a non-negative penalty; got {args.l2}.")
+    if args.per_device_eval_batch_size < 1:
+        raise SubnetsError(f"--per_device_eval_batch_size must be at least 1; got {args.per_device_eval_batch_size}.")
+    out = Path(args.output_dir)
+    claim_output_dir(out, COMMAND)
     data_dir = args.data_dir or default_data_dir()
     task = user_task(files, args.task_name) if files.given else get_task(args.task_name or "mnli", trainable=True)
     if not task.trainable:
         raise SubnetsError("No --train_file given; expected the training file whose bias is modelled.")
     train = load_split(task, "train", data_dir)
     evaluation = load_split(task, task.eval_split, data_dir)
+    teacher_model = load_teacher(args.teacher_model, task) if args.teacher_model else None
     result = train_bias_model(task, train, evaluation, bias_type=args.bias_type, folds=args.folds, seed=args.seed,
                               l2=args.l2)
-    out = Path(args.output_dir)
+    teacher = teacher_predictions(*teacher_model, task, train, args) if teacher_model is not None else None
     user = {"task": task_record(task)} if task.user else {}
-    atomic_write_json(out / "run_config.json", {"stage": "train_bias_model", **vars(args), "task_name": task.name,
+    atomic_write_json(out / "run_config.json", {"stage": COMMAND, **vars(args), "task_name": task.name,
                                                 "data_dir": data_dir, **user})
     result.cache.save(out / BIAS_FILE)
     metrics = dict(result.metrics, fingerprint=result.cache.fingerprint, bias_predictions=str(out / BIAS_FILE))
-    if args.teacher_model:
-        teacher = teacher_predictions(args.teacher_model, task, train, args)
+    if teacher is not None:
         teacher.save(out / TEACHER_FILE)
         metrics["teacher_train_accuracy"] = float((teacher.probs.argmax(1) == teacher.labels).mean())
         metrics["teacher_predictions"] = str(out / TEACHER_FILE)

@@ -112,10 +112,10 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
 def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],
             task: TaskSpec, data: TaskData, output_dir: PathLike, **training: Any) -> dict[str, Any]:
     """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity."""
-    from .masking.retrain import retrain_ticket
+    from .masking.retrain import retrain_ticket, ticket_trainer
 
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return retrain_ticket(model, tokenizer, ticket, task, data.train, data.eval, args)
+    return retrain_ticket(ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args), ticket)
 
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData, *,

@@ -6,15 +6,17 @@ A recipe (YAML or JSON, keys = option names) supplies defaults; command-line opt
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
 from .errors import SubnetsError
 
@@ -97,11 +99,20 @@ class TrainingArguments:
     ddp_find_unused_parameters: bool = False
 
     def __post_init__(self) -> None:
-        """Reject bad choices while parsing, before a stage creates its run directory."""
+        """Reject values that would train nothing or fail mid-run, while parsing (before anything is written)."""
         choices = {"lr_scheduler_type": LR_SCHEDULERS, "report_to": REPORT_TO, "eval_strategy": EVAL_STRATEGIES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SubnetsError(f"Unknown --{name} '{getattr(self, name)}'; expected one of {', '.join(allowed)}.")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "eval_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise SubnetsError(f"--{name} must be at least 1; got {getattr(self, name)}.")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise SubnetsError(f"--num_train_epochs {self.num_train_epochs} trains nothing; expected a positive "
+                               f"number of epochs (or --max_steps N > 0).")
+        if self.save_steps < 0:
+            raise SubnetsError(f"--save_steps must be 0 (at evaluations only) or positive; got {self.save_steps}.")
         if not 0.0 <= self.label_smoothing_factor < 1.0:
             raise SubnetsError(f"--label_smoothing_factor {self.label_smoothing_factor} is out of range; expected a "
                                f"value in [0, 1).")
@@ -110,10 +121,14 @@ class TrainingArguments:
 
 
 class StageArgs:
-    """The parsed dataclasses of one stage; `args[TrainingArguments]` or `args.learning_rate`."""
+    """The parsed dataclasses of one stage; `args[TrainingArguments]` or `args.learning_rate`.
 
-    def __init__(self, instances: Sequence[Any]):
+    `explicit`: the options the command line or the recipe set (the others kept their defaults).
+    """
+
+    def __init__(self, instances: Sequence[Any], explicit: frozenset[str] = frozenset()):
         self.instances = list(instances)
+        self.explicit = explicit
 
     def __getitem__(self, cls: type) -> Any:
         for inst in self.instances:
@@ -147,6 +162,64 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     return data
 
 
+_EXPECTED = {int: "an integer", float: "a number", str: "a string", string_to_bool: "true or false"}
+
+
+def _convert_scalar(convert: Callable[[Any], Any], value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        raise ValueError(value)
+    if convert is string_to_bool:
+        if not isinstance(value, (bool, str)):
+            raise ValueError(value)
+        return string_to_bool(value)
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if convert is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return convert(value) if convert is not str else str(value)
+
+
+def _recipe_value(action: argparse.Action, value: Any) -> Any:
+    """A recipe value converted to the option's type as the command line would be; ValueError naming what was
+    expected if it does not fit (argparse leaves non-string defaults as they are, so they would fail mid-run)."""
+    convert = action.type
+    if value is None or convert not in _EXPECTED:
+        return value
+    is_list = action.nargs in ("+", "*")
+    try:
+        if is_list and not isinstance(value, list):
+            raise ValueError(value)
+        converted = [_convert_scalar(convert, v) for v in value] if is_list else _convert_scalar(convert, value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise ValueError(("a list, each item " if is_list else "") + _EXPECTED[convert]) from None
+    if action.choices and converted not in action.choices:
+        raise ValueError(f"one of {', '.join(map(str, action.choices))}")
+    return converted
+
+
+def _typed_recipe(parser: HfArgumentParser, recipe: dict[str, Any], name: str) -> dict[str, Any]:
+    actions = {}
+    for action in parser._actions:
+        actions.setdefault(action.dest, action)
+    unknown = sorted(set(recipe) - set(actions))
+    if unknown:
+        raise SubnetsError(f"Recipe '{name}' sets unknown option(s) {', '.join(unknown)}; "
+                           f"expected options of this stage (see --help).")
+    typed = {}
+    for key, value in recipe.items():
+        try:
+            typed[key] = _recipe_value(actions[key], value)
+        except ValueError as e:
+            raise SubnetsError(f"Recipe '{name}' sets {key} to {value!r}; expected {e}.") from None
+    return typed
+
+
+def _explicit_options(parser: HfArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The destinations of the options present in `argv` (`--opt value` or `--opt=value`)."""
+    given = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+    return {a.dest for a in parser._actions if given & set(a.option_strings)}
+
+
 def _merge_repeated_lists(parser: HfArgumentParser, argv: list[str]) -> list[str]:
     """`--opt a --opt b` -> `--opt a b` for list options (argparse would keep only the last occurrence)."""
     list_options = {s for a in parser._actions if a.nargs in ("+", "*") for s in a.option_strings}
@@ -175,15 +248,12 @@ def parse_args(types: Sequence[type], argv: Sequence[str] | None = None) -> Stag
     argv = _merge_repeated_lists(parser, list(sys.argv[1:] if argv is None else argv))
     parser.add_argument("--recipe", default=None, help="Recipe file (YAML/JSON) or name in pipelines/recipes.")
     pre, _ = parser.parse_known_args(argv)
+    explicit = _explicit_options(parser, argv)
     if pre.recipe:
-        recipe = load_recipe(pre.recipe)
-        known = {a.dest for a in parser._actions}
-        unknown = sorted(set(recipe) - known)
-        if unknown:
-            raise SubnetsError(f"Recipe '{pre.recipe}' sets unknown option(s) {', '.join(unknown)}; "
-                               f"expected options of this stage (see --help).")
+        recipe = _typed_recipe(parser, load_recipe(pre.recipe), pre.recipe)
+        explicit |= set(recipe)
         parser.set_defaults(**recipe)
     *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if rest:
         raise SubnetsError(f"Unknown option(s) {' '.join(rest)}; see --help for this stage's options.")
-    return StageArgs([p for p in parsed if dataclasses.is_dataclass(p)])
+    return StageArgs([p for p in parsed if dataclasses.is_dataclass(p)], frozenset(explicit - {"recipe"}))

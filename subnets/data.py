@@ -72,6 +72,8 @@ def _read_local(root: Path, source: LocalSource) -> Rows:
         if not p.is_file():
             raise SubnetsError(f"Data file {p} not found; expected the layout of the offline data folder "
                                f"(e.g. glue/SST-2/train.tsv) under --data_dir {root}.")
+        if p.stat().st_size == 0:
+            raise SubnetsError(f"Data file {p} is empty (0 bytes); expected a {source.reader} file with examples.")
     try:
         if source.reader == "tsv":
             return [row for p in paths for row in _read_tsv(p, header=True)]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from safetensors import SafetensorError
 from torch.nn.utils import parametrize
 from transformers import (
     AutoConfig,
@@ -45,6 +46,39 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def load_weights(path: str | os.PathLike, name_or_path: str | os.PathLike | None = None, **kwargs) -> PreTrainedModel:
+    """`AutoModelForSequenceClassification.from_pretrained`, with one clear error for missing or broken weights."""
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
+        raise SubnetsError(f"Could not load the weights of model '{name_or_path or path}' ({reason}); expected a "
+                           f"model directory with complete weights (model.safetensors).") from e
+
+
+def checkpoint_labels(name_or_path: str) -> tuple[str, list[str]]:
+    """(resolved directory, the label names its config declares) of a checkpoint; a stage run directory stands
+    for its checkpoint-best/."""
+    path = resolve_model_path(name_or_path)
+    if not (Path(path) / "config.json").exists():
+        raise SubnetsError(f"Checkpoint {name_or_path} has no config.json (nor checkpoint-best/config.json); expected "
+                           f"a from_pretrained directory or a stage run directory.")
+    try:
+        config = AutoConfig.from_pretrained(path)
+        return path, [config.id2label[i] for i in range(config.num_labels)]
+    except (OSError, ValueError, KeyError) as e:
+        raise SubnetsError(f"Could not read the config of checkpoint {name_or_path} ({e.__class__.__name__}); "
+                           f"expected a from_pretrained directory.") from e
+
+
+def load_trained_classifier(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[str]]:
+    """A fine-tuned classifier with the labels its own config declares (no head is replaced): (model, tokenizer,
+    label names)."""
+    path, labels = checkpoint_labels(name_or_path)
+    model, tokenizer = load_classifier(path, labels)
+    return model, tokenizer, labels
+
+
 def load_classifier(
     name_or_path: str, label_names: Sequence[str], *, fresh_head: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -66,9 +100,7 @@ def load_classifier(
     config.num_labels = len(labels)
     config.id2label = dict(enumerate(labels))
     config.label2id = {n: i for i, n in enumerate(labels)}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, ignore_mismatched_sizes=not head_matches
-    )
+    model = load_weights(path, name_or_path, config=config, ignore_mismatched_sizes=not head_matches)
     if fresh_head:
         reset_classifier(model)
     return model, tokenizer

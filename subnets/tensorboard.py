@@ -7,16 +7,21 @@ from typing import Mapping
 
 
 class ScalarWriter:
-    def __init__(self, log_dir: str | os.PathLike | None):
-        self._writer = None
-        if log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
+    """Writes to `log_dir` (None: nowhere); the event file is created with the first scalar, so a run that
+    stops on an input error leaves no empty log behind."""
 
-            self._writer = SummaryWriter(log_dir=str(log_dir))
+    def __init__(self, log_dir: str | os.PathLike | None):
+        self._log_dir = log_dir
+        self._writer = None
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        if self._writer is not None:
-            self._writer.add_scalar(tag, float(value), step)
+        if self._log_dir is None:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self._log_dir))
+        self._writer.add_scalar(tag, float(value), step)
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
         for tag, value in values.items():

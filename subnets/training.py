@@ -3,7 +3,10 @@
 AdamW with no-decay groups, warmup then a linear/cosine/constant learning rate, clipping, accumulation, bf16
 autocast on CUDA, evaluation by epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints, TensorBoard, tqdm, DDP under
 torchrun. Resuming restores weights, optimizer, scheduler, RNG and data position, so a resumed run ends with
-the same metrics as an uninterrupted one.
+the same metrics as an uninterrupted one. checkpoint-last holds no pickle: `trainer_state.json` (one plain dict:
+position, RNG, optimizer, scheduler and callback states) with its tensors in `trainer_state.safetensors`
+(see subnets/state_io.py). No checkpoint is written from a non-finite state, and the output folder is locked
+for the run's life.
 
 HF Trainer conventions: metrics carry HF's names (eval_*, train_loss, train_runtime, ...); `trainer_state.json`
 in the output directory is a `transformers.TrainerState` (log_history, best_model_checkpoint, best_metric,
@@ -20,13 +23,14 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import datasets
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
@@ -35,18 +39,23 @@ from .config import TrainingArguments
 from .data import Collator, batch_reader
 from .errors import SubnetsError
 from .evaluation import check_label_compatibility, compute_metrics, predict
-from .io import atomic_dir, atomic_write_json
+from .io import atomic_dir, atomic_write_json, directory_lock, recover_interrupted_swap, remove_stale_temps
 from .models import save_plain_model
+from .state_io import decode, dumps, encode, plain_tensors
 from .tasks import TaskSpec
 from .tensorboard import ScalarWriter
 
 NON_MODEL_KEYS = ("labels", "idx")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "layer_norm.bias")
 LOWER_IS_BETTER = ("loss", "ece")
-STATE_FILE = "trainer_state.json"
 RESULTS_FILE = "all_results.json"
 # TensorBoard tag -> the key HF's Trainer uses in log_history (eval/<m> -> eval_<m>; other tags are kept as is)
 HF_LOG_KEYS = {"train/loss": "loss", "train/lr": "learning_rate", "train/grad_norm": "grad_norm"}
+# checkpoint-last/: the raw model state, and the trainer state as JSON with its tensors beside it
+MODEL_STATE_FILE = "model_state.safetensors"
+STATE_FILE = "trainer_state.json"  # also the name of the output directory's HF TrainerState
+STATE_TENSORS_FILE = "trainer_state.safetensors"
+LEGACY_STATE_FILE = "trainer_state.pt"  # a pickle written by earlier versions; never loaded
 
 
 def log_key(tag: str) -> str:
@@ -133,18 +142,6 @@ def distributed_setup() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def _plain_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Contiguous CPU tensors with no shared storage (safetensors refuses aliases)."""
-    seen: set[int] = set()
-    out = {}
-    for k, v in state.items():
-        t = v.detach().cpu().contiguous()
-        ptr = t.untyped_storage().data_ptr()
-        out[k] = t.clone() if ptr in seen else t
-        seen.add(ptr)
-    return out
-
-
 class Trainer:
     def __init__(self, model: PreTrainedModel, args: TrainingArguments, task: TaskSpec,
                  train_dataset: datasets.Dataset | None, eval_dataset: datasets.Dataset | None,
@@ -188,6 +185,7 @@ class Trainer:
         # HF's log_history: one dict per logging step and per evaluation (plain JSON values; kept on resume)
         self.log_history: list[dict[str, float]] = []
         self.train_loss_sum, self.train_loss_count = 0.0, 0
+        self.saved_step: int | None = None  # the step checkpoint-last holds on disk (None: not written yet)
         self._loss_sum = torch.zeros((), device=self.device)
         self._loss_count = 0
         self._grad_norm: torch.Tensor | None = None
@@ -243,39 +241,62 @@ class Trainer:
 
     def save_last(self) -> None:
         """The resumable checkpoint: raw model state (masks and gates included), optimizer, RNG, position."""
+        self._check_finite()
         rng = [self._rng_state()]
         if self.world_size > 1:
             rng = [None] * self.world_size
             dist.all_gather_object(rng, self._rng_state())
         if not self.is_main_process:
             return
-        position = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                    "max_steps": self.max_steps, "best": self.best, "last_eval": self.last_eval,
-                    "last_eval_step": self.last_eval_step,
-                    "runtime": self.runtime, "samples_seen": self.samples_seen, "log_history": self.log_history,
-                    "train_loss_sum": self.train_loss_sum, "train_loss_count": self.train_loss_count}
+        state = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                 "max_steps": self.max_steps, "best": self.best, "last_eval": self.last_eval,
+                 "last_eval_step": self.last_eval_step, "runtime": self.runtime, "samples_seen": self.samples_seen,
+                 "log_history": self.log_history, "train_loss_sum": self.train_loss_sum,
+                 "train_loss_count": self.train_loss_count,
+                 "rng": rng, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "callbacks": [cb.state_dict() for cb in self.callbacks]}
+        tree, tensors = encode(state)
         with atomic_dir(self.last_dir) as tmp:
-            save_file(_plain_tensors(self.model.state_dict()), tmp / "model_state.safetensors")
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "rng": rng, "callbacks": [cb.state_dict() for cb in self.callbacks], **position},
-                       tmp / "trainer_state.pt")
-            (tmp / "trainer_state.json").write_text(json.dumps(position, indent=2, default=str))
+            save_file(plain_tensors(self.model.state_dict()), tmp / MODEL_STATE_FILE)
+            save_file(tensors, tmp / STATE_TENSORS_FILE)
+            (tmp / STATE_FILE).write_text(dumps(tree), encoding="utf-8")
             for cb in self.callbacks:
                 cb.on_save(self, tmp, "last")
+        self.saved_step = self.global_step
+
+    def _read_last(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """(trainer state, model state) of checkpoint-last; a clear error if it is old or damaged."""
+        last = self.last_dir
+        if (last / LEGACY_STATE_FILE).exists() and not (last / STATE_FILE).exists():
+            raise SubnetsError(f"{last} was written by an older version of subnets ({LEGACY_STATE_FILE}, a pickle, "
+                               f"which is not loaded for safety); expected a JSON + safetensors checkpoint: delete "
+                               f"{last} to restart this run, or use a new --output_dir.")
+        try:
+            tree = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
+            state = decode(tree, load_file(last / STATE_TENSORS_FILE))
+            model_state = load_file(last / MODEL_STATE_FILE)
+            int(state["max_steps"])
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
+            raise SubnetsError(f"{last} is damaged ({e.__class__.__name__}: {e}); expected the complete checkpoint "
+                               f"a run writes: delete {last} to restart this run from the beginning.") from e
+        return state, model_state
 
     def _resume(self) -> bool:
-        if not (self.last_dir / "trainer_state.pt").exists():
+        if not self.last_dir.exists():
             return False
-        state = torch.load(self.last_dir / "trainer_state.pt", map_location="cpu", weights_only=False)
+        state, model_state = self._read_last()
         if state["max_steps"] != self.max_steps:
             raise SubnetsError(f"{self.last_dir} was written for {state['max_steps']} training steps, this run has "
                                f"{self.max_steps}; expected the same schedule to resume (or a new --output_dir).")
-        missing, unexpected = self.model.load_state_dict(load_file(self.last_dir / "model_state.safetensors"),
-                                                         strict=False)
+        missing, unexpected = self.model.load_state_dict(model_state, strict=False)
         if missing or unexpected:
             raise SubnetsError(f"{self.last_dir} does not match this model (first mismatched tensor: "
                                f"{(missing or unexpected)[0]}); expected a checkpoint of the same run.")
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as e:
+            raise SubnetsError(f"{self.last_dir} does not match this run's optimizer ({e}); expected a checkpoint "
+                               f"of the same run.") from e
         self.scheduler.load_state_dict(state["scheduler"])
         for cb, cb_state in zip(self.callbacks, state["callbacks"]):
             cb.load_state_dict(cb_state)
@@ -288,7 +309,30 @@ class Trainer:
         for key in ("global_step", "epoch", "step_in_epoch", "best", "last_eval", "last_eval_step", "runtime",
                     "samples_seen", "log_history", "train_loss_sum", "train_loss_count"):
             setattr(self, key, state[key])
+        self.saved_step = self.global_step
         return True
+
+    def _check_finite(self) -> None:
+        """Stop before a checkpoint is written from a diverged state (NaN/inf loss, weights or trained tensors)."""
+        if self._loss_count and not bool(torch.isfinite(self._loss_sum)):
+            self._diverged(f"The training loss became {(self._loss_sum / self._loss_count).item()}")
+        named = [(n, t) for n, t in self.model.state_dict().items() if t.is_floating_point()]
+        if self.optimizer is not None:
+            named += [(f"optimizer group {i} parameter {j}", p) for i, g in enumerate(self.optimizer.param_groups)
+                      for j, p in enumerate(g["params"])]
+        finite = torch.stack([torch.isfinite(t).all() for _, t in named]) if named else torch.ones(1, dtype=torch.bool)
+        if not bool(finite.all()):
+            self._diverged(f"The weights became non-finite (first: {named[int((~finite).nonzero()[0])][0]})")
+
+    def _diverged(self, what: str) -> NoReturn:
+        if self.saved_step is None:
+            on_disk = f"no checkpoint-last has been written in {self.output_dir}"
+        else:
+            on_disk = f"{self.last_dir.name} is kept at step {self.saved_step} in {self.output_dir}"
+            if self.best["step"] is not None:
+                on_disk += f" (checkpoint-best: step {self.best['step']})"
+        raise SubnetsError(f"{what} by step {self.global_step}; expected finite values (try a lower "
+                           f"--learning_rate). Nothing was saved from this state: {on_disk}.")
 
     def _save_best(self) -> None:
         def extra(tmp: Path) -> None:
@@ -311,6 +355,7 @@ class Trainer:
         return {**metrics, "eval_runtime": runtime, "eval_samples_per_second": len(logits) / runtime}
 
     def _evaluate_and_checkpoint(self) -> None:
+        self._check_finite()
         self.last_eval_step = self.global_step
         metrics = self.evaluate()
         if self.is_main_process and metrics:
@@ -375,8 +420,7 @@ class Trainer:
             return
         loss = (self._loss_sum / self._loss_count).item()
         if not math.isfinite(loss):
-            raise SubnetsError(f"The training loss became {loss} by step {self.global_step}; expected a finite loss "
-                               f"(try a lower --learning_rate); the last good checkpoint in {self.last_dir} is kept.")
+            self._diverged(f"The training loss became {loss}")
         scalars = {"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0]}
         if self._grad_norm is not None:
             scalars["train/grad_norm"] = float(self._grad_norm)
@@ -422,9 +466,21 @@ class Trainer:
                 shutil.rmtree(self.output_dir / f"checkpoint-step-{step}", ignore_errors=True)
 
     def train(self) -> dict[str, float]:
-        """Train to `max_steps` (resuming from checkpoint-last if present); returns HF-style metrics."""
+        """Train to `max_steps` (resuming from checkpoint-last if present); returns HF-style metrics.
+
+        The output folder stays locked meanwhile; a checkpoint swap a crash interrupted is undone first, and
+        temporary files a crashed writer left are removed.
+        """
         if self.train_dataset is None or len(self.train_dataset) == 0:
             raise SubnetsError("The training set is empty; expected at least one example.")
+        with directory_lock(self.output_dir, enabled=self.is_main_process):
+            if self.is_main_process:
+                for directory in (self.last_dir, self.best_dir):
+                    recover_interrupted_swap(directory)
+                remove_stale_temps(self.output_dir)
+            return self._train()
+
+    def _train(self) -> dict[str, float]:
         args = self.args
         self.steps_per_epoch = math.ceil(self._micro_batches_per_epoch() / args.gradient_accumulation_steps)
         self.max_steps = (args.max_steps if args.max_steps > 0
@@ -477,6 +533,7 @@ class Trainer:
                 elif args.save_steps and self.global_step % args.save_steps == 0:
                     self.save_last()
                 if self.global_step in args.save_model_at_steps and self.is_main_process:
+                    self._check_finite()
                     self._save_step_snapshot()
                 if self.global_step >= self.max_steps or end_of_epoch:
                     break

@@ -40,6 +40,12 @@ def _common(workspace, out, model):
             "--disable_tqdm", "true", "--logging_steps", "2", "--max_seq_length", "16"]
 
 
+def _without_model(argv):
+    """Leave --model_name_or_path out (stage 3 then takes the model the mask's run started from)."""
+    i = argv.index("--model_name_or_path")
+    return argv[:i] + argv[i + 2:]
+
+
 @pytest.fixture(scope="module", params=["bert", "roberta"])
 def finetuned(workspace, request):
     from pipelines import stage1_finetune
@@ -74,7 +80,7 @@ def test_hard_concrete_search_then_ticket_retraining(workspace, finetuned, tmp_p
 
     for init in ("pretrained", "finetuned", "2"):
         out = tmp_path / f"ticket-{init}"
-        result = stage3_retrain.main(_common(workspace, out, "unused") + [
+        result = stage3_retrain.main(_without_model(_common(workspace, out, "unused")) + [
             "--mask", str(search), "--init", init, "--sparsity", "0.37", "--weight_decay", "0.1"])
         ticket_metrics = json.loads((out / "metrics.json").read_text())
         assert ticket_metrics["sparsity"] == result["sparsity"]

@@ -8,15 +8,16 @@ from typing import Any, Sequence
 
 import datasets
 import torch
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from masks import MaskStore
 from masks.checkpoint import save_sparse_checkpoint
+from masks.store import check_store_root
 from masks.store import store_root as mask_store_root
 
 from ..config import TrainingArguments
 from ..errors import SubnetsError
-from ..models import load_classifier
+from ..models import load_classifier, load_weights
 from ..sparsity import sparsity_report
 from ..targets import targets_from_names
 from ..tasks import TaskSpec
@@ -35,13 +36,20 @@ class RetrainArguments:
     draw_scope: str = field(default="global", metadata={"help": "Ranking when drawing: global | per_matrix"})
     mask_store: str | None = field(default=None, metadata={"help": "Mask store root ($SUBNETS_MASK_STORE, ./masks_store)."})
 
+    def __post_init__(self) -> None:
+        """Reject bad values while parsing, before a stage creates its run directory."""
+        if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
+            raise SubnetsError(f"--sparsity {self.sparsity} is out of range; expected a fraction in [0, 1) "
+                               f"(1.0 would prune every weight).")
+        if self.draw_scope not in SCOPES:
+            raise SubnetsError(f"Unknown --draw_scope '{self.draw_scope}'; expected one of {', '.join(SCOPES)}.")
+        check_store_root(mask_store_root(self.mask_store))
+
 
 def draw_ticket(retrain: RetrainArguments) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The binary ticket: drawn from the mask state at `--sparsity`, or the stored binary mask as is."""
     if not retrain.mask:
         raise SubnetsError("No --mask given; expected a stage-2 run directory, a mask store id or a mask file.")
-    if retrain.draw_scope not in SCOPES:
-        raise SubnetsError(f"Unknown --draw_scope '{retrain.draw_scope}'; expected one of {', '.join(SCOPES)}.")
     root = mask_store_root(retrain.mask_store)
     prefer = "state" if retrain.sparsity is not None else "ticket"
     mask, meta = load_mask(retrain.mask, root, prefer=prefer)
@@ -60,16 +68,20 @@ def load_initialisation(source: str, init: str, label_names: Sequence[str]) -> t
     return load_classifier(path, label_names, fresh_head=fresh_head)
 
 
-def retrain_ticket(
+def ticket_trainer(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor], task: TaskSpec,
     train: datasets.Dataset, eval_dataset: datasets.Dataset | None, training_args: TrainingArguments, *,
     objective: Objective | None = None, callbacks: Sequence[Callback] = (),
     optimizer_factory: OptimizerFactory | None = None,
-) -> dict[str, Any]:
-    """Retrain `model` with `ticket` fixed; metrics plus the actual `sparsity` over the ticket's targets."""
+) -> Trainer:
+    """A Trainer for `model` with `ticket` applied and kept fixed (raises if the ticket does not fit the model)."""
     fixed = apply_mask(model, ticket)
-    trainer = Trainer(model, training_args, task, train, eval_dataset, tokenizer, objective=objective,
-                      callbacks=[*callbacks, FixedMaskCallback(fixed)], optimizer_factory=optimizer_factory)
+    return Trainer(model, training_args, task, train, eval_dataset, tokenizer, objective=objective,
+                   callbacks=[*callbacks, FixedMaskCallback(fixed)], optimizer_factory=optimizer_factory)
+
+
+def retrain_ticket(trainer: Trainer, ticket: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Retrain with the ticket fixed (see `ticket_trainer`); metrics plus the actual `sparsity` over its targets."""
     metrics = trainer.train()
     targets = targets_from_names({n: tuple(m.shape) for n, m in ticket.items()})
     report = sparsity_report({n: m.bool().cpu() for n, m in ticket.items()}, targets)
@@ -82,7 +94,7 @@ def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str
     sparse-aware form (kept values + bit mask referencing the store record). Main process only; returns the id."""
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
-    best = AutoModelForSequenceClassification.from_pretrained(out / "checkpoint-best")
+    best = load_weights(out / "checkpoint-best")
     parent = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
     meta = record_meta(best, task.name, mask_meta.get("method", "drawn"), model_name=model_name, parent=str(parent),
                        seed=seed, init=retrain.init,

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from masks import MaskStore
+from masks.store import check_store_root
 from masks.store import store_root as mask_store_root
 
 from ..config import TrainingArguments
@@ -80,6 +81,7 @@ class SearchArguments:
                 raise SubnetsError(f"Unknown --{name} '{getattr(self, name)}'; expected one of {', '.join(allowed)}.")
         if not 0.0 <= self.target_sparsity < 1.0:
             raise SubnetsError(f"--target_sparsity {self.target_sparsity} is out of range; expected a fraction in [0, 1).")
+        check_store_root(mask_store_root(self.mask_store))
 
 
 def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Target]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from masks.store import check_store_root
 from masks.store import store_root as mask_store_root
 from subnets.config import TrainingArguments
 from subnets.errors import SubnetsError
@@ -86,6 +87,7 @@ def build_selective(args: SelectiveArguments, *, seed: int = 0, objective_args: 
                                    f"expected --{option} none (use rose_second to combine ROSE with --{option}).")
     if args.selective == "none":
         return SelectiveSetup()
+    check_store_root(mask_store_root(args.update_mask_store))
     recorder = UpdateMaskRecorder(args.selective, mask_store_root(args.update_mask_store), args.update_mask_every)
     if args.selective == "roast":
         if math.isnan(args.roast_beta):

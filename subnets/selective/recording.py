@@ -2,8 +2,9 @@
 
 The reference ROSE code dumped the full gradient to disk every 5 steps; here only the masks are kept: one
 0-d value per tensor (or the element-wise mask) every N steps, in an update-mask record of the mask store,
-whose per-tensor update counts the store maintains. A resumed run opens a new record (the interrupted one stays
-in the store, marked incomplete, with every flushed step readable). The record id is written to
+whose per-tensor update counts the store maintains. The record is opened with the first logged step; every
+checkpoint flushes it and keeps its position, and a resumed run continues the same record, so the record a
+killed and resumed run closes equals an uninterrupted run's. The record id is written to
 `<output_dir>/update_masks.json` when training ends.
 """
 
@@ -35,22 +36,23 @@ class UpdateMaskRecorder:
         self.method, self.every = method, every
         self.selected: list[LayerParameter] = []
         self.log: UpdateLog | None = None
+        self.meta: dict[str, Any] | None = None  # the record's metadata (main process), taken before training
         self.meter: UpdateRatioMeter | None = None
         self.store_path = Path(store_root)
 
     def start(self, trainer: Any, selected: list[LayerParameter]) -> None:
         self.selected = list(selected)
         self.meter = UpdateRatioMeter(self.selected, trainer.device)
-        if not trainer.is_main_process:
-            return
-        meta = {"method": self.method, "task": trainer.task.name, "seed": trainer.args.seed,
-                "logged_every": self.every, **describe_model(trainer.model)}
-        self.log = MaskStore(self.store_path).open_update_log(meta)
+        if trainer.is_main_process:
+            self.meta = {"method": self.method, "task": trainer.task.name, "seed": trainer.args.seed,
+                         "logged_every": self.every, **describe_model(trainer.model)}
 
     def observe(self, trainer: Any, masks: list[torch.Tensor], *, force: bool = False) -> None:
         """Count the masks of this step for the ratios; every N steps (or if `force`) log them to the store."""
         self.meter.add(masks)
-        if self.log is not None and (force or trainer.global_step % self.every == 0):
+        if self.meta is not None and (force or trainer.global_step % self.every == 0):
+            if self.log is None:
+                self.log = MaskStore(self.store_path).open_update_log(dict(self.meta))
             # 0-d masks are kept as values (ROSE-Ensemble's gamma), copied because they may share storage;
             # element-wise ones as bits (updated or not)
             stored = [m.clone() if m.dim() == 0 else m != 0 for m in masks]
@@ -61,6 +63,15 @@ class UpdateMaskRecorder:
         ratios = self.meter.mean() if self.meter is not None else []
         if ratios:
             log_update_ratios(trainer.writer, ratios, trainer.global_step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The open record's position (flushed to the store first), for the run's checkpoint."""
+        return {"update_log": self.log.state_dict()} if self.log is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the record a checkpoint was logging to (main process)."""
+        if self.meta is not None and state.get("update_log"):
+            self.log = UpdateLog.resume(MaskStore(self.store_path), state["update_log"])
 
     def finish(self, trainer: Any) -> str | None:
         if self.log is None:

@@ -207,7 +207,8 @@ class RoastCallback(Callback):
         self.recorder.finish(trainer)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.roast.state_dict()
+        return {"roast": self.roast.state_dict(), "recorder": self.recorder.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.roast.load_state_dict(state)
+        self.roast.load_state_dict(state["roast"])
+        self.recorder.load_state_dict(state["recorder"])

@@ -247,3 +247,9 @@ class RoseCallback(Callback):
 
     def on_train_end(self, trainer: Any) -> None:
         self.recorder.finish(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recorder": self.recorder.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recorder.load_state_dict(state.get("recorder", {}))

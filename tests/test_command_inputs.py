@@ -1,0 +1,259 @@
+"""Every command under bad input: one `error:` line and exit status 2 with nothing written, no input accepted
+silently, no command writing into another command's run, and run identities that survive path spellings."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+
+import pytest
+
+from pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain, train_bias_model
+from pipelines.common import run_cli
+from subnets.errors import SubnetsError
+from subnets.models import tiny_model
+
+COMMANDS = {"stage1": stage1_finetune.main, "stage2": stage2_search.main, "stage3": stage3_retrain.main,
+            "evaluate": evaluate.main, "train_bias_model": train_bias_model.main}
+
+
+def cli(capsys, monkeypatch, command, argv):
+    """Run a command as its console script would: (exit status, stderr)."""
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", [command, *map(str, argv)])
+    code = run_cli(COMMANDS[command])
+    return code, capsys.readouterr().err
+
+
+def assert_one_error(code, err, message):
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def stage1_argv(model, data, out, *extra):
+    return [str(a) for a in ["--model_name_or_path", model, "--task_name", "sst2", "--data_dir", data,
+                             "--output_dir", out, "--max_steps", "2", "--per_device_train_batch_size", "16",
+                             "--disable_tqdm", "true", "--max_seq_length", "16", *extra]]
+
+
+@pytest.fixture
+def mnli_data_dir(tmp_path):
+    """A tiny MNLI-format folder (the local MNLI is one file, split into train and eval by the task spec)."""
+    rng = random.Random(0)
+    rows = ["premise\thypothesis\tgold_label"]
+    for _ in range(40):
+        words = rng.sample("the cat sat on a mat near red doors".split(), 5)
+        rows.append(f"{' '.join(words)}\t{' '.join(words[:3])}\t{rng.choice(['entailment', 'neutral', 'contradiction'])}")
+    path = tmp_path / "mnli-data" / "glue" / "MNLI" / "dev_matched_mccoy.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_text("\n".join(rows) + "\n")
+    return path.parent.parent.parent
+
+
+@pytest.fixture
+def run_dir(tmp_path, tiny_model_dir, tiny_data_dir):
+    """A finished stage-1 run."""
+    out = tmp_path / "run"
+    stage1_finetune.main(stage1_argv(str(tiny_model_dir("bert")), str(tiny_data_dir), str(out)))
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "no weights"])
+@pytest.mark.parametrize("command", ["stage1", "stage2", "stage3", "evaluate", "train_bias_model"])
+def test_broken_model_weights_are_one_clear_error_in_every_command(
+        capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir, mnli_data_dir, command, damage):
+    model = tiny_model_dir("bert", label_names=("entailment", "neutral", "contradiction")
+                           if command == "train_bias_model" else ("negative", "positive"))
+    weights = model / "model.safetensors"
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.unlink()
+    out = tmp_path / "out"
+    if command == "evaluate":
+        argv = ["--checkpoint", model, "--tasks", "sst2", "--data_dir", tiny_data_dir, "--output_dir", out]
+    elif command == "train_bias_model":
+        argv = ["--task_name", "mnli", "--data_dir", mnli_data_dir, "--teacher_model", model, "--output_dir", out,
+                "--folds", "2"]
+    else:
+        argv = stage1_argv(model, tiny_data_dir, out)
+        if command == "stage2":
+            argv += ["--method", "magnitude", "--mask_store", tmp_path / "store"]
+        if command == "stage3":
+            mask = tmp_path / "mask.safetensors"
+            from safetensors.torch import save_file
+            save_file({"bert.encoder.layer.0.output.dense.weight": tiny_model()[0].state_dict()[
+                "bert.encoder.layer.0.output.dense.weight"] > 0}, mask)
+            argv += ["--mask", mask, "--init", "finetuned", "--mask_store", tmp_path / "store"]
+    code, err = cli(capsys, monkeypatch, command, argv)
+    assert_one_error(code, err, f"Could not load the weights of model '{model}")
+    assert not out.exists()
+
+
+def test_an_empty_data_file_is_one_clear_error(capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir):
+    (tiny_data_dir / "glue" / "SST-2" / "train.tsv").write_bytes(b"")
+    code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(tiny_model_dir("bert"), tiny_data_dir, tmp_path / "o"))
+    assert_one_error(code, err, "train.tsv is empty (0 bytes)")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "read-only"])
+@pytest.mark.parametrize("command", ["stage1", "evaluate", "train_bias_model"])
+def test_an_output_dir_that_cannot_be_a_folder_is_refused_before_any_work(
+        capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir, mnli_data_dir, command, where):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = {"a file": blocker, "under a file": blocker / "run", "read-only": tmp_path / "ro" / "run"}[where]
+    if where == "read-only":
+        (tmp_path / "ro").mkdir()
+        os.chmod(tmp_path / "ro", 0o555)
+        if os.geteuid() == 0:  # root writes anywhere: stand in for the permission check the kernel skips
+            real_access = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path / "ro")
+                                else real_access(p, mode))
+    model = tiny_model_dir("bert")
+    argv = {"stage1": stage1_argv(model, tiny_data_dir, out),
+            "evaluate": ["--checkpoint", model, "--tasks", "sst2", "--data_dir", tiny_data_dir, "--output_dir", out],
+            "train_bias_model": ["--task_name", "mnli", "--data_dir", mnli_data_dir, "--output_dir", out]}[command]
+    code, err = cli(capsys, monkeypatch, command, argv)
+    expected = {"a file": "is a file", "under a file": "lies under", "read-only": "is read-only"}[where]
+    assert_one_error(code, err, expected)
+    assert blocker.read_text() == "x" and not (tmp_path / "ro" / "run").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be at least 1"),
+    (["--per_device_eval_batch_size", "0"], "--per_device_eval_batch_size must be at least 1"),
+    (["--max_steps", "-1", "--num_train_epochs", "0"], "--num_train_epochs 0.0 trains nothing"),
+    (["--max_steps", "-1", "--num_train_epochs", "-2"], "--num_train_epochs -2.0 trains nothing"),
+    (["--eval_strategy", "sometimes"], "Unknown --eval_strategy 'sometimes'"),
+    (["--recipe", "RECIPE"], "sets save_model_at_steps to 5; expected a list, each item an integer"),
+])
+def test_bad_training_options_are_refused_while_parsing(capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir,
+                                                         extra, message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("learning_rate: 1e-3\nsave_model_at_steps: 5\n")
+    extra = [str(recipe) if e == "RECIPE" else e for e in extra]
+    code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(tiny_model_dir("bert"), tiny_data_dir,
+                                                               tmp_path / "o", *extra))
+    assert_one_error(code, err, message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_mask_store_that_is_a_file_is_refused_before_the_search(capsys, monkeypatch, tmp_path, tiny_model_dir,
+                                                                  tiny_data_dir):
+    store = tmp_path / "store"
+    store.write_text("not a folder")
+    argv = stage1_argv(tiny_model_dir("bert"), tiny_data_dir, tmp_path / "o", "--method", "hard_concrete",
+                       "--mask_store", store)
+    code, err = cli(capsys, monkeypatch, "stage2", argv)
+    assert_one_error(code, err, f"Mask store {store} is a file")
+    assert not (tmp_path / "o").exists()
+    code, err = cli(capsys, monkeypatch, "stage3", stage1_argv(tiny_model_dir("bert"), tiny_data_dir, tmp_path / "o",
+                                                               "--mask", "abcd", "--mask_store", store))
+    assert_one_error(code, err, f"Mask store {store} is a file")
+
+
+@pytest.fixture
+def search(tmp_path, tiny_model_dir, tiny_data_dir):
+    """A stage-2 run (magnitude mask, no training) of a tiny BERT."""
+    out = tmp_path / "search"
+    stage2_search.main(stage1_argv(tiny_model_dir("bert"), tiny_data_dir, out, "--method", "magnitude",
+                                   "--target_sparsity", "0.3", "--mask_store", tmp_path / "store"))
+    return out
+
+
+def test_stage3_refuses_sparsity_one(capsys, monkeypatch, tmp_path, search, tiny_data_dir):
+    argv = stage1_argv(tiny_data_dir, tiny_data_dir, tmp_path / "o", "--mask", search, "--sparsity", "1.0",
+                       "--init", "finetuned", "--mask_store", tmp_path / "store")
+    argv = argv[2:]  # the model: the one the search started from
+    code, err = cli(capsys, monkeypatch, "stage3", argv)
+    assert_one_error(code, err, "--sparsity 1.0 is out of range")
+    assert not (tmp_path / "o").exists()
+
+
+def test_stage3_uses_an_explicit_model_and_says_so(capsys, monkeypatch, tmp_path, search, tiny_model_dir,
+                                                   tiny_data_dir):
+    other = tmp_path / "other-bert"
+    shutil.copytree(tiny_model_dir("bert"), other)
+    out = tmp_path / "ticket"
+    argv = stage1_argv(other, tiny_data_dir, out, "--mask", search, "--init", "finetuned",
+                       "--mask_store", tmp_path / "store")
+    code, err = cli(capsys, monkeypatch, "stage3", argv)
+    assert code == 0 and f"warning: --model_name_or_path {other} is used" in err
+    assert json.loads((out / "run_config.json").read_text())["ModelArguments"]["model_name_or_path"] == str(other)
+
+
+def test_evaluate_and_the_bias_model_never_write_into_another_commands_run(capsys, monkeypatch, run_dir,
+                                                                          tiny_data_dir, mnli_data_dir):
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    code, err = cli(capsys, monkeypatch, "evaluate", ["--checkpoint", run_dir, "--tasks", "sst2",
+                                                      "--data_dir", tiny_data_dir, "--output_dir", run_dir])
+    assert_one_error(code, err, "holds a stage1_finetune run")
+    code, err = cli(capsys, monkeypatch, "train_bias_model", ["--task_name", "mnli", "--data_dir", mnli_data_dir,
+                                                              "--output_dir", run_dir, "--folds", "2"])
+    assert_one_error(code, err, "holds a stage1_finetune run")
+    code, err = cli(capsys, monkeypatch, "evaluate", ["--checkpoint", run_dir, "--tasks", "sst2", "--data_dir",
+                                                      tiny_data_dir, "--output_dir", run_dir / "checkpoint-best"])
+    assert_one_error(code, err, "holds a model")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    # their own folders may be written again
+    for _ in range(2):
+        evaluate.main(["--checkpoint", str(run_dir), "--tasks", "sst2", "--data_dir", str(tiny_data_dir),
+                       "--output_dir", str(run_dir.parent / "eval")])
+
+
+def test_bias_model_options_that_make_no_sense_are_refused(capsys, monkeypatch, tmp_path, tiny_model_dir,
+                                                           mnli_data_dir):
+    out = tmp_path / "bias"
+    code, err = cli(capsys, monkeypatch, "train_bias_model", ["--task_name", "mnli", "--data_dir", mnli_data_dir,
+                                                              "--output_dir", out, "--l2", "-1"])
+    assert_one_error(code, err, "--l2 must be a non-negative penalty; got -1.0")
+    sentiment = tiny_model_dir("bert")  # labels negative/positive: no MNLI teacher
+    code, err = cli(capsys, monkeypatch, "train_bias_model", ["--task_name", "mnli", "--data_dir", mnli_data_dir,
+                                                              "--output_dir", out, "--folds", "2",
+                                                              "--teacher_model", sentiment])
+    assert_one_error(code, err, "predicts labels ['negative', 'positive']")
+    assert not out.exists()
+
+
+def test_stage1_checks_every_input_before_run_config_is_written(capsys, monkeypatch, tmp_path, tiny_model_dir,
+                                                                 tiny_data_dir):
+    model, out = tiny_model_dir("bert"), tmp_path / "run"
+    code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(model, tiny_data_dir, out, "--debias", "poe"))
+    assert_one_error(code, err, "needs --bias_predictions")
+    assert not out.exists()
+    assert stage1_finetune.main(stage1_argv(model, tiny_data_dir, out))["train_steps"] == 2  # the corrected command
+
+
+def test_stage3_checks_every_input_before_run_config_is_written(capsys, monkeypatch, tmp_path, run_dir,
+                                                                tiny_data_dir):
+    import torch
+    from safetensors.torch import save_file
+
+    mask = tmp_path / "mask.safetensors"  # does not fit the model
+    save_file({"bert.encoder.layer.0.output.dense.weight": torch.ones(3, 3, dtype=torch.bool)}, mask)
+    ticket = tmp_path / "ticket"
+    argv = stage1_argv(run_dir, tiny_data_dir, ticket, "--mask", mask, "--init", "finetuned",
+                       "--mask_store", tmp_path / "store")
+    code, err = cli(capsys, monkeypatch, "stage3", argv)
+    assert_one_error(code, err, "bert.encoder.layer.0.output.dense.weight")
+    assert not ticket.exists()
+
+
+def test_a_run_resumes_from_another_spelling_of_its_paths_and_after_a_move(tmp_path, tiny_model_dir, tiny_data_dir,
+                                                                           monkeypatch):
+    model = tiny_model_dir("bert")
+    first = stage1_finetune.main(stage1_argv(str(model), str(tiny_data_dir), str(tmp_path / "run")))
+    moved = tmp_path / "moved"
+    (tmp_path / "run").rename(moved)
+    monkeypatch.chdir(tmp_path)
+    again = stage1_finetune.main(stage1_argv(f"./{model.name}/", "data/", "moved/"))
+    assert again["train_steps"] == first["train_steps"] and again["eval_accuracy"] == first["eval_accuracy"]
+    config = json.loads((moved / "run_config.json").read_text())
+    assert config["ModelArguments"]["model_name_or_path"] == str(model.resolve())
+    assert config["DataArguments"]["data_dir"] == str(tiny_data_dir.resolve())
+    with pytest.raises(SubnetsError, match="already holds a different run"):
+        stage1_finetune.main(stage1_argv(f"./{model.name}/", "data/", "moved/", "--learning_rate", "0.5"))
