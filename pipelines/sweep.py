@@ -96,5 +96,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return {"outcomes": outcomes, "cells": cells}
 
 
+def cli() -> int:
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())
