@@ -90,7 +90,7 @@ def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds:
         values = []
         for column in table.columns:
             cell = cells[column.name]
-            values.append("n/a" if cell["paper"] is None else f"{cell['paper']:.1f}")
+            values.append("n/a" if cell["paper"] is None else str(cell["paper"]))  # as the paper prints it
             values.append(format_mean_sd(cell if cell["n"] else None) + (f" (n={cell['n']})" if cell["n"] else ""))
         lines.append(f"| {row} | " + " | ".join(values) + " |")
     return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds.\n\n" + \
