@@ -115,7 +115,7 @@ def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> N
         for name, points in series.items():
             xs, ys, sds = zip(*sorted(points))
             ax.errorbar([100 * x for x in xs], ys, yerr=sds, marker="o", capsize=3, label=f"{name} ({column.name})")
-    ax.set_xlabel("sparsity (%)")
+    ax.set_xlabel(f"{table.plot} (%)")
     ax.set_ylabel("%")
     ax.set_title(table.title, fontsize=9)
     ax.legend(fontsize=7)
@@ -156,8 +156,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     leaves: dict[str, dict[str, list[Leaf]]] = {}
     for table in tables:
         for row in table.rows:
-            if row.chain is not None:
-                leaves.setdefault(table.name, {})[row.name] = plan.add(row.chain)
+            leaves.setdefault(table.name, {})[row.name] = [leaf for c in row.chains() for leaf in plan.add(c)]
     outcomes = run_plan(plan, SweepSettings(args.executor, args.workers))
     results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
     failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"

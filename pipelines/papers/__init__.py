@@ -4,7 +4,7 @@ metrics read from the chains' last runs) and the paper's own numbers (one data m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from pipelines.sweeping.plan import Chain
 
@@ -24,9 +24,17 @@ class Column:
 
 @dataclass
 class Row:
+    """A method: its chain, or one chain per task where the table's columns span tasks (a column reads the runs
+    whose metrics hold its key); None where the toolkit has no implementation of it (the row reads n/a)."""
+
     name: str
-    chain: Chain | None  # None: the toolkit has no implementation of this method (the row reads n/a)
+    chain: Chain | Sequence[Chain] | None
     where: Mapping[str, Any] = field(default_factory=dict)  # the grid points of the chain this row reads
+
+    def chains(self) -> list[Chain]:
+        if self.chain is None:
+            return []
+        return [self.chain] if isinstance(self.chain, Chain) else list(self.chain)
 
 
 @dataclass
@@ -35,7 +43,7 @@ class Table:
     title: str
     columns: list[Column]
     rows: list[Row]
-    plot: str | None = None  # "x" to draw the rows "<series>@<x>" as lines of each column against x
+    plot: str | None = None  # x-axis name (x in %): draw the rows "<series>@<x>" as lines of each column against x
 
 
 @dataclass(frozen=True)
@@ -75,3 +83,9 @@ def chain(setting: Setting, stages: str, options: Mapping[str, Mapping[str, Any]
         merged.setdefault(stage, {}).update(values)
     seeds = {"seed": list(setting.seeds)} if training or "bias" in names else {}
     return Chain(names, merged, {**seeds, **(grid or {})})
+
+
+def finetune(setting: Setting, task: str, stage1: Mapping[str, Any], evaluate: Mapping[str, Any],
+             grid: Mapping[str, list[Any]] | None = None) -> Chain:
+    """stage1 (fine-tune on `task` with `stage1` options) -> evaluate (with `evaluate` options, e.g. its sets)."""
+    return chain(setting, "stage1,evaluate", {"*": {"task_name": task}, "stage1": stage1, "evaluate": evaluate}, grid)
