@@ -37,8 +37,9 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
 
 def tables(setting: Setting) -> list[Table]:
     tasks = BUDGET_TASKS[setting.budget]
-    columns = [column for task in tasks for column in (Column(f"{task.upper()} dev", f"{task}/eval_accuracy"),
-                                                       Column(f"{task.upper()} AdvGLUE", f"advglue-{task}/eval_accuracy"))]
+    columns = [column for task in tasks
+               for column in (Column(f"{task.upper()} dev", f"{task}/eval_accuracy"),
+                              Column(f"{task.upper()} AdvGLUE", f"advglue-{task}/eval_accuracy"))]
     rows: dict[str, list[Any]] = {}
     for task in tasks:
         for name, c in method_rows(setting, task).items():

@@ -42,8 +42,9 @@ NUMBERS = {"mnli": {"CE full model": {"MNLI": 87.14, "HANS": 68.33},
                     "PoE full model": {"MNLI": 86.56, "HANS": 76.15},
                     "PoE mask training (from fine-tuned)": {"MNLI": 85.40, "HANS": 75.17}}}
 # Per budget: the training tasks (smoke: MNLI only, to stay fast), the sparsities of the HANS curve, IMP rounds
-# to reach a sparsity (the rate is set so that the last round lands on it), and per-stage options. cpu follows docs/objectives.md's measured minilm run (soft score
-# init, mask lr 1e-4: the recipe's hard init does not move in a few hundred steps); paper: the recipe and schedule.
+# to reach a sparsity (the rate is set so that the last round lands on it), and per-stage options. cpu follows
+# docs/objectives.md's measured minilm run (soft score init, mask lr 1e-4: the recipe's hard init does not move in
+# a few hundred steps); paper: the recipe and schedule.
 BUDGET_TASKS = {"smoke": ["mnli"], "cpu": list(TASKS), "paper": list(TASKS)}
 CURVE_SPARSITIES = {"smoke": [0.3, 0.5], "cpu": [0.3, 0.5, 0.7], "paper": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}
 IMP_ROUNDS = {"smoke": 1, "cpu": 2, "paper": 7}
@@ -64,7 +65,8 @@ def columns(task: str) -> list[Column]:
     if task == "mnli":
         labels = ("entailment", "non-entailment")
         found += [Column(f"HANS {label}", f"hans/eval_accuracy_{label}") for label in labels]
-        found += [Column(f"HANS {h} {label}", f"hans/eval_accuracy_{h}_{label}") for h in HEURISTICS for label in labels]
+        found += [Column(f"HANS {h} {label}", f"hans/eval_accuracy_{h}_{label}")
+                  for h in HEURISTICS for label in labels]
     return found
 
 
