@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import sys
@@ -244,8 +245,13 @@ def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, task: Tas
         return tokenizer(*texts, truncation=True, max_length=max_seq_length,
                          padding="max_length" if pad_to_max_length else False)
 
+    # datasets would fingerprint `encode` by pickling the whole tokenizer (about a second per call); a digest of
+    # what the output depends on names it just as well
+    identity = [ds._fingerprint, tokenizer.name_or_path, len(tokenizer), type(tokenizer).__name__, list(fields),
+                max_seq_length, pad_to_max_length]
+    fingerprint = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
     out = ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c not in ("idx", "label")],
-                 desc=f"tokenize {task.name}", load_from_cache_file=False)
+                 desc=f"tokenize {task.name}", load_from_cache_file=False, new_fingerprint=fingerprint)
     return out.rename_column("label", "labels")
 
 

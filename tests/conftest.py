@@ -1,5 +1,4 @@
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -43,30 +42,13 @@ def shared_data_dir() -> Path:
     pytest.skip("the offline data folder is not available")
 
 
-POSITIVE = ["good", "great", "fine", "lovely", "superb", "happy", "brilliant", "nice"]
-NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "sad", "terrible", "weak"]
-FILLER = ["the", "movie", "was", "plot", "actors", "story", "really", "quite", "a", "film"]
-
-
-def write_sentiment_split(path: Path, n: int, seed: int) -> None:
-    """A learnable SST-2-format split: the label is the polarity of the one sentiment word in the sentence."""
-    rng = random.Random(seed)
-    lines = ["sentence\tlabel"]
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.sample(FILLER, 4) + [rng.choice(POSITIVE if label else NEGATIVE)]
-        rng.shuffle(words)
-        lines.append(f"{' '.join(words)}\t{label}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.fixture
 def tiny_data_dir(tmp_path) -> Path:
     """A data folder with a small learnable SST-2 (glue/SST-2/train.tsv: 96 rows, dev.tsv: 32 rows)."""
+    from subnets.toydata import write_toy_task
+
     root = tmp_path / "data"
-    write_sentiment_split(root / "glue" / "SST-2" / "train.tsv", 96, seed=1)
-    write_sentiment_split(root / "glue" / "SST-2" / "dev.tsv", 32, seed=2)
+    write_toy_task(root, "sst2", train=96, evaluation=32)
     return root
 
 

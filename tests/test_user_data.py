@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import FILLER, NEGATIVE, POSITIVE
+from subnets.toydata import FILLER, NEGATIVE, POSITIVE
 from subnets.data import load_split
 from subnets.errors import SubnetsError
 from subnets.tasks import get_task

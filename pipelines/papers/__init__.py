@@ -1,0 +1,91 @@
+"""What `pipelines/reproduce.py` reproduces: per paper, its tables (rows = methods as chains of stages, columns =
+metrics read from the chains' last runs) and the paper's own numbers (one data module per paper)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from pipelines.sweeping.plan import Chain
+
+BUDGETS = ("smoke", "cpu", "paper")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric key of the row's runs (flat, as `pipelines.sweeping.aggregate.flat_metrics` names it), read
+    from the runs whose grid point matches `where` (keys the point lacks do not filter); shown times `scale`."""
+
+    name: str
+    key: str
+    where: Mapping[str, Any] = field(default_factory=dict)
+    scale: float = 100.0
+
+
+@dataclass
+class Row:
+    """A method: its chain, or one chain per task where the table's columns span tasks (a column reads the runs
+    whose metrics hold its key); None where the toolkit has no implementation of it (the row reads n/a)."""
+
+    name: str
+    chain: Chain | Sequence[Chain] | None
+    where: Mapping[str, Any] = field(default_factory=dict)  # the grid points of the chain this row reads
+
+    def chains(self) -> list[Chain]:
+        if self.chain is None:
+            return []
+        return [self.chain] if isinstance(self.chain, Chain) else list(self.chain)
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    columns: list[Column]
+    rows: list[Row]
+    plot: str | None = None  # x-axis name (x in %): draw the rows "<series>@<x>" as lines of each column against x
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a budget fixes: the model, the data and the options every run of a table shares."""
+
+    budget: str
+    model: str
+    data_dir: str
+    seeds: tuple[int, ...]
+    train: Mapping[str, Any]  # options for every training stage (steps, samples, lengths)
+    evaluate: Mapping[str, Any]  # options for evaluate (sample sizes)
+
+
+@dataclass(frozen=True)
+class Paper:
+    name: str
+    citation: str
+    numbers: Mapping[str, Mapping[str, Mapping[str, float]]]  # {table: {row: {column: value}}}
+    tasks: tuple[str, ...]  # tasks and evaluation sets its smoke data must hold
+    models: Mapping[str, str]  # budget -> model name
+    tables: Callable[[Setting], list[Table]]
+
+
+def chain(setting: Setting, stages: str, options: Mapping[str, Mapping[str, Any]] | None = None,
+          grid: Mapping[str, list[Any]] | None = None) -> Chain:
+    """A chain of `stages` ("stage1,stage2,...") on the budget's model, data and shared options, over its seeds;
+    `options[stage]` adds or overrides per-stage options, `grid` adds grid keys."""
+    names = stages.split(",")
+    merged: dict[str, dict[str, Any]] = {"*": {"model_name_or_path": setting.model, "data_dir": setting.data_dir}}
+    training = [s for s in names if s.startswith("stage")]
+    for stage in training:
+        merged[stage] = dict(setting.train)
+    if "evaluate" in names:
+        merged["evaluate"] = dict(setting.evaluate)
+    for stage, values in (options or {}).items():
+        merged.setdefault(stage, {}).update(values)
+    seeds = {"seed": list(setting.seeds)} if training or "bias" in names else {}
+    return Chain(names, merged, {**seeds, **(grid or {})})
+
+
+def finetune(setting: Setting, task: str, stage1: Mapping[str, Any], evaluate: Mapping[str, Any],
+             grid: Mapping[str, list[Any]] | None = None) -> Chain:
+    """stage1 (fine-tune on `task` with `stage1` options) -> evaluate (with `evaluate` options, e.g. its sets)."""
+    return chain(setting, "stage1,evaluate", {"*": {"task_name": task}, "stage1": stage1, "evaluate": evaluate}, grid)

@@ -1,0 +1,65 @@
+"""RoAST (Kim et al., "RoAST: Robustifying Language Models via Adversarial Perturbation with Selective Training",
+Findings of EMNLP 2023): the multi-perspective robustness table.
+
+Rows: vanilla fine-tuning, FreeLB, Child-Tuning-D (RoAST's hard top-(1 - alpha) Fisher mask computed once,
+plain cross-entropy: `--selective roast --roast_beta inf --roast_refresh_fisher false --adversary none`, with
+the task's alpha from its recipe; docs/selective.md) and RoAST (recipe `roast_<task>`). Columns per task:
+in-distribution accuracy, accuracy on the distribution-shift sets available offline (QQP: PAWS-QQP; the other
+tasks have none offline), AdvGLUE accuracy, calibration (ECE, lower is better) and anomaly detection (AUROC of the
+max-softmax confidence, the task's dev inputs against another task's inputs; docs/robustness.md).
+
+Paper numbers: none of the paper's table cells was available offline, so every paper cell reads n/a (all five
+columns of the four rows). The paper's own tasks are sentiment (SST-2) and entailment (MNLI) with several shift
+and anomaly sets each; the tasks here are the recipes' (SST-2, QNLI, RTE, QQP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.papers import Column, Paper, Row, Setting, Table, finetune
+from pipelines.papers.robust_tickets import FREELB
+
+CITATION = ("Kim et al., RoAST: Robustifying Language Models via Adversarial Perturbation with Selective Training, "
+            "Findings of EMNLP 2023")
+NUMBERS: dict[str, dict[str, dict[str, float]]] = {}
+BUDGET_TASKS = {"smoke": ["sst2", "qqp"], "cpu": ["sst2", "qqp"], "paper": ["sst2", "qnli", "rte", "qqp"]}
+SHIFT = {"qqp": {"PAWS-QQP": "paws-qqp"}}  # distribution-shift sets (column label -> evaluation set) per task
+ANOMALY = {"sst2": "rte", "qnli": "sst2", "rte": "sst2", "qqp": "sst2"}  # the task whose inputs are anomalies
+CHILD_TUNING_D = {"adversary": "none", "roast_beta": "inf", "roast_refresh_fisher": False}
+# Per budget, options over every row (cpu: the measured minilm setting of docs/selective.md; paper: 10 epochs)
+SCHEDULE: dict[str, dict[str, Any]] = {
+    "smoke": {},
+    "cpu": {"learning_rate": 1e-4, "num_train_epochs": 2, "warmup_ratio": 0.06, "adam_beta2": 0.98},
+    "paper": {"num_train_epochs": 10, "weight_decay": 0.01, "adam_beta2": 0.98},
+}
+
+
+def columns(task: str) -> list[Column]:
+    return [Column("In-distribution acc", f"{task}/eval_accuracy"),
+            *[Column(f"Shift: {label} acc", f"{name}/eval_accuracy") for label, name in SHIFT.get(task, {}).items()],
+            Column("AdvGLUE acc", f"advglue-{task}/eval_accuracy"),
+            Column("ECE", f"{task}/eval_ece"),
+            Column("Anomaly AUROC", f"{task}/ood_auroc")]
+
+
+def method_rows(setting: Setting, task: str) -> dict[str, Any]:
+    sets = ",".join([task, *SHIFT.get(task, {}).values(), f"advglue-{task}"])
+    evaluate = {"tasks": sets, "ood_task": ANOMALY[task]}
+    schedule = SCHEDULE[setting.budget]
+    freelb = {"adversary": "freelb", "adv_init_mag": 0.05, "adv_max_norm": 0.0, **FREELB.get(task, {})}
+    return {"vanilla": finetune(setting, task, schedule, evaluate),
+            "FreeLB": finetune(setting, task, {**schedule, **freelb}, evaluate),
+            "Child-Tuning-D": finetune(setting, task, {"recipe": f"roast_{task}", **schedule, **CHILD_TUNING_D},
+                                       evaluate),
+            "RoAST": finetune(setting, task, {"recipe": f"roast_{task}", **schedule}, evaluate)}
+
+
+def tables(setting: Setting) -> list[Table]:
+    return [Table(task, f"{task.upper()}: multi-perspective robustness (%; ECE lower is better)", columns(task),
+                  [Row(name, c) for name, c in method_rows(setting, task).items()])
+            for task in BUDGET_TASKS[setting.budget]]
+
+
+PAPER = Paper("roast", CITATION, NUMBERS, ("sst2", "qqp", "paws-qqp", "advglue-sst2", "advglue-qqp", "rte"),
+              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-large"}, tables)

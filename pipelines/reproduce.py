@@ -1,0 +1,186 @@
+"""Reproduce a paper's headline tables with one command: seeded runs through the sweep runner, the paper's numbers
+beside ours (mean ± sd over seeds), every cell traceable to its run directories.
+
+    python -m pipelines.reproduce robust_tickets --budget cpu --seeds 1 2 3 --data_dir DATA --output_dir runs/rt
+
+Writes `<output_dir>/report.md`, `results.json` ({table: {row: {column: {mean, sd, n, paper, runs}}}}) and one
+PNG per plotted table. Budgets: smoke (tiny random model on toy data, seconds; used by the tests), cpu (minilm,
+about 2 hours on 2 CPU cores), paper (the paper's model and schedule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from pipelines.common import run_cli
+from pipelines.papers import BUDGETS, Paper, Setting, Table
+from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
+from pipelines.sweeping.execute import EXECUTORS, SweepSettings, run_plan
+from pipelines.sweeping.plan import Leaf, Plan
+from subnets.data import default_data_dir
+from subnets.errors import SubnetsError
+from subnets.io import atomic_write_json, atomic_write_text
+
+PAPERS = ("robust_tickets", "srnets", "rose", "roast")
+# Options every training stage of a budget shares (the smoke budget trains a handful of steps on toy data)
+TRAIN = {"smoke": {"max_steps": 2, "per_device_train_batch_size": 16, "max_seq_length": 32, "logging_steps": 1},
+         "cpu": {"max_train_samples": 4000, "max_seq_length": 64, "per_device_train_batch_size": 32,
+                 "warmup_ratio": 0.1},
+         "paper": {}}
+EVALUATE = {"smoke": {"attack_samples": 4, "max_seq_length": 32}, "cpu": {"attack_samples": 200, "max_seq_length": 64},
+            "paper": {}}
+
+
+def load_paper(name: str) -> Paper:
+    if name not in PAPERS:
+        raise SubnetsError(f"Unknown paper '{name}'; expected one of {', '.join(PAPERS)}.")
+    return importlib.import_module(f"pipelines.papers.{name}").PAPER
+
+
+def smoke_inputs(paper: Paper, out: Path) -> tuple[str, str]:
+    """A tiny random model (per label count of the paper's tasks it is re-headed by the stages) and toy data."""
+    from subnets.models import tiny_model
+    from subnets.toydata import write_toy_data
+
+    model_dir, data_dir = out / "smoke_model", out / "smoke_data"
+    if not (model_dir / "config.json").is_file():
+        model, tokenizer = tiny_model("bert")
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    if not data_dir.is_dir():
+        write_toy_data(data_dir, paper.tasks)
+    return str(model_dir), str(data_dir)
+
+
+def matches(point: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
+    return all(k not in point or str(point[k]) == str(v) for k, v in where.items())
+
+
+def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: Mapping[str, Any]) -> dict:
+    """{row: {column: {mean, sd, n, paper, runs}}} from the rows' leaf runs (metrics.json read here)."""
+    import json
+
+    result: dict[str, dict[str, Any]] = {}
+    for row in table.rows:
+        cells = {}
+        for column in table.columns:
+            runs, values = [], []
+            for leaf in leaves.get(row.name, []):
+                if not (matches(leaf.point, row.where) and matches(leaf.point, column.where)):
+                    continue
+                path = out / leaf.run.name / "metrics.json"
+                value = flat_metrics(json.loads(path.read_text())).get(column.key) if path.is_file() else None
+                if value is not None:
+                    runs.append(leaf.run.name)
+                    values.append(column.scale * value)
+            stat = mean_sd(values) if values else {"mean": None, "sd": None, "n": 0}
+            cells[column.name] = {**stat, "paper": numbers.get(table.name, {}).get(row.name, {}).get(column.name),
+                                  "runs": runs}
+        result[row.name] = cells
+    return result
+
+
+def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> str:
+    header = ["method"] + [f"{c.name} {who}" for c in table.columns for who in ("(paper)", "(ours)")]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for row, cells in result.items():
+        values = []
+        for column in table.columns:
+            cell = cells[column.name]
+            values.append("n/a" if cell["paper"] is None else str(cell["paper"]))  # as the paper prints it
+            values.append(format_mean_sd(cell if cell["n"] else None) + (f" (n={cell['n']})" if cell["n"] else ""))
+        lines.append(f"| {row} | " + " | ".join(values) + " |")
+    return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds.\n\n" + \
+        "\n".join(lines) + "\n"
+
+
+def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Rows named `<series>@<x>`: one line per series and column, x against mean ± sd."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for column in table.columns:
+        series: dict[str, list[tuple[float, float, float]]] = {}
+        for row, cells in result.items():
+            name, _, x = row.rpartition("@")
+            cell = cells[column.name]
+            if cell["n"]:
+                series.setdefault(name, []).append((float(x), cell["mean"], cell["sd"] or 0.0))
+        for name, points in series.items():
+            xs, ys, sds = zip(*sorted(points))
+            ax.errorbar([100 * x for x in xs], ys, yerr=sds, marker="o", capsize=3, label=f"{name} ({column.name})")
+    ax.set_xlabel(f"{table.plot} (%)")
+    ax.set_ylabel("%")
+    ax.set_title(table.title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paper", choices=PAPERS)
+    parser.add_argument("--budget", default="smoke", choices=BUDGETS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--data_dir", default=None, help="Data folder (default $SUBNETS_DATA_DIR; smoke: toy data).")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--model_name_or_path", default=None, help="Override the budget's model.")
+    parser.add_argument("--executor", default="local", choices=EXECUTORS)
+    parser.add_argument("--workers", type=int, default=1)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    paper, out = load_paper(args.paper), Path(args.output_dir)
+    if args.budget == "smoke":
+        model, data_dir = smoke_inputs(paper, out)
+        data_dir = args.data_dir or data_dir
+    else:
+        model, data_dir = paper.models[args.budget], args.data_dir or default_data_dir()
+        if data_dir is None:
+            raise SubnetsError("No --data_dir given and SUBNETS_DATA_DIR is not set; expected the offline data folder "
+                               "(the smoke budget makes its own toy data).")
+    setting = Setting(args.budget, args.model_name_or_path or model, str(data_dir), tuple(args.seeds),
+                      TRAIN[args.budget], EVALUATE[args.budget])
+    tables = paper.tables(setting)
+    plan = Plan(out)
+    leaves: dict[str, dict[str, list[Leaf]]] = {}
+    for table in tables:
+        for row in table.rows:
+            leaves.setdefault(table.name, {})[row.name] = [leaf for c in row.chains() for leaf in plan.add(c)]
+    outcomes = run_plan(plan, SweepSettings(args.executor, args.workers))
+    results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
+    failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
+              for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
+    parts = [f"# {paper.citation}\n\nModel `{setting.model}`, budget `{args.budget}`, seeds "
+             f"{' '.join(map(str, args.seeds))}. Paper numbers: see `pipelines/papers/{paper.name}.py`; n/a = not "
+             f"available offline or not implemented. Every cell's runs are listed in results.json (`runs`), "
+             f"relative to this folder.\n"]
+    for table in tables:
+        parts.append(markdown_table(table, results[table.name], args.seeds))
+        if table.plot:
+            plot(table, results[table.name], out / f"{table.name}.png")
+            parts.append(f"![{table.title}]({table.name}.png)\n")
+    if failed:
+        parts.append("## Failed runs\n\n" + "\n".join(failed) + "\n")
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", "\n".join(parts))
+    print("\n".join(parts))
+    return {"results": results, "outcomes": outcomes}
+
+
+def cli() -> int:
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

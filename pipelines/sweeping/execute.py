@@ -1,0 +1,226 @@
+"""Running a plan: finished runs are skipped, the others run on an executor as soon as their upstream run is done.
+
+A run is finished when its directory holds `metrics.json` and `sweep_run.json` (written by the sweep after the
+stage returned) with the same stage and arguments. An interrupted run is simply run again with the same
+arguments: every stage resumes from its `checkpoint-last/`. A failed run is reported and its downstream runs are
+marked blocked; the other runs go on.
+
+Executors: `inline` (this process, one run at a time), `local` (N worker processes, the cores split between
+them: each worker sets OMP_NUM_THREADS and torch.set_num_threads to cores // N) and `submitit` (one job per run,
+SLURM or submitit's local mode). With `nproc_per_run` > 1 each run is launched under torchrun (DDP).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from subnets.errors import SubnetsError
+from subnets.io import atomic_write_json
+
+from .plan import Plan, Run
+from .stages import get_stage
+
+RECORD_FILE = "sweep_run.json"
+STATUS_FILE = "sweep_status.json"
+EXECUTORS = ("local", "inline", "submitit")
+
+
+def is_finished(directory: Path, run: Run) -> bool:
+    record = directory / RECORD_FILE
+    if not (directory / "metrics.json").is_file() or not record.is_file():
+        return False
+    try:
+        return json.loads(record.read_text()) == run.record()
+    except json.JSONDecodeError:
+        return False
+
+
+def set_threads(threads: int | None) -> None:
+    """Give this process `threads` intra-op threads (for stages that read the environment and for torch itself)."""
+    if threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def execute_run(stage_name: str, argv: list[str], directory: str, record: dict[str, Any], threads: int | None = None,
+                nproc_per_run: int = 1) -> dict[str, Any]:
+    """Run one stage (in this process, or under torchrun) and return its outcome; never raises for a failed run."""
+    set_threads(threads)
+    stage = get_stage(stage_name)
+    start = time.perf_counter()
+    try:
+        if nproc_per_run > 1:
+            command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc_per_run),
+                       "-m", stage.module, *argv]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")] or \
+                    done.stderr.strip().splitlines()[-1:]
+                raise SubnetsError(f"torchrun exited with status {done.returncode}: {' '.join(lines)[:500]}")
+        else:
+            stage.main(list(argv))
+    except SubnetsError as e:
+        return {"status": "failed", "error": str(e), "seconds": time.perf_counter() - start}
+    except Exception as e:  # a crash of one run must not stop the sweep; its traceback goes to the status file
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+                "seconds": time.perf_counter() - start}
+    atomic_write_json(Path(directory) / RECORD_FILE, record)
+    return {"status": "done", "seconds": time.perf_counter() - start}
+
+
+class Handle(Protocol):
+    def done(self) -> bool: ...
+
+    def result(self) -> dict[str, Any]: ...
+
+
+class Executor(Protocol):
+    capacity: int  # runs in flight at once
+
+    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle: ...
+
+    def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """Runs each run in this process when it is submitted (tests, debugging, a single worker)."""
+
+    capacity = 1
+
+    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle:
+        future: cf.Future = cf.Future()
+        future.set_result(fn(*args))
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+class LocalExecutor:
+    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang)."""
+
+    def __init__(self, workers: int):
+        self.capacity = workers
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle:
+        return self.pool.submit(fn, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SubmititExecutor:
+    """One submitit job per run (SLURM where available; `cluster="local"` runs jobs as local processes)."""
+
+    def __init__(self, folder: Path, workers: int, cluster: str | None = None, parameters: dict[str, Any] | None = None):
+        try:
+            import submitit
+        except ImportError as e:
+            raise SubnetsError("The submitit executor needs the submitit package; expected `pip install "
+                               "'subnets[cluster]'` (or --executor local).") from e
+        self.capacity = workers
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        if parameters:
+            self.executor.update_parameters(**parameters)
+
+    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle:
+        return self.executor.submit(fn, *args)
+
+    def close(self) -> None:
+        pass
+
+
+def cores() -> int:
+    """Cores this sweep may use: $OMP_NUM_THREADS if set, else the CPUs this process may run on."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass
+class SweepSettings:
+    executor: str = "local"
+    workers: int = 1
+    threads_per_worker: int | None = None  # default: cores() // workers
+    nproc_per_run: int = 1
+    submitit_cluster: str | None = None
+    submitit_parameters: dict[str, Any] = field(default_factory=dict)
+
+    def make_executor(self, output_dir: Path) -> Executor:
+        if self.executor not in EXECUTORS:
+            raise SubnetsError(f"Unknown --executor '{self.executor}'; expected one of {', '.join(EXECUTORS)}.")
+        if self.workers < 1:
+            raise SubnetsError(f"--workers {self.workers} must be at least 1.")
+        if self.executor == "submitit":
+            return SubmititExecutor(output_dir / "submitit", self.workers, self.submitit_cluster,
+                                    self.submitit_parameters)
+        if self.executor == "inline" or self.workers == 1:
+            return InlineExecutor()
+        return LocalExecutor(self.workers)
+
+    def threads(self) -> int | None:
+        if self.executor == "submitit":
+            return self.threads_per_worker  # the job's own allocation decides by default
+        return self.threads_per_worker or max(1, cores() // self.workers)
+
+
+def run_plan(plan: Plan, settings: SweepSettings, *, poll_seconds: float = 0.2,
+             log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Run every unfinished run of `plan`; returns {run name: outcome} and writes it to sweep_status.json."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SubnetsError("The sweep itself must not run under torchrun; expected a plain `python` launch with "
+                           "--nproc_per_run N to run each stage under DDP.")
+    outcomes: dict[str, dict[str, Any]] = {}
+    waiting = []
+    for run in plan.ordered():
+        if is_finished(plan.directory(run), run):
+            outcomes[run.name] = {"status": "skipped", "reason": "finished earlier"}
+        else:
+            waiting.append(run)
+    executor = settings.make_executor(plan.output_dir)
+    in_flight: dict[str, Handle] = {}
+    try:
+        while waiting or in_flight:
+            for run in list(waiting):
+                upstream = outcomes.get(run.parent, {}).get("status") if run.parent else "done"
+                if upstream in ("failed", "blocked"):
+                    outcomes[run.name] = {"status": "blocked", "reason": f"upstream run {run.parent} {upstream}"}
+                    waiting.remove(run)
+                elif upstream in ("done", "skipped") and len(in_flight) < executor.capacity:
+                    log(f"[sweep] start {run.name}")
+                    in_flight[run.name] = executor.submit(execute_run, run.stage, list(run.argv),
+                                                          str(plan.directory(run)), run.record(), settings.threads(),
+                                                          settings.nproc_per_run)
+                    waiting.remove(run)
+            finished = [name for name, handle in in_flight.items() if handle.done()]
+            for name in finished:
+                outcome = _result(in_flight.pop(name))
+                outcomes[name] = outcome
+                log(f"[sweep] {outcome['status']} {name}" + (f": {outcome['error']}" if "error" in outcome else ""))
+            if not finished and in_flight:
+                time.sleep(poll_seconds)
+    finally:
+        executor.close()
+        atomic_write_json(plan.output_dir / STATUS_FILE, outcomes)
+    return outcomes
+
+
+def _result(handle: Handle) -> dict[str, Any]:
+    """A handle's outcome; a job that died without returning one (killed worker, lost SLURM job) is a failure."""
+    try:
+        return handle.result()
+    except Exception as e:
+        return {"status": "failed", "error": f"the worker died ({type(e).__name__}: {e})"}

@@ -1,0 +1,83 @@
+"""The stages a sweep can chain: their scripts, the options they accept, and which earlier output feeds which option."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+from subnets.errors import SubnetsError
+
+
+@dataclass(frozen=True)
+class Input:
+    """Option `option` of a stage takes the run directory (plus `file`) of the nearest earlier stage in `sources`."""
+
+    option: str
+    sources: tuple[str, ...]
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # importable module with `main(argv)`; `python -m <module>` runs it too
+    arguments: Callable[[], list[type]]  # the argument dataclasses the script parses (imported lazily)
+    inputs: tuple[Input, ...] = ()
+
+    @cached_property
+    def options(self) -> frozenset[str]:
+        return frozenset({"recipe"} | {f.name for t in self.arguments() for f in dataclasses.fields(t)})
+
+    def main(self, argv: list[str]) -> object:
+        return importlib.import_module(self.module).main(argv)
+
+
+def stage1_arguments() -> list[type]:
+    from pipelines.common import STAGE_ARGUMENTS
+
+    return list(STAGE_ARGUMENTS)
+
+
+def stage2_arguments() -> list[type]:
+    from subnets.masking.search import SearchArguments
+
+    return [*stage1_arguments(), SearchArguments]
+
+
+def stage3_arguments() -> list[type]:
+    from subnets.masking.retrain import RetrainArguments
+
+    return [*stage1_arguments(), RetrainArguments]
+
+
+def evaluate_arguments() -> list[type]:
+    from pipelines.evaluate import EvaluateArguments
+
+    return [EvaluateArguments]
+
+
+def bias_arguments() -> list[type]:
+    from pipelines.train_bias_model import BiasModelArguments
+
+    return [BiasModelArguments]
+
+
+BIAS_FILE = "bias_predictions.safetensors"  # what pipelines/train_bias_model.py writes
+_BIAS_INPUT = Input("bias_predictions", ("bias",), BIAS_FILE)
+
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("bias", "pipelines.train_bias_model", bias_arguments),
+    Stage("stage1", "pipelines.stage1_finetune", stage1_arguments, (_BIAS_INPUT,)),
+    Stage("stage2", "pipelines.stage2_search", stage2_arguments, (Input("model_name_or_path", ("stage1",)), _BIAS_INPUT)),
+    Stage("stage3", "pipelines.stage3_retrain", stage3_arguments, (Input("mask", ("stage2",)), _BIAS_INPUT)),
+    Stage("evaluate", "pipelines.evaluate", evaluate_arguments, (Input("checkpoint", ("stage3", "stage2", "stage1")),)),
+]}
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise SubnetsError(f"Unknown stage '{name}'; expected one of {', '.join(STAGES)}.")
+    return STAGES[name]

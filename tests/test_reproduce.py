@@ -1,0 +1,94 @@
+import json
+from pathlib import Path
+
+from pipelines import reproduce
+from pipelines.papers import Setting
+
+
+def smoke(paper: str, out):
+    """Run `paper` at the smoke budget (one seed, inline); check the report and results.json hold every table,
+    row and column of the paper's tables with the paper's numbers, and every implemented cell has a value read
+    from its run's metrics.json. Returns (results, report)."""
+    result = reproduce.main([paper, "--budget", "smoke", "--seeds", "1", "--output_dir", str(out),
+                             "--executor", "inline"])
+    assert not [o for o in result["outcomes"].values() if o["status"] in ("failed", "blocked")]
+    module = reproduce.load_paper(paper)
+    setting = Setting("smoke", "tiny", "data", (1,), reproduce.TRAIN["smoke"], reproduce.EVALUATE["smoke"])
+    tables = module.tables(setting)
+    report = (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results) == sorted(t.name for t in tables)
+    for table in tables:
+        assert f"### {table.title}" in report
+        assert sorted(results[table.name]) == sorted(row.name for row in table.rows)  # JSON keys are sorted
+        for row in table.rows:
+            assert f"| {row.name} |" in report
+            cells = results[table.name][row.name]
+            assert sorted(cells) == sorted(c.name for c in table.columns)
+            for column in table.columns:
+                cell = cells[column.name]
+                assert set(cell) == {"mean", "sd", "n", "paper", "runs"}
+                assert cell["paper"] == module.numbers.get(table.name, {}).get(row.name, {}).get(column.name)
+                assert cell["n"] == 1 and cell["sd"] is None and len(cell["runs"]) == 1
+                metrics = json.loads((out / cell["runs"][0] / "metrics.json").read_text())
+                assert metrics  # the value was read from this run
+                assert cell["mean"] >= 0.0 and (column.scale != 100.0 or cell["mean"] <= 100.0)
+        for column in table.columns:
+            assert f"{column.name} (paper)" in report and f"{column.name} (ours)" in report
+        if table.plot:
+            assert (out / f"{table.name}.png").stat().st_size > 1000
+    return results, report
+
+
+def recorded_argv(run_dir: Path) -> list[str]:
+    return json.loads((run_dir / "sweep_run.json").read_text())["argv"]
+
+
+def test_reproduce_robust_tickets_smoke_writes_every_row_with_the_paper_numbers(tmp_path):
+    from pipelines.papers.robust_tickets import NUMBERS
+
+    results, report = smoke("robust_tickets", tmp_path / "rt")
+    assert sorted(results["sst2"]) == sorted(["fine-tune", "FreeLB", "IMP ticket", "random ticket", "robust ticket",
+                                              "robust ticket w/o adversary"])
+    robust = results["sst2"]["robust ticket"]["TextFooler Aua"]
+    assert robust["paper"] == NUMBERS["sst2"]["robust ticket"]["TextFooler Aua"]
+    assert "| fine-tune | 92.0 |" in report and "26.7" in report
+    assert sorted(results["figure2"]) == ["IMP ticket@0.3", "IMP ticket@0.5", "robust ticket@0.3", "robust ticket@0.5"]
+
+
+def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_curve(tmp_path):
+    results, report = smoke("srnets", tmp_path / "sr")
+    mnli = results["mnli"]
+    for loss in ("CE", "PoE"):
+        assert f"{loss} full model" in mnli
+        for paradigm in ("from fine-tuned", "fine-tuned in isolation", "without fine-tuning"):
+            assert f"{loss} mask training ({paradigm})" in mnli
+        for paradigm in ("from fine-tuned", "fine-tuned in isolation"):
+            assert f"{loss} IMP ({paradigm})" in mnli
+    assert "HANS lexical_overlap non-entailment" in mnli["CE full model"]
+    assert mnli["PoE full model"]["HANS"]["paper"] == 76.15 and "| CE full model | 87.14 |" in report
+    # the PoE rows fine-tune against the bias model's predictions; the CE rows do not
+    for loss, debiased in (("CE", False), ("PoE", True)):
+        evaluate = recorded_argv(tmp_path / "sr" / mnli[f"{loss} full model"]["MNLI"]["runs"][0])
+        stage1 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
+        assert ("--bias_predictions" in stage1) == debiased
+    assert sorted(results["hans_curve"]) == sorted(f"{s}@{x}" for s in ("CE mask training", "PoE mask training",
+                                                                         "PoE IMP") for x in (0.3, 0.5))
+
+
+def test_reproduce_rose_smoke_reports_dev_and_advglue_per_task(tmp_path):
+    results, _ = smoke("rose", tmp_path / "rose")
+    assert sorted(results["advglue"]) == ["ROSE-Ensemble", "ROSE-First", "ROSE-Second", "vanilla"]
+    assert sorted(results["advglue"]["vanilla"]) == ["RTE AdvGLUE", "RTE dev", "SST2 AdvGLUE", "SST2 dev"]
+    cells = results["advglue"]["ROSE-Second"]
+    assert cells["SST2 dev"]["runs"] != cells["RTE dev"]["runs"]  # one chain per task
+
+
+def test_reproduce_roast_smoke_reports_every_perspective(tmp_path):
+    results, _ = smoke("roast", tmp_path / "roast")
+    assert sorted(results["sst2"]) == ["Child-Tuning-D", "FreeLB", "RoAST", "vanilla"]
+    assert sorted(results["qqp"]["RoAST"]) == ["AdvGLUE acc", "Anomaly AUROC", "ECE", "In-distribution acc",
+                                               "Shift: PAWS-QQP acc"]
+    child = json.loads((tmp_path / "roast" / results["sst2"]["Child-Tuning-D"]["ECE"]["runs"][0]
+                        / "metrics.json").read_text())
+    assert "ood_auroc" in next(iter(child.values()))["sst2"]

@@ -1,0 +1,104 @@
+import json
+import re
+
+import pytest
+
+from pipelines import sweep
+from pipelines.sweeping.aggregate import aggregate, flat_metrics, markdown
+from pipelines.sweeping.plan import Chain, Plan
+from subnets.errors import SubnetsError
+from subnets.objectives.losses import LossObjective
+
+
+def sweep_argv(model_dir, data_dir, out, *extra, stages="stage1,evaluate", grid=("seed=1,2",)):
+    return ["--stages", stages, "--output_dir", str(out), "--grid", *grid,
+            "--set", f"model_name_or_path={model_dir}", f"data_dir={data_dir}", "max_steps=6", "save_steps=2",
+            "per_device_train_batch_size=16", *(["evaluate.tasks=sst2"] if "evaluate" in stages else []), *extra]
+
+
+def test_plan_shares_upstream_runs_and_names_directories_safely(tmp_path):
+    plan = Plan(tmp_path)
+    chain = Chain(["stage1", "stage2", "stage3", "evaluate"],
+                  {"*": {"task_name": "sst2", "model_name_or_path": "m"}, "stage2": {"method": "imp"}},
+                  {"seed": [1, 2], "stage3.sparsity": [0.3, 0.5]})
+    leaves = plan.add(chain)
+    stages = [run.stage for run in plan.ordered()]
+    assert len(leaves) == 4
+    assert stages.count("stage1") == 2 and stages.count("stage2") == 2 and stages.count("stage3") == 4
+    for run in plan.ordered():
+        assert re.fullmatch(r"[a-z0-9]+/[A-Za-z0-9._=,+-]+-[0-9a-f]{10}", run.name)
+    stage3 = [r for r in plan.ordered() if r.stage == "stage3"][0]
+    stage2 = plan.runs[stage3.parent]
+    assert stage3.argv[stage3.argv.index("--mask") + 1] == str(tmp_path / stage2.name)
+    assert stage2.argv[stage2.argv.index("--model_name_or_path") + 1] == str(tmp_path / stage2.parent)
+    evaluate = leaves[0].run
+    assert "sparsity=0.3" in evaluate.name and "seed=1" in evaluate.name
+    again = Plan(tmp_path)
+    again.add(chain)
+    assert [r.name for r in again.ordered()] == [r.name for r in plan.ordered()]
+    with pytest.raises(SubnetsError, match="no option 'sparsity'"):
+        Plan(tmp_path).add(Chain(["stage1"], grid={"stage1.sparsity": [0.1]}))
+
+
+def test_aggregation_over_seeds_on_hand_made_metrics():
+    records = [({"seed": s, "sparsity": 0.3}, f"evaluate/run{s}", {"sst2/eval_accuracy": a})
+               for s, a in ((1, 0.7), (2, 0.8), (3, 0.9))]
+    records.append(({"seed": 1, "sparsity": 0.5}, "evaluate/solo", {"sst2/eval_accuracy": 0.6}))
+    cells = aggregate(records)
+    cell = cells["sparsity=0.3"]
+    assert cell["seeds"] == [1, 2, 3] and cell["runs"] == ["evaluate/run1", "evaluate/run2", "evaluate/run3"]
+    stat = cell["metrics"]["sst2/eval_accuracy"]
+    assert stat["n"] == 3 and stat["mean"] == pytest.approx(0.8) and stat["sd"] == pytest.approx(0.1)
+    assert cells["sparsity=0.5"]["metrics"]["sst2/eval_accuracy"] == {"mean": 0.6, "sd": None, "n": 1}
+    table = markdown(cells)
+    assert "| sparsity=0.3 | 1 2 3 | 0.8000 ± 0.1000 |" in table and "| sparsity=0.5 | 1 | 0.6000 |" in table
+    assert flat_metrics({"ckpt": {"sst2": {"eval_accuracy": 0.5, "note": "x"}}}) == {"sst2/eval_accuracy": 0.5}
+    assert flat_metrics({"eval_accuracy": 0.5, "train_runtime": 2.0, "flag": True}) == \
+        {"eval_accuracy": 0.5, "train_runtime": 2.0}
+
+
+def test_sweep_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path, tiny_model_dir, tiny_data_dir,
+                                                                  monkeypatch):
+    model_dir, out = tiny_model_dir("bert"), tmp_path / "sweep"
+    calls = {"n": 0}
+    original = LossObjective.__call__
+
+    def crash_once(self, model, batch, loss_scale):
+        calls["n"] += 1
+        if calls["n"] == 5:  # seed 1 dies after its step-4 checkpoint
+            raise RuntimeError("simulated crash")
+        return original(self, model, batch, loss_scale)
+
+    monkeypatch.setattr(LossObjective, "__call__", crash_once)
+    first = sweep.main(sweep_argv(model_dir, tiny_data_dir, out, "--executor", "inline"))["outcomes"]
+    status = {name: o["status"] for name, o in first.items()}
+    assert sorted(status.values()) == ["blocked", "done", "done", "failed"]
+    failed = next(n for n, s in status.items() if s == "failed")
+    assert failed.startswith("stage1/seed=1") and "simulated crash" in first[failed]["error"]
+    assert (out / failed / "checkpoint-last").is_dir() and not (out / failed / "metrics.json").exists()
+    assert json.loads((out / "sweep_status.json").read_text())[failed]["status"] == "failed"
+
+    calls["n"] = -10 ** 6  # no more crashes; count the steps the second sweep trains
+    second = sweep.main(sweep_argv(model_dir, tiny_data_dir, out, "--executor", "inline"))
+    status = {name: o["status"] for name, o in second["outcomes"].items()}
+    assert status[failed] == "done" and calls["n"] == -10 ** 6 + 2  # resumed at step 4 of 6
+    assert sorted(status.values()) == ["done", "done", "skipped", "skipped"]
+    cells = second["cells"]
+    assert cells["all"]["seeds"] == ["1", "2"] and cells["all"]["metrics"]["sst2/eval_accuracy"]["n"] == 2
+    assert "sst2/eval_accuracy" in (out / "results.md").read_text()
+
+    third = sweep.main(sweep_argv(model_dir, tiny_data_dir, out, "--executor", "inline"))["outcomes"]
+    assert {o["status"] for o in third.values()} == {"skipped"}
+
+
+def test_submitit_local_executor_runs_a_two_run_grid(tmp_path, tiny_model_dir, tiny_data_dir, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "sweep"
+    result = sweep.main(sweep_argv(tiny_model_dir("bert"), tiny_data_dir, out, "--executor", "submitit",
+                                   "--submitit_cluster", "local", "--workers", "2", "--threads_per_worker", "1",
+                                   stages="stage1", grid=("seed=1,2",)))
+    assert [o["status"] for o in result["outcomes"].values()] == ["done", "done"]
+    for name in result["outcomes"]:
+        assert json.loads((out / name / "metrics.json").read_text())["train_steps"] == 6
+    assert result["cells"]["all"]["seeds"] == ["1", "2"]
