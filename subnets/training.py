@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from .attention import use_sync_free_attention
 from .config import TrainingArguments
 from .data import Collator, batch_reader
 from .errors import SubnetsError
@@ -98,6 +99,8 @@ def distributed_setup() -> tuple[int, int, int]:
     """(rank, world size, local rank), initialising torch.distributed when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():  # NCCL's communicators use the current device: one GPU per rank
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
@@ -134,6 +137,7 @@ class Trainer:
         self.is_main_process = self.rank == 0
         self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
+        use_sync_free_attention(self.model)  # no host sync per forward (bitwise-identical outputs)
         self.collator = Collator(tokenizer, pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.output_dir = Path(args.output_dir)
         self.writer = ScalarWriter(self.output_dir / "tb" if self.is_main_process else None)
