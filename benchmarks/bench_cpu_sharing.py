@@ -75,6 +75,7 @@ def worker(args: argparse.Namespace) -> None:
 class Worker:
     def __init__(self, setup: str, args: argparse.Namespace):
         env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))  # this checkout
         command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", args.model,
                    "--steps", str(args.steps), "--batch_size", str(args.batch_size), "--seq_len", str(args.seq_len)]
         if SETUPS[setup] is not None:
@@ -149,13 +150,14 @@ def main() -> None:
     print(f"model={args.model} batch={args.batch_size} seq_len={args.seq_len} {args.steps} steps x {args.repeats} "
           f"rounds; medians; ratio = time per step / same set-up alone")
     header = " | ".join(f"beside {n}: s/step (ratio)" for n in loads)
-    print(f"| set-up | threads | {header} |")
-    print("|---|---:|" + "---:|" * len(loads))
+    print(f"| set-up | threads | {header} | first column / {setups[0]}'s |")
+    print("|---|---:|" + "---:|" * (len(loads) + 1))
+    first = statistics.median(times[setups[0], loads[0]])
     for setup in setups:
         alone = statistics.median(times[setup, loads[0]])
         cells = " | ".join(f"{statistics.median(times[setup, n]):.3f} ({statistics.median(times[setup, n]) / alone:.2f}x)"
                            for n in loads)
-        print(f"| {setup} | {workers[setup].threads} | {cells} |")
+        print(f"| {setup} | {workers[setup].threads} | {cells} | {alone / first:.2f} |")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from subnets.io import atomic_write_json
 from subnets.objectives import ObjectiveArguments, build_objective
 from subnets.selective import SelectiveArguments, build_selective
 from subnets.tasks import TaskSpec
+from subnets.threads import configure_threads
 from subnets.training import Callback, Objective, OptimizerFactory
 
 # Argument dataclasses every training stage takes; method packages append theirs.
@@ -29,11 +30,13 @@ STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, TrainingArguments,
 
 # Options that do not change what a run computes (a run directory may be resumed with other values).
 RUN_NEUTRAL_OPTIONS = {"overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
-                       "per_device_eval_batch_size", "save_steps"}
+                       "per_device_eval_batch_size", "save_steps", "num_threads"}
 
 
 def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> StageArgs:
     args = parse_args([*STAGE_ARGUMENTS, *extra], argv)
+    if args.num_threads is not None:
+        configure_threads(args.num_threads)
     if args.data_dir is None:
         args[DataArguments].data_dir = default_data_dir()
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -122,6 +125,7 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> int:
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     try:
+        configure_threads()
         main(None)
     except SubnetsError as e:
         print(f"error: {e}", file=sys.stderr)

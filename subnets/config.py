@@ -73,6 +73,9 @@ class TrainingArguments:
         default=0.0, metadata={"help": "Only select the best checkpoint after this fraction of training."})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
     dataloader_num_workers: int = 0
+    num_threads: int | None = field(default=None, metadata={
+        "help": "Intra-op CPU threads (default: $OMP_NUM_THREADS if set, else the cores this process may use); a "
+                "runner sharing the cores between workers passes each its share."})
     disable_tqdm: bool = False
     ddp_find_unused_parameters: bool = False
 
