@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, print_ratios, random_batch, step_parser, training_step  # noqa: E402
+from common import device_from, interleaved, print_ratios, random_batch, step_parser, training_step  # noqa: E402
 
 from subnets.models import load_classifier  # noqa: E402
 from subnets.objectives import FreeLB, LossObjective, PerturbationConfig, RoASTPerturbation  # noqa: E402
@@ -35,7 +35,7 @@ def main() -> None:
                         help="cpu: process CPU time (default on CPU); wall: elapsed time (always on CUDA)")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from(args)
     clock_name = "wall" if device.type == "cuda" else (args.clock or "cpu")
     clock = time.perf_counter if clock_name == "wall" else time.process_time
     model, tokenizer = load_classifier(args.model, ("negative", "positive"))
