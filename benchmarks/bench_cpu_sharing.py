@@ -140,6 +140,8 @@ def main() -> None:
                     order = setups[round_ % len(setups):] + setups[:round_ % len(setups)]
                     for setup in order:
                         times[setup, n].append(workers[setup].time_steps() / args.steps)
+                        print(f"round {round_ + 1}, beside {n}: {setup} {times[setup, n][-1]:.3f} s/step",
+                              file=sys.stderr, flush=True)
                 finally:
                     stop(busy)
     finally:
