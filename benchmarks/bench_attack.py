@@ -40,7 +40,8 @@ def finetune_briefly(data_dir: str, steps: int, batch_size: int, seed: int, devi
     torch.manual_seed(seed)
     for step in range(steps):
         rows = train[step * batch_size:(step + 1) * batch_size]
-        batch = tokenizer(rows["sentence"], padding=True, truncation=True, max_length=64, return_tensors="pt").to(device)
+        batch = tokenizer(rows["sentence"], padding=True, truncation=True, max_length=64,
+                          return_tensors="pt").to(device)
         loss = model(**batch, labels=torch.tensor(rows["label"], device=device)).loss
         loss.backward()
         optimizer.step()

@@ -157,8 +157,8 @@ def main() -> None:
     first = statistics.median(times[setups[0], loads[0]])
     for setup in setups:
         alone = statistics.median(times[setup, loads[0]])
-        cells = " | ".join(f"{statistics.median(times[setup, n]):.3f} ({statistics.median(times[setup, n]) / alone:.2f}x)"
-                           for n in loads)
+        medians = [statistics.median(times[setup, n]) for n in loads]
+        cells = " | ".join(f"{m:.3f} ({m / alone:.2f}x)" for m in medians)
         print(f"| {setup} | {workers[setup].threads} | {cells} | {alone / first:.2f} |")
 
 

@@ -77,8 +77,8 @@ def main() -> None:
             other = keep_set(objective, model, batch)
             stats[name].append((jaccard(reference, other), 1 - len(reference ^ other) / total, reference == other))
         training_step(exact, model, optimizer, batch, device)
-        print(f"step {step + 1}/{args.steps}: " + ", ".join(f"{name} J={rows[-1][0]:.2f}" for name, rows in stats.items()),
-              file=sys.stderr, flush=True)
+        latest = ", ".join(f"{name} J={rows[-1][0]:.2f}" for name, rows in stats.items())
+        print(f"step {step + 1}/{args.steps}: {latest}", file=sys.stderr, flush=True)
     print(f"model={args.model} task=sst2 steps={args.steps} batch={args.batch_size} band=[0, {args.upper}] "
           f"scored tensors={total}")
     print(f"{'vs exact':>18} | mean Jaccard (keep sets) | same decision | identical sets")
