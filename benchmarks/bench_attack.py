@@ -14,28 +14,35 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from subnets.attacks import HFClassifier, build_attack, run_attack, summarize
-from subnets.data import load_split
-from subnets.models import load_classifier
-from subnets.tasks import get_task
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_device_option, device_from  # noqa: E402
+
+from subnets.attacks import HFClassifier, build_attack, run_attack, summarize  # noqa: E402
+from subnets.data import load_split  # noqa: E402
+from subnets.models import load_classifier  # noqa: E402
+from subnets.tasks import get_task  # noqa: E402
 
 
-def finetune_briefly(data_dir: str, steps: int, batch_size: int, seed: int):
+def finetune_briefly(data_dir: str, steps: int, batch_size: int, seed: int, device: torch.device):
     task = get_task("sst2")
     model, tokenizer = load_classifier("minilm", task.label_names, fresh_head=True)
     train = load_split(task, "train", data_dir).shuffle(seed=seed).select(range(steps * batch_size))
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     model.train()
     torch.manual_seed(seed)
     for step in range(steps):
         rows = train[step * batch_size:(step + 1) * batch_size]
-        batch = tokenizer(rows["sentence"], padding=True, truncation=True, max_length=64, return_tensors="pt")
-        loss = model(**batch, labels=torch.tensor(rows["label"])).loss
+        batch = tokenizer(rows["sentence"], padding=True, truncation=True, max_length=64,
+                          return_tensors="pt").to(device)
+        loss = model(**batch, labels=torch.tensor(rows["label"], device=device)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -53,21 +60,23 @@ def main() -> None:
     parser.add_argument("--finetune_steps", type=int, default=150)
     parser.add_argument("--batch_size", type=int, default=64, help="attack query batch size")
     parser.add_argument("--seed", type=int, default=0)
+    add_device_option(parser)
     args = parser.parse_args()
+    device = device_from(args)
 
     task = get_task("sst2")
     start = time.perf_counter()
     if args.checkpoint:
         model, tokenizer = load_classifier(args.checkpoint, task.label_names)
     else:
-        model, tokenizer = finetune_briefly(args.data_dir, args.finetune_steps, 32, args.seed)
-    print(f"model ready in {time.perf_counter() - start:.1f}s (device: {'cuda' if torch.cuda.is_available() else 'cpu'})")
+        model, tokenizer = finetune_briefly(args.data_dir, args.finetune_steps, 32, args.seed, device)
+    print(f"model ready in {time.perf_counter() - start:.1f}s (device: {device})")
     dev = load_split(task, "validation", args.data_dir).select(range(args.examples))
     examples = [(r["idx"], (r["sentence"],), r["label"]) for r in dev]
 
     shares, prepare_shares, rates, walls = [], [], [], []
     for _ in range(args.repeats):
-        classifier = HFClassifier(model, tokenizer, batch_size=args.batch_size)
+        classifier = HFClassifier(model, tokenizer, batch_size=args.batch_size, device=device)
         attack = build_attack("textfooler", classifier, data_dir=args.data_dir, seed=args.seed)
         begin = time.perf_counter()
         results = run_attack(attack, examples)

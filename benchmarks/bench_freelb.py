@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, print_ratios, random_batch, step_parser, training_step  # noqa: E402
+from common import device_from, interleaved, print_ratios, random_batch, step_parser, training_step  # noqa: E402
 
 from subnets.models import load_classifier  # noqa: E402
 from subnets.objectives import FreeLB, LossObjective, PerturbationConfig  # noqa: E402
@@ -26,7 +26,7 @@ def main() -> None:
     parser = step_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from(args)
     model, tokenizer = load_classifier(args.model, ("negative", "positive"))
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)

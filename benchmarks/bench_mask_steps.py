@@ -20,16 +20,16 @@ import torch
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, print_ratios  # noqa: E402
+from common import add_device_option, autocast, device_from, interleaved, print_ratios  # noqa: E402
 
 from subnets.masking import apply_mask, attach_hard_concrete, mean_expected_l0, random_mask  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
 from subnets.targets import find_targets  # noqa: E402
 
 
-def make_variant(kind: str, batch: dict[str, torch.Tensor]):
+def make_variant(kind: str, batch: dict[str, torch.Tensor], device: torch.device):
     model, _ = load_classifier("minilm", ["negative", "positive"])
-    model.train()
+    model.to(device).train()
     targets = find_targets(model, pooler=True)
     fixed = gates = None
     if kind == "hard_concrete":
@@ -42,7 +42,8 @@ def make_variant(kind: str, batch: dict[str, torch.Tensor]):
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
 
     def step() -> None:
-        loss = model(**batch).loss
+        with autocast(device):
+            loss = model(**batch).loss
         if gates is not None:
             loss = loss + 0.1 * mean_expected_l0(gates)
         loss.backward()
@@ -63,18 +64,21 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    add_device_option(parser)
     args = parser.parse_args()
+    device = device_from(args)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"threads: {torch.get_num_threads()}, load average before: {os.getloadavg()[0]:.2f}")
+    print(f"device: {device}, threads: {torch.get_num_threads()}, load average before: {os.getloadavg()[0]:.2f}")
     torch.manual_seed(0)
     batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.seq_len)),
              "attention_mask": torch.ones(args.batch_size, args.seq_len, dtype=torch.long),
              "labels": torch.randint(0, 2, (args.batch_size,))}
-    variants = {k: make_variant(k, batch) for k in ("dense", "hard_concrete", "fixed_mask")}
-    times = interleaved(variants, args.reps, torch.device("cpu"))
+    batch = {k: v.to(device) for k, v in batch.items()}
+    variants = {k: make_variant(k, batch, device) for k in ("dense", "hard_concrete", "fixed_mask")}
+    times = interleaved(variants, args.reps, device)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print_ratios(times, baseline="dense", targets={"hard_concrete": 1.15, "fixed_mask": 1.05})
 

@@ -1,6 +1,7 @@
-"""Mask store put / get / diff of a BERT-base-size binary mask (85M weights, ~50% kept) on CPU.
+"""Mask store put / get / diff of a BERT-base-size binary mask (85M weights, ~50% kept) (CPU tensors, or
+the device given by --device: then put/diff include the copy to the host).
 
-Run: python benchmarks/bench_mask_store.py [--repeats 5]
+Run: python benchmarks/bench_mask_store.py [--repeats 5] [--device cuda]
 Prints medians over interleaved repetitions, throughput in MB/s of mask entries (1 byte per bool weight) and the
 ratio to a plain torch.save / torch.load of the same (unpacked) bool dict in the same process.
 """
@@ -9,14 +10,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from masks import MaskStore
-from masks.report import diff_masks
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_device_option, device_from  # noqa: E402
+
+from masks import MaskStore  # noqa: E402
+from masks.report import diff_masks  # noqa: E402
 
 HIDDEN, FFN, LAYERS = 768, 3072, 12
 
@@ -39,8 +44,10 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
+    add_device_option(parser)
     args = parser.parse_args()
-    a, b = bert_base_mask(0), bert_base_mask(1)
+    device = device_from(args)
+    a, b = ({k: v.to(device) for k, v in bert_base_mask(seed).items()} for seed in (0, 1))
     weights = sum(m.numel() for m in a.values())
     megabytes = weights / 1e6
     times: dict[str, list[float]] = {k: [] for k in ("put", "get", "diff", "torch.save", "torch.load")}

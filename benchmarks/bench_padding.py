@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import autocast, interleaved, print_ratios  # noqa: E402
+from common import add_device_option, autocast, device_from, interleaved, print_ratios  # noqa: E402
 
 from subnets.data import Collator, batch_reader, load_split, subsample, tokenize  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
@@ -33,8 +33,9 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
+    add_device_option(parser)
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from(args)
     task = get_task("sst2")
     model, tokenizer = load_classifier(args.model, task.label_names)
     model.to(device).train()

@@ -3,8 +3,8 @@
     python benchmarks/bench_selective.py [--model minilm] [--batch_size 32] [--seq_len 64] [--repeats 7]
 
 Ratios (docs/methods.md targets): ROSE-Second step / AdamW step (<= 1.10), ROSE-First step / dense step (<= 2.1;
-see docs/selective.md for why the exact KL gradient costs more; `rose_first_score<B/8>` scores from B/8 examples,
-`--rose_score_examples`), RoAST step / FreeLB-1 step. A step is the
+see docs/selective.md for why the exact KL gradient costs more; `rose_first_score<k>` scores from k examples,
+`--rose_score_examples`: B/4 is the default, B/8 cheaper), RoAST step / FreeLB-1 step. A step is the
 whole optimizer step: objective (forward and backward passes), the method's per-step hook (RoAST's Fisher
 accumulation), optimizer update, zero_grad. The configurations run interleaved (one step each, in turn, after
 two warm-up rounds) and the median of each is reported; on CUDA under bf16 autocast with synchronisation
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, print_ratios, random_batch, step_parser, training_step  # noqa: E402
+from common import device_from, interleaved, print_ratios, random_batch, step_parser, training_step  # noqa: E402
 
 from subnets.models import load_classifier  # noqa: E402
 from subnets.objectives import FreeLB, LossObjective, PerturbationConfig, RoASTPerturbation  # noqa: E402
@@ -35,7 +35,7 @@ def main() -> None:
                         help="cpu: process CPU time (default on CPU); wall: elapsed time (always on CUDA)")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from(args)
     clock_name = "wall" if device.type == "cuda" else (args.clock or "cpu")
     clock = time.perf_counter if clock_name == "wall" else time.process_time
     model, tokenizer = load_classifier(args.model, ("negative", "positive"))
@@ -45,7 +45,7 @@ def main() -> None:
 
     rose_second = RoseMasks("second", upper=30).bind(model)
     rose_first = RoseMasks("first", upper=60).bind(model)
-    subset = max(1, args.batch_size // 8)
+    default_subset, small_subset = max(1, args.batch_size // 4), max(1, args.batch_size // 8)
     roast = RoastMasks(alpha=0.9, beta=10.0).bind(model)
     roast.fisher.add([torch.rand_like(p) for p in roast.params])
     roast.redraw(epoch=0)
@@ -54,8 +54,9 @@ def main() -> None:
         "dense": (LossObjective(), torch.optim.AdamW(model.parameters(), **adamw), None),
         "rose_second": (LossObjective(), RoseAdamW(model.parameters(), rose=rose_second, **adamw), None),
         "rose_first": (RoseFirstObjective(rose_first), RoseAdamW(model.parameters(), rose=rose_first, **adamw), None),
-        f"rose_first_score{subset}": (RoseFirstObjective(rose_first, score_examples=subset),
-                                      RoseAdamW(model.parameters(), rose=rose_first, **adamw), None),
+        **{f"rose_first_score{k}": (RoseFirstObjective(rose_first, score_examples=k),
+                                    RoseAdamW(model.parameters(), rose=rose_first, **adamw), None)
+           for k in (default_subset, small_subset)},
         "freelb_K1": (FreeLB(PerturbationConfig(1, 0.03, 0.05, 0.0, "l2")),
                       torch.optim.AdamW(model.parameters(), **adamw), None),
         "roast": (roast_objective, RoastAdamW(model.parameters(), roast=roast, **adamw), roast.fisher.add),
@@ -65,7 +66,7 @@ def main() -> None:
     print(f"device={device.type} clock={clock_name} model={args.model} batch={args.batch_size} "
           f"seq_len={args.seq_len} repeats={args.repeats}")
     print_ratios(times, baseline="dense", targets={"rose_second": 1.10, "rose_first": 2.1,
-                                                        f"rose_first_score{subset}": 2.1})
+                                                   **{f"rose_first_score{k}": 2.1 for k in (default_subset, small_subset)}})
     print(f"RoAST / FreeLB-1 step: {statistics.median(times['roast']) / statistics.median(times['freelb_K1']):.3f}")
 
 if __name__ == "__main__":

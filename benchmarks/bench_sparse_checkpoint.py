@@ -1,12 +1,14 @@
 """Sparse checkpoint size vs dense and vs the bound, for a BERT-base-size classifier at 50/70/90% sparsity.
 
-Run: python benchmarks/bench_sparse_checkpoint.py
+Run: python benchmarks/bench_sparse_checkpoint.py [--device cuda]   (model and masks on that device)
 Bound (docs/methods.md): 1.05 x (kept values x bytes + 1 bit per masked weight) + the unmasked parameters. Masks cover the
 72 encoder matrices and the pooler; the rest (embeddings, LayerNorms, biases, classifier) is stored dense.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,14 +17,21 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from masks import apply_masks
-from masks.checkpoint import checkpoint_bytes, load_sparse_state_dict, plain_state_dict, save_sparse_checkpoint, size_bound
-from subnets.targets import find_targets
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_device_option, device_from  # noqa: E402
+
+from masks import apply_masks  # noqa: E402
+from masks.checkpoint import (checkpoint_bytes, load_sparse_state_dict, plain_state_dict,  # noqa: E402
+                               save_sparse_checkpoint, size_bound)
+from subnets.targets import find_targets  # noqa: E402
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_device_option(parser)
+    device = device_from(parser.parse_args())
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(BertConfig())
+    model = AutoModelForSequenceClassification.from_config(BertConfig()).to(device)
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
     targets = find_targets(model, pooler=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,7 +43,7 @@ def main() -> None:
         for sparsity in (0.5, 0.7, 0.9):
             model.load_state_dict(dense_state)
             g = torch.Generator().manual_seed(1)
-            masks = {t.name: torch.rand(t.shape, generator=g) >= sparsity for t in targets}
+            masks = {t.name: (torch.rand(t.shape, generator=g) >= sparsity).to(device) for t in targets}
             apply_masks(model, masks)
             out = root / f"sparse{sparsity}"
             start = time.perf_counter()
@@ -42,7 +51,7 @@ def main() -> None:
             saved = time.perf_counter()
             state = load_sparse_state_dict(out)
             loaded = time.perf_counter()
-            lossless = all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+            lossless = all(torch.equal(state[k], v) for k, v in plain_state_dict(model).items())
             size, bound = checkpoint_bytes(out), size_bound(plain_state_dict(model), masks)
             print(f"{sparsity:8.0%}  {size / 1e6:9.1f}  {bound / 1e6:8.1f}  {size / bound:10.3f}  {size / dense:10.3f}"
                   f"  {saved - start:6.2f}  {loaded - saved:6.2f}  {lossless}")

@@ -65,9 +65,24 @@ def training_step(objective: Callable, model: torch.nn.Module, optimizer: torch.
     optimizer.zero_grad(set_to_none=True)
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda when available, else cpu")
+
+
+def device_from(args: argparse.Namespace) -> torch.device:
+    """The device `--device` names; asking for cuda without one is an error (the ratios would be CPU numbers)."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda given but torch sees no CUDA device; expected a GPU machine.")
+    if args.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(args.device)
+
+
 def step_parser(description: str) -> argparse.ArgumentParser:
-    """The options every step benchmark takes: model, batch size, sequence length, repetitions."""
+    """The options every step benchmark takes: model, batch size, sequence length, repetitions, device."""
     parser = argparse.ArgumentParser(description=description)
+    add_device_option(parser)
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=64)

@@ -26,6 +26,7 @@ from subnets.masking.sources import run_config
 from subnets.selective import SelectiveArguments, build_selective
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_from_record, task_record, user_task
+from subnets.threads import configure_threads
 from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, STATE_FILE, best_metric
 
 # Argument dataclasses every training stage takes; method packages append theirs.
@@ -35,7 +36,7 @@ DEFAULT_TASK = "sst2"
 
 # Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
 RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
-                       "per_device_eval_batch_size", "save_steps"}
+                       "per_device_eval_batch_size", "save_steps", "num_threads"}
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
 # the same folder seen from another working directory are one run.
 PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "update_mask_store", "bias_predictions",
@@ -45,6 +46,8 @@ RUN_CONFIG_FILE = "run_config.json"
 
 def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> StageArgs:
     args = parse_args([*STAGE_ARGUMENTS, *extra], argv)
+    if args.num_threads is not None:
+        configure_threads(args.num_threads)
     if args.data_dir is None:
         args[DataArguments].data_dir = default_data_dir()
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -230,6 +233,7 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> int:
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
     try:
+        configure_threads()
         main(None)
     except SubnetsError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ A checkpoint is a `from_pretrained` directory or a stage run directory (its chec
 
 from __future__ import annotations
 
+import pipelines  # noqa: F401,I001  first: sets the OpenMP wait policy before torch loads
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

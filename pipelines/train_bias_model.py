@@ -13,6 +13,7 @@ With `--teacher_model` it also writes `teacher_predictions.safetensors` (for `--
 
 from __future__ import annotations
 
+import pipelines  # noqa: F401,I001  first: sets the OpenMP wait policy before torch loads
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence

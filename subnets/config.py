@@ -95,6 +95,9 @@ class TrainingArguments:
         default=0.0, metadata={"help": "Cross-entropy against (1 - f) one-hot + f / num_labels targets."})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
     dataloader_num_workers: int = 0
+    num_threads: int | None = field(default=None, metadata={
+        "help": "Intra-op CPU threads (default: $OMP_NUM_THREADS if set, else the cores this process may use); a "
+                "runner sharing the cores between workers passes each its share."})
     disable_tqdm: bool = False
     ddp_find_unused_parameters: bool = False
 

@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
+from .attention import use_sync_free_attention
 from .config import TrainingArguments
 from .data import Collator, batch_reader
 from .errors import SubnetsError
@@ -136,6 +137,8 @@ def distributed_setup() -> tuple[int, int, int]:
     """(rank, world size, local rank), initialising torch.distributed when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():  # NCCL's communicators use the current device: one GPU per rank
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
@@ -168,6 +171,7 @@ class Trainer:
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.model = model.to(self.device)
+        use_sync_free_attention(self.model)  # no host sync per forward (bitwise-identical outputs)
         self.collator = Collator(tokenizer, pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.output_dir = Path(args.output_dir)
         report = self.is_main_process and args.report_to == "tensorboard"

@@ -193,6 +193,24 @@ def test_first_order_scores_from_a_subset_of_the_batch(tiny_bert):
         RoseFirstObjective(rose, score_examples=-1)
 
 
+def test_default_score_takes_the_first_quarter_of_the_batch(tiny_bert):
+    model, tokenizer = tiny_bert
+    model.train()
+    batch = make_batch(tokenizer)  # 4 examples: the default scores from the first one
+    rose = RoseMasks("first", lower=0, upper=50).bind(model)
+
+    def step(score_examples):
+        rose.first_order_gradients = None  # each call's own KL gradients, not a sum
+        return first_order_step(model, batch, rose, seed=5, score_examples=score_examples)
+
+    one, default = step(1), step(None)
+    assert torch.equal(default[0], one[0])
+    for ours, theirs in zip([*default[1], *default[2]], [*one[1], *one[2]]):
+        assert torch.equal(ours, theirs)
+    exact = step(0)
+    assert any(not torch.equal(a, b) for a, b in zip(exact[2], one[2]))
+
+
 def test_first_order_masks_rank_kl_gradient_norms(tiny_bert):
     model, tokenizer = tiny_bert
     rose = RoseMasks("first", lower=0, upper=50).bind(model)

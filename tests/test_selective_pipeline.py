@@ -99,7 +99,7 @@ def test_builder_choices():
     empty = build_selective(SelectiveArguments())
     assert empty.optimizer_factory is None and empty.callbacks == [] and empty.objective is None
     assert build_selective(SelectiveArguments(selective="rose_second")).objective is None
-    assert build_selective(SelectiveArguments(selective="rose_first")).objective.score_examples == 0
+    assert build_selective(SelectiveArguments(selective="rose_first")).objective.score_examples is None  # B/4
     assert build_selective(SelectiveArguments(selective="rose_ensemble", rose_score_examples=4)).objective.score_examples == 4
     with pytest.raises(SubnetsError, match="--selective"):
         build_selective(SelectiveArguments(selective="rose"))

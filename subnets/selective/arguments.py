@@ -33,9 +33,10 @@ class SelectiveArguments:
         "help": "ROSE: upper percentile (0-100); tensors scoring above it are frozen for the step."})
     rose_gamma: float = field(default=0.5, metadata={
         "help": "ROSE-Ensemble: M = (1 - gamma) M_second + gamma M_first."})
-    rose_score_examples: int = field(default=0, metadata={
+    rose_score_examples: int | None = field(default=None, metadata={
         "help": "ROSE-First/Ensemble: score with the dropout-KL gradient of the first N examples of each batch "
-                "(0: all, exact as in the paper); N = B/8 takes the step from 3.5x to 2.15x a dense step on CPU."})
+                "(default: a quarter of the batch, which selects the same tensors as the exact score as often as "
+                "two exact scores agree, see docs/selective.md; 0: all, exact as in the paper)."})
     rose_elementwise: bool = field(default=False, metadata={
         "help": "ROSE: one mask value per weight element (percentiles per tensor) instead of one per tensor."})
     roast_alpha: float = field(default=0.9, metadata={

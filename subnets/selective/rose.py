@@ -32,6 +32,9 @@ from .recording import UpdateMaskRecorder
 from .sync import all_reduce_mean
 
 ROSE_VARIANTS = ("first", "second", "ensemble")
+# `score_examples=None` (the command-line default) scores from the first B / DEFAULT_SCORE_DIVISOR examples of
+# each batch (at least one); docs/selective.md gives its agreement with the exact score on real runs.
+DEFAULT_SCORE_DIVISOR = 4
 # ||m_prev|| is floored here so that the second-order score stays finite where the momentum is exactly zero.
 MOMENTUM_NORM_FLOOR = 1e-12
 
@@ -185,17 +188,18 @@ class RoseFirstObjective(Objective):
     only, then the mean CE of both passes is backpropagated into `.grad`. Exact cost: one forward of 2B
     examples and two backward passes of 2B examples, about (2 + 4 + 4) / 3 = 3.3x a dense step by FLOP count.
 
-    `score_examples` = k < B scores from the first k examples of the (shuffled) batch only: those run as their
+    `score_examples` = k < B scores from the first k examples of the (shuffled) batch only (None: k = B /
+    DEFAULT_SCORE_DIVISOR, at least 1; 0: the whole batch, exact): those run as their
     own doubled forward with both backward passes, the other B - k examples as a second doubled forward with the
     CE backward alone, so the KL backward costs k/B of the exact one, (6 + 4k/B) / 3 in all. The CE gradient is
     unchanged; the KL gradient is scaled by B/k, an unbiased estimate of the full batch's (the band only ranks
     the scores, so the scale matters only across accumulated micro-batches).
     """
 
-    def __init__(self, rose: RoseMasks, score_examples: int = 0):
+    def __init__(self, rose: RoseMasks, score_examples: int | None = 0):
         if not rose.uses_first_order:
             raise SubnetsError(f"RoseFirstObjective needs the first-order or ensemble variant, got '{rose.variant}'.")
-        if score_examples < 0:
+        if score_examples is not None and score_examples < 0:
             raise SubnetsError(f"ROSE-First score examples must be 0 (the whole batch) or positive; got {score_examples}.")
         self.rose, self.score_examples = rose, score_examples
 
@@ -210,7 +214,10 @@ class RoseFirstObjective(Objective):
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], loss_scale: float) -> torch.Tensor:
         inputs, labels = model_inputs(batch), batch["labels"]
         size = len(labels)
-        scored = min(self.score_examples or size, size)
+        if self.score_examples is None:
+            scored = max(1, size // DEFAULT_SCORE_DIVISOR)
+        else:
+            scored = min(self.score_examples or size, size)
         head = {key: value[:scored] for key, value in inputs.items()}
         loss, logits_a, logits_b = self._dropout_pair(model, head, labels[:scored])
         kl_gradients = torch.autograd.grad(symmetric_kl(logits_a, logits_b) * (loss_scale * size / scored),
