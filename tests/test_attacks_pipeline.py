@@ -40,7 +40,11 @@ def test_evaluate_with_attack_and_ood(setup):
                     "--output_dir", str(out), "--attack", "textfooler", "--attack_samples", "4",
                     "--ood_task", "rte"])
     metrics = json.loads((out / "metrics.json").read_text())["ckpt"]["sst2"]
+    config = metrics.pop("attack_config")
+    assert config == results["ckpt"]["sst2"].pop("attack_config")
     assert metrics == pytest.approx(results["ckpt"]["sst2"])
+    assert set(config["constraints"]) == {"repeat", "stopwords", "embedding", "pos", "use"}
+    assert config["candidates"]["source"] == "shipped_lists" and config["constraints"]["use"]["window"] == 15
     for key in ("clean_accuracy", "accuracy_under_attack", "attack_success_rate", "avg_queries",
                 "perturbed_word_ratio", "ood_auroc", "ood_fpr_at_95_tpr"):
         assert key in metrics
