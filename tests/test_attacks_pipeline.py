@@ -62,3 +62,50 @@ def test_evaluate_rejects_unknown_attack(setup):
     with pytest.raises(SubnetsError, match="Unknown --attack"):
         main(["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
               "--output_dir", str(setup / "eval"), "--attack", "hotflip"])
+
+
+def test_textattack_outputs_equal_metrics_and_attack_file_round_trip(setup):
+    from pipelines.evaluate import main
+
+    user = setup / "mine.tsv"
+    user.write_text("text\tgold\n" + "".join(f"{s}\t{'positive' if i % 2 else 'negative'}\n"
+                                             for i, s in enumerate(SST2_DEV)))
+    out = setup / "eval-file"
+    args = ["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
+            "--output_dir", str(out), "--attack", "bae", "--attack_file", str(user),
+            "--attack_text_columns", "text", "--attack_label_column", "gold", "--attack_disable", "use"]
+    results = main(args)
+    metrics = results["ckpt"]["file:mine"]
+    assert metrics["num_examples"] == len(SST2_DEV) and "attack_config" in metrics
+    assert "use" not in metrics["attack_config"]["constraints"] and "accuracy_under_attack" not in results["ckpt"]["sst2"]
+    prefix = out / "attacks" / "ckpt" / "mine_bae"
+    summary = json.loads((prefix.parent / "mine_bae_results_summary.json").read_text())["Attack Results"]
+    assert summary["Number of successful attacks:"] == metrics["num_successful"]
+    assert summary["Number of skipped attacks:"] == metrics["num_skipped"]
+    assert summary["Original accuracy:"] == round(100 * metrics["clean_accuracy"], 2)
+    assert summary["Accuracy under attack:"] == round(100 * metrics["accuracy_under_attack"], 2)
+    assert summary["Attack success rate:"] == round(100 * metrics["attack_success_rate"], 2)
+    assert summary["Avg num queries:"] == round(metrics["avg_queries"], 2)
+    assert "Accuracy under attack:" in (prefix.parent / "mine_bae_summary.txt").read_text()
+    import csv
+
+    rows = list(csv.DictReader((prefix.parent / "mine_bae_results.csv").open()))
+    assert list(rows[0]) == ["original_text", "perturbed_text", "original_score", "perturbed_score", "original_output",
+                             "perturbed_output", "ground_truth_output", "num_queries", "result_type"]
+    records = [json.loads(line) for line in (prefix.parent / "mine_bae.jsonl").read_text().splitlines()]
+    assert [r["original"] for r in records] == [[s] for s in SST2_DEV]
+    assert [int(r["ground_truth_output"]) for r in rows] == [r["label"] for r in records] == [i % 2 for i in range(6)]
+    assert [r["result_type"] for r in rows] == [r["status"].capitalize() for r in records]
+    # the same command again finds every example finished and attacks nothing
+    assert main(args)["ckpt"]["file:mine"] == metrics
+
+
+def test_attack_file_bad_columns(setup):
+    from pipelines.evaluate import main
+
+    user = setup / "mine.csv"
+    user.write_text("text,gold\nfine film,positive\n")
+    with pytest.raises(SubnetsError, match="lacks column"):
+        main(["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
+              "--output_dir", str(setup / "e"), "--attack", "pwws", "--attack_file", str(user),
+              "--attack_text_columns", "sentence", "--attack_label_column", "gold"])
