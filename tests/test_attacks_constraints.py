@@ -111,3 +111,13 @@ def test_use_window_similarity_threshold():
     assert angular_similarity(np.array([1.0, 0.0, -1.0])).tolist() == [1.0, 0.5, 0.0]
     with pytest.raises(SubnetsError, match="metric"):
         SentenceSimilarity(shared_encoder(), 0.5, "euclid", None, False, True)
+
+
+def test_windows_follow_replacements_and_fields():
+    text = AttackText.from_fields(("a premise here", "one two three four five six")).replace(4, "TWO!")
+    assert text.fields == ("a premise here", "one TWO! three four five six")
+    assert text.window(5, 3) == "TWO! three four"  # positions count over both fields, windows in the current text
+    assert text.window(0, 3) == "a premise here"
+    assert text.window(8, 3) == "four five six"
+    assert text.window(4, None) == "a premise here\none TWO! three four five six"
+    assert text.window(3, 3) == "here\none TWO!"

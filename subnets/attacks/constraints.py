@@ -28,6 +28,7 @@ from .text import AttackText
 
 CONSTRAINT_NAMES = ("repeat", "stopwords", "embedding", "pos", "use")  # the ones --attack_disable may name
 Mask = tuple[np.ndarray, "np.ndarray | None"]
+CACHE_LIMIT = 100_000  # cached USE embeddings / POS taggings; cleared whole when full
 
 
 class Constraint(Protocol):
@@ -104,6 +105,8 @@ class SpacyTagger:
         from spacy.tokens import Doc
 
         start = time.perf_counter()
+        if len(self.cache) + len(sentences) > CACHE_LIMIT:
+            self.cache.clear()
         new = [s for s in dict.fromkeys(sentences) if s not in self.cache]
         if new:
             docs = self.nlp.pipe(Doc(self.nlp.vocab, words=list(s)) for s in new)
@@ -150,6 +153,8 @@ class UniversalSentenceEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         start = time.perf_counter()
+        if len(self.cache) + len(texts) > CACHE_LIMIT:
+            self.cache.clear()
         new = [t for t in dict.fromkeys(texts) if t not in self.cache]
         if new:
             self.cache.update(zip(new, np.asarray(self.model.encode(new), dtype=np.float32)))
@@ -157,8 +162,6 @@ class UniversalSentenceEncoder:
         self.seconds += time.perf_counter() - start
         return np.stack([self.cache[t] for t in texts])
 
-    def clear(self) -> None:
-        self.cache.clear()
 
 
 def angular_similarity(cosine: np.ndarray) -> np.ndarray:

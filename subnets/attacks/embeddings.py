@@ -49,7 +49,7 @@ def read_vectors(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     return words, np.stack(rows)
 
 
-def nearest_neighbours(vectors: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(vectors: np.ndarray, k: int, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """For every row, the ids and cosines of its `k` most cosine-similar other rows, most similar first."""
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     k = min(k, len(unit) - 1)

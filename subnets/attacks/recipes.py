@@ -81,6 +81,7 @@ RECIPES: dict[str, Recipe] = {
         use=USESettings(threshold=0.2, metric="cosine", window=15, skip_short=False, compare_against_original=True)),
 }
 ATTACKS = tuple(RECIPES)
+UNK_TOKEN = "[UNK]"  # GreedyWordSwapWIR(unk_token="[UNK]"): the literal string, whatever the model's tokenizer
 STOP_WORD_LISTS = {"textfooler": TEXTFOOLER_STOP_WORDS, "nltk": NLTK_STOP_WORDS}
 # Papers attack the whole SST-2 dev set (872) and 1000 examples elsewhere (Jin et al. 2020; Zheng et al. 2022).
 PAPER_SAMPLE_SIZES = {"sst2": 872}
@@ -160,8 +161,7 @@ def build_attack(name: str, classifier: Classifier, *, data_dir: str | os.PathLi
         post.append(MaxWordsPerturbed(max_ratio))
         config["constraints"]["max_words"] = {"max_ratio": max_ratio}
     attack = GreedyWordSwapWIR(classifier, candidates, ranking=recipe.ranking, pre_constraints=pre,
-                               constraints=post, query_budget=query_budget, seed=seed,
-                               unk_token=getattr(classifier, "unk_token", "[UNK]"))
+                               constraints=post, query_budget=query_budget, seed=seed, unk_token=UNK_TOKEN)
     attack.config = config
     return attack
 

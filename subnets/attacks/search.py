@@ -161,8 +161,6 @@ class GreedyWordSwapWIR:
     def attack(self, fields: Sequence[str], label: int, idx: int = 0) -> AttackResult:
         text = AttackText.from_fields(tuple(fields))
         counter = QueryCounter(self.classifier, self.query_budget)
-        for constraint in self.constraints:
-            getattr(getattr(constraint, "encoder", None), "clear", lambda: None)()
         probs = counter.probs([text.fields])[0]
         prediction = int(probs.argmax())
         current, current_probs, status = text, probs, FAILED
