@@ -109,3 +109,37 @@ def test_attack_file_bad_columns(setup):
         main(["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
               "--output_dir", str(setup / "e"), "--attack", "pwws", "--attack_file", str(user),
               "--attack_text_columns", "sentence", "--attack_label_column", "gold"])
+
+
+def test_ctrl_c_writes_finished_examples_then_same_command_resumes(setup, monkeypatch):
+    from pipelines.evaluate import main
+    from subnets.attacks.wrapper import HFClassifier
+
+    def command(out):
+        return ["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
+                "--output_dir", str(out), "--attack", "textfooler", "--attack_disable", "pos,use"]
+
+    args = command(setup / "eval")
+    real = HFClassifier.predict_proba
+    calls = {"n": 0}
+
+    def interrupted(self, inputs):
+        calls["n"] += 1
+        if calls["n"] > 6:
+            raise KeyboardInterrupt
+        return real(self, inputs)
+
+    monkeypatch.setattr(HFClassifier, "predict_proba", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    folder = setup / "eval" / "attacks" / "ckpt"
+    done = len((folder / "sst2_textfooler.jsonl").read_text().splitlines())
+    summary = json.loads((folder / "sst2_textfooler_results_summary.json").read_text())["Attack Results"]
+    counts = sum(summary[f"Number of {k} attacks:"] for k in ("successful", "failed", "skipped"))
+    assert 0 < done == counts < len(SST2_DEV)
+    monkeypatch.setattr(HFClassifier, "predict_proba", real)
+    resumed = main(args)["ckpt"]["sst2"]
+    fresh = main(command(setup / "fresh"))["ckpt"]["sst2"]
+    assert resumed["num_examples"] == len(SST2_DEV)
+    assert {k: v for k, v in resumed.items() if k != "attack_config"} == \
+        {k: v for k, v in fresh.items() if k != "attack_config"}
