@@ -23,7 +23,6 @@ from .report import comparison_table, summary_table, write_textattack_outputs
 from .runner import Example, read_results, run_attack
 from .wrapper import HFClassifier
 
-ATTACK_KEYS = ("clean_accuracy", "accuracy_under_attack", "attack_success_rate", "avg_queries", "perturbed_word_ratio")
 
 
 @dataclass
