@@ -24,7 +24,6 @@ from .runner import Example, read_results, run_attack
 from .wrapper import HFClassifier
 
 
-
 @dataclass
 class AttackOptions:
     attack: str
