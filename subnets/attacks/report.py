@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_text
 from .search import FAILED, SKIPPED, SUCCEEDED, AttackResult
 from .text import split_words
 
@@ -124,7 +125,8 @@ def write_textattack_outputs(prefix: str | os.PathLike, results: Sequence[Attack
     """`<prefix>_results_summary.json`, `<prefix>_summary.txt` (the printed table) and `<prefix>_results.csv`
     (TextAttack's CSVLogger columns), each written atomically; returns the summary."""
     summary = summarize(results)
-    atomic_write_json(f"{prefix}_results_summary.json", textattack_summary(summary))
+    # TextAttack's JsonSummaryLogger: json.dump(indent=4), rows in table order
+    atomic_write_text(f"{prefix}_results_summary.json", json.dumps(textattack_summary(summary), indent=4))
     atomic_write_text(f"{prefix}_summary.txt", summary_table(summary) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC)
