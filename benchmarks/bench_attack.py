@@ -1,13 +1,15 @@
-"""Benchmark: how much of a TextFooler attack's wall time is spent in batched model forwards, and queries/s.
+"""Benchmark: per recipe, the share of attack wall time in model forwards, in USE and in POS tagging, and queries/s.
 
-    python benchmarks/bench_attack.py --data_dir DATA [--checkpoint DIR] [--examples 100] [--repeats 3]
+    python benchmarks/bench_attack.py --data_dir DATA [--checkpoint DIR] [--examples 100] [--repeats 3] \
+        [--recipes textfooler,pwws,textbugger,bae]
 
 Without --checkpoint, `minilm` is first fine-tuned briefly on SST-2 (150 steps of 32) so that the attack
 meets a real decision boundary (a random head would be attacked trivially or not at all). The attack then runs
 `--repeats` times over the same SST-2 dev sentences; medians over the repetitions are printed:
-* forward share: seconds inside `HFClassifier` forwards (incl. the host copy) / attack wall time (target >= 0.8);
+* forward share: seconds inside `HFClassifier` forwards (incl. the host copy) / attack wall time;
 * prepare share: seconds tokenising and padding / attack wall time;
-* queries per second: model queries / attack wall time.
+* USE share / POS share: seconds encoding windows with the Universal Sentence Encoder / tagging with spaCy;
+* queries per second: TextAttack-counted queries (every text sent to the goal function) / attack wall time.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_device_option, device_from  # noqa: E402
 
-from subnets.attacks import HFClassifier, build_attack, run_attack, summarize  # noqa: E402
+from subnets.attacks import ATTACKS, HFClassifier, build_attack, run_attack, summarize  # noqa: E402
+from subnets.attacks.recipes import shared_encoder, shared_tagger  # noqa: E402
 from subnets.data import load_split  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
 from subnets.tasks import get_task  # noqa: E402
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--finetune_steps", type=int, default=150)
     parser.add_argument("--batch_size", type=int, default=64, help="attack query batch size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", default=",".join(ATTACKS))
     add_device_option(parser)
     args = parser.parse_args()
     device = device_from(args)
@@ -74,27 +78,33 @@ def main() -> None:
     dev = load_split(task, "validation", args.data_dir).select(range(args.examples))
     examples = [(r["idx"], (r["sentence"],), r["label"]) for r in dev]
 
-    shares, prepare_shares, rates, walls = [], [], [], []
+    for recipe in args.recipes.split(","):
+        bench_recipe(recipe, model, tokenizer, examples, args)
+
+
+def bench_recipe(recipe: str, model, tokenizer, examples, args) -> None:
+    shares, prepare_shares, use_shares, pos_shares, rates, walls = [], [], [], [], [], []
     for _ in range(args.repeats):
-        classifier = HFClassifier(model, tokenizer, batch_size=args.batch_size, device=device)
-        attack = build_attack("textfooler", classifier, data_dir=args.data_dir, seed=args.seed)
+        classifier = HFClassifier(model, tokenizer, batch_size=args.batch_size, device=device_from(args))
+        attack = build_attack(recipe, classifier, data_dir=args.data_dir, seed=args.seed)
+        use_before, pos_before = shared_encoder().seconds, shared_tagger().seconds
         begin = time.perf_counter()
         results = run_attack(attack, examples)
         wall = time.perf_counter() - begin
         walls.append(wall)
         shares.append(classifier.stats.model_seconds / wall)
         prepare_shares.append(classifier.stats.tokenize_seconds / wall)
-        rates.append(classifier.stats.queries / wall)
+        use_shares.append((shared_encoder().seconds - use_before) / wall)
+        pos_shares.append((shared_tagger().seconds - pos_before) / wall)
+        rates.append(sum(r.queries for r in results) / wall)
     summary = summarize(results)
-    print(f"examples {len(examples)}, repeats {args.repeats}: Clean {100 * summary['clean_accuracy']:.1f}% "
+    print(f"[{recipe}] examples {len(examples)}, repeats {args.repeats}: Clean {100 * summary['clean_accuracy']:.1f}% "
           f"Aua {100 * summary['accuracy_under_attack']:.1f}% Suc {100 * summary['attack_success_rate']:.1f}% "
           f"avg queries {summary['avg_queries']:.1f}")
-    print(f"median attack wall time      {statistics.median(walls):.2f}s")
-    print(f"median forward share         {statistics.median(shares):.3f}  (target >= 0.80)")
-    print(f"median prepare share         {statistics.median(prepare_shares):.3f}")
-    print(f"median queries per second    {statistics.median(rates):.1f}")
-    print(f"forward share per repeat     {np.round(shares, 3).tolist()}")
-
+    print(f"[{recipe}] median wall {statistics.median(walls):.2f}s, forward share {statistics.median(shares):.3f}, "
+          f"prepare share {statistics.median(prepare_shares):.3f}, USE share {statistics.median(use_shares):.3f}, "
+          f"POS share {statistics.median(pos_shares):.3f}, queries/s {statistics.median(rates):.1f}")
+    print(f"[{recipe}] forward share per repeat {np.round(shares, 3).tolist()}")
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pipelines.common import claim_output_dir, run_cli, run_task
 from subnets.attacks import ATTACKS
-from subnets.attacks.pipeline import attack_set, attack_tables, is_attackable
+from subnets.attacks.pipeline import AttackOptions, attack_examples, attack_tables, file_examples, is_attackable, task_examples
 from subnets.config import parse_args
 from subnets.data import Collator, default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
@@ -51,13 +51,22 @@ class EvaluateArguments:
     max_eval_samples: int | None = None
     max_seq_length: int = 128
     per_device_eval_batch_size: int = 128
-    attack: str = field(default="none", metadata={"help": "none|textfooler|pwws|textbugger (docs/robustness.md)."})
-    attack_samples: int | None = field(default=None, metadata={"help": "Examples to attack (default: 872 SST-2, else 1000)."})
+    attack: str = field(default="none", metadata={"help": "none|textfooler|pwws|textbugger|bae (docs/robustness.md)."})
+    attack_samples: int | None = field(default=None, metadata={"help": "Examples to attack (default: 872 SST-2, else 1000; a file: all rows)."})
     attack_seed: int = 0
-    attack_budget: int | None = field(default=None, metadata={"help": "Query budget per example (default: none)."})
-    attack_max_ratio: float = field(default=0.3, metadata={"help": "Largest share of words an attack may change."})
+    attack_budget: int | None = field(default=None, metadata={"help": "Query budget per example (default: the recipe's, none)."})
+    attack_max_ratio: float | None = field(default=None, metadata={"help": "Largest share of words an attack may change (default: the recipe's, no cap)."})
+    attack_max_candidates: int | None = field(default=None, metadata={"help": "Embedding neighbours per word (default: the recipe's, 50 or 5)."})
+    attack_embeddings: str | None = field(default=None, metadata={"help": "Counter-fitted vectors text file (default: the shipped neighbour lists)."})
+    attack_disable: str = field(default="", metadata={"help": "Comma-separated constraints to switch off: repeat,stopwords,embedding,pos,use."})
+    attack_file: str | None = field(default=None, metadata={"help": "Attack this TSV/CSV/JSONL instead of the evaluation sets."})
+    attack_text_columns: str = field(default="sentence", metadata={"help": "Text column(s) of --attack_file: a or a,b (only b is modified)."})
+    attack_label_column: str = field(default="label", metadata={"help": "Label column of --attack_file (ids or label names)."})
     wordnet_dir: str | None = field(default=None, metadata={"help": "WordNet dict folder (default /usr/share/wordnet)."})
     ood_task: str | None = field(default=None, metadata={"help": "Task whose inputs are the out-of-distribution set."})
+
+
+FILE_SET_PREFIX = "file:"  # metrics.json key of an --attack_file's results: file:<file stem>
 
 
 def checkpoint_names(paths: Sequence[str]) -> list[str]:
@@ -96,6 +105,7 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
     model, tokenizer, labels = load_for_eval(path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    options = attack_options(args)
 
     def set_logits(task):
         raw = subsample(load_split(task, task.eval_split, args.data_dir), args.max_eval_samples, shuffle=False)
@@ -112,20 +122,34 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         results[task.name] = compute_metrics(task, logits, np.asarray(raw["label"]), labels, breakdown)
         if out_logits is not None:
             results[task.name].update(ood_metrics(logits, out_logits))
-        if args.attack != "none" and is_attackable(task, labels):
-            results[task.name].update(attack_set(
-                model, tokenizer, task, raw, attack=args.attack, samples=args.attack_samples, seed=args.attack_seed,
-                query_budget=args.attack_budget, max_perturb_ratio=args.attack_max_ratio, data_dir=args.data_dir,
-                wordnet_dir=args.wordnet_dir, max_length=args.max_seq_length,
-                jsonl_path=Path(args.output_dir) / "attacks" / name / f"{task.name}_{args.attack}.jsonl"))
+        if args.attack != "none" and not args.attack_file and is_attackable(task, labels):
+            results[task.name].update(attack_examples(
+                model, tokenizer, task_examples(task, raw, options), options,
+                Path(args.output_dir) / "attacks" / name / f"{task.name}_{args.attack}", max_length=args.max_seq_length))
+    if args.attack != "none" and args.attack_file:
+        examples = file_examples(args.attack_file, args.attack_text_columns.split(","), args.attack_label_column,
+                                 labels, options)
+        set_name = f"{FILE_SET_PREFIX}{Path(args.attack_file).stem}"
+        results[set_name] = attack_examples(
+            model, tokenizer, examples, options,
+            Path(args.output_dir) / "attacks" / name / f"{Path(args.attack_file).stem}_{args.attack}",
+            max_length=args.max_seq_length)
     return results
+
+
+def attack_options(args: EvaluateArguments) -> AttackOptions:
+    return AttackOptions(attack=args.attack, samples=args.attack_samples, seed=args.attack_seed,
+                         query_budget=args.attack_budget, max_ratio=args.attack_max_ratio,
+                         max_candidates=args.attack_max_candidates, embeddings=args.attack_embeddings,
+                         disable=tuple(c for c in args.attack_disable.split(",") if c), data_dir=args.data_dir,
+                         wordnet_dir=args.wordnet_dir)
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]],
                    tasks: dict[str, TaskSpec] | None = None) -> str:
     """Rows: checkpoints; columns: each set's main metric (accuracy, or weighted F1), its accuracy per gold label
     where the set has a breakdown (HANS: entailment, non-entailment), and ECE, in percent."""
-    sets = list(dict.fromkeys(s for per in results.values() for s in per))
+    sets = list(dict.fromkeys(s for per in results.values() for s in per if not s.startswith(FILE_SET_PREFIX)))
     columns = []
     for s in sets:
         task = (tasks or {}).get(s) or get_task(s)
@@ -154,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         get_task(args.ood_task)
     if args.attack not in ("none", *ATTACKS):
         raise SubnetsError(f"Unknown --attack '{args.attack}'; expected none or one of {', '.join(ATTACKS)}.")
+    if args.attack_file and args.attack == "none":
+        raise SubnetsError("--attack_file was given without --attack; expected one of " + ", ".join(ATTACKS) + ".")
     if args.per_device_eval_batch_size < 1:
         raise SubnetsError(f"--per_device_eval_batch_size must be at least 1; got {args.per_device_eval_batch_size}.")
     claim_output_dir(Path(args.output_dir), COMMAND)

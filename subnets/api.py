@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import TrainingArguments
-from .data import load_split, subsample, tokenize
+from .data import default_data_dir, load_split, subsample, tokenize
 from .errors import SubnetsError
 from .tasks import TaskSpec, get_task
 from .training import Trainer, set_seed
@@ -119,12 +119,18 @@ def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: 
 
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData, *,
-           attack: str = "textfooler", output_jsonl: PathLike = "attack.jsonl", **options: Any) -> dict[str, Any]:
-    """Attack the evaluation split (options as `subnets.attacks.pipeline.attack_set`: samples, seed, data_dir,
-    wordnet_dir, query_budget, max_perturb_ratio, ...); returns clean accuracy, accuracy under attack, ..."""
-    from .attacks.pipeline import attack_set
+           attack: str = "textfooler", output_prefix: PathLike = "attack", max_length: int = 128,
+           **options: Any) -> dict[str, Any]:
+    """Attack the evaluation split, resumably, writing TextAttack's outputs at `output_prefix` (.jsonl, _results.csv,
+    _results_summary.json). Options as `subnets.attacks.pipeline.AttackOptions` (samples, seed, data_dir,
+    query_budget, max_ratio, embeddings, disable, ...; `data_dir`, for the shipped neighbour lists, defaults to
+    $SUBNETS_DATA_DIR); returns clean accuracy, accuracy under attack, ... and
+    the `attack_config`."""
+    from .attacks.pipeline import AttackOptions, attack_examples, task_examples
 
-    return attack_set(model, tokenizer, task, data.eval_text, attack=attack, jsonl_path=output_jsonl, **options)
+    chosen = AttackOptions(attack=attack, **{"data_dir": default_data_dir(), **options})
+    return attack_examples(model, tokenizer, task_examples(task, data.eval_text, chosen), chosen, output_prefix,
+                           max_length=max_length)
 
 
 def put_mask(mask: dict[str, torch.Tensor], model: PreTrainedModel, *, task: TaskSpec | str, method: str = "user",

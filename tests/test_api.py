@@ -5,14 +5,17 @@ import re
 
 from conftest import REPO
 from masks import MaskStore
+from subnets.toydata import write_toy_neighbours
 
 
-def test_api_example_runs(tmp_path, tiny_model_dir, monkeypatch, capsys):
+def test_api_example_runs(tmp_path, tiny_model_dir, tiny_data_dir, monkeypatch, capsys):
     text = (REPO / "docs" / "api.md").read_text()
     code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
     assert 'MODEL = "minilm"' in code
     code = code.replace('MODEL = "minilm"', f"MODEL = {str(tiny_model_dir())!r}")
     monkeypatch.chdir(tmp_path)
+    write_toy_neighbours(tiny_data_dir)  # TextBugger's embedding swaps read the neighbour lists of the data folder
+    monkeypatch.setenv("SUBNETS_DATA_DIR", str(tiny_data_dir))
     exec(compile(code, "docs/api.md", "exec"), {"__name__": "__main__"})
     out = capsys.readouterr().out
     assert "labels ('neg', 'pos'); ticket sparsity 0.300" in out

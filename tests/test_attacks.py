@@ -1,4 +1,4 @@
-"""Word-substitution attacks: constraints, metric definitions on hand-computed cases, determinism, budget."""
+"""The attack search, candidates, metrics and runner on hand-made classifiers (no model, no USE/POS unless said)."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from subnets.attacks import (
-    GreedyWordSwap,
+    GreedyWordSwapWIR,
     HFClassifier,
     build_attack,
     comparison_table,
@@ -17,11 +17,11 @@ from subnets.attacks import (
     sample_indices,
     summarize,
     summary_table,
-    write_results_jsonl,
 )
-from subnets.attacks.candidates import CharacterEdits, CounterFittedNeighbours
+from subnets.attacks.candidates import CharacterBugs, EmbeddingSwap
+from subnets.attacks.embeddings import ListedNeighbours
 from subnets.attacks.search import FAILED, SKIPPED, SUCCEEDED, AttackResult
-from subnets.attacks.stopwords import STOP_WORDS
+from subnets.attacks.stopwords import TEXTFOOLER_STOP_WORDS
 from subnets.attacks.text import split_words
 from subnets.errors import SubnetsError
 
@@ -54,6 +54,19 @@ class LexiconClassifier:
         return np.stack([1 - p1, p1], axis=1)
 
 
+class FixedSimilarity:
+    """A stand-in sentence-similarity constraint: passes everything, scores each swap by a table."""
+
+    name = "use"
+
+    def __init__(self, table):
+        self.table = table
+
+    def check(self, original, current, position, options):
+        scores = np.array([self.table.get(o.word(position), 0.0) for o in options])
+        return np.ones(len(options), dtype=bool), scores
+
+
 class ConstantClassifier:
     def predict_proba(self, inputs):
         return np.tile([0.3, 0.7], (len(inputs), 1))
@@ -67,26 +80,30 @@ def data_dir(tmp_path):
 
 
 def textfooler(classifier, data_dir, **kw):
-    return build_attack("textfooler", classifier, data_dir=data_dir, **kw)
+    """TextFooler's search, swap and word constraints; POS and USE (tested in test_attacks_constraints) off."""
+    return build_attack("textfooler", classifier, data_dir=data_dir, disable=("pos", "use"), **kw)
 
 
 def test_textfooler_hand_computed_flip_and_queries(data_dir):
     clf = LexiconClassifier()
     result = textfooler(clf, data_dir).attack(("the movie was great",), label=1, idx=7)
     # Queries: original (1) + deletion of the non-stop words "movie", "great" (2) + the 3 candidates of "great",
-    # the most important word. "awful" and "terrible" both flip; TextFooler keeps the closest (first) neighbour.
+    # the most important word. "awful" and "terrible" both flip; without a sentence-similarity score TextAttack
+    # keeps the best-scoring (lowest p_y) one.
     assert result.status == SUCCEEDED
-    assert result.perturbed == ("the movie was awful",)
+    assert result.perturbed == ("the movie was terrible",)
     assert result.queries == 6 == clf.scored
     assert (result.num_words, result.num_perturbed, result.perturbed_prediction) == (4, 1, 0)
-    strongest = GreedyWordSwap(LexiconClassifier(), CounterFittedNeighbours(data_dir), ranking="deletion",
-                               pick="strongest").attack(("the movie was great",), label=1)
-    assert strongest.perturbed == ("the movie was terrible",)
+    assert result.original_score == pytest.approx(1 - 1 / (1 + math.exp(-1.0)))
+    # A similarity score decides among flipping swaps: the most similar one wins (here: made up, "awful" highest).
+    picked = GreedyWordSwapWIR(LexiconClassifier(), EmbeddingSwap(ListedNeighbours(data_dir), 50), ranking="delete",
+                               constraints=[FixedSimilarity({"awful": 0.9, "terrible": 0.5, "fine": 1.0})])
+    assert picked.attack(("the movie was great",), label=1).perturbed == ("the movie was awful",)
 
 
 def test_greedy_keeps_best_non_flipping_swap_then_flips(data_dir):
     # "funny" (1.0) and "boring" (-1.0) cancel; label 1 is predicted only thanks to "film" (0.1).
-    result = textfooler(LexiconClassifier(), data_dir, max_perturb_ratio=1.0).attack(
+    result = textfooler(LexiconClassifier(), data_dir, max_ratio=1.0).attack(
         ("funny but boring film",), label=1)
     assert result.status == SUCCEEDED
     assert result.perturbed_prediction == 0
@@ -95,9 +112,15 @@ def test_greedy_keeps_best_non_flipping_swap_then_flips(data_dir):
 
 def test_ratio_budget_and_misclassified(data_dir):
     sentence = ("the movie was great",)
-    # 0.2 * 4 words allows no swap at all: the attack fails after ranking.
-    capped = textfooler(LexiconClassifier(), data_dir, max_perturb_ratio=0.2).attack(sentence, label=1)
-    assert (capped.status, capped.perturbed, capped.queries) == (FAILED, sentence, 3)
+    # A cap of ceil(0.2 * 4) = 1 word still allows the single flipping swap; with weights that need two swaps
+    # the cap stops it (MaxWordsPerturbed).
+    capped = textfooler(LexiconClassifier(), data_dir, max_ratio=0.2).attack(sentence, label=1)
+    assert capped.status == SUCCEEDED and capped.num_perturbed == 1
+    two_swaps = {**WEIGHTS, "great": 2.0, "fine": 1.0, "awful": 0.5, "terrible": 0.5, "film": -0.8}
+    uncapped = textfooler(LexiconClassifier(two_swaps), data_dir).attack(("great movie",), label=1)
+    assert uncapped.status == SUCCEEDED and uncapped.num_perturbed == 2
+    two_needed = textfooler(LexiconClassifier(two_swaps), data_dir, max_ratio=0.2).attack(("great movie",), label=1)
+    assert two_needed.status == FAILED and two_needed.num_perturbed == 1
     # A budget of 4 queries: original + 2 deletions + only the first candidate ("fine", no flip).
     clf = LexiconClassifier()
     budget = textfooler(clf, data_dir, query_budget=4).attack(sentence, label=1)
@@ -140,8 +163,9 @@ def test_summary_hand_computed():
     rows = {cells[0]: cells[1] for cells in (line.strip("|").split("|") for line in summary_table(s).splitlines()
                                              if line.startswith("|"))}
     rows = {k.strip(): v.strip() for k, v in rows.items()}
-    assert (rows["Original accuracy:"], rows["Accuracy under attack:"]) == ("80.00%", "20.00%")
-    assert (rows["Attack success rate:"], rows["Avg num queries:"]) == ("75.00%", "51.25")
+    # TextAttack prints str(round(value, 2)): "80.0%", not "80.00%".
+    assert (rows["Original accuracy:"], rows["Accuracy under attack:"]) == ("80.0%", "20.0%")
+    assert (rows["Attack success rate:"], rows["Avg num queries:"]) == ("75.0%", "51.25")
     assert "| dense | 80.0 | 20.0 | 75.0 | 51.2 | 20.0 |" in comparison_table({"dense": s})
 
 
@@ -155,16 +179,16 @@ def _check_constraints(result, candidates, max_ratio, label):
     changed = [(o, p) for o, p in zip(original_words, perturbed_words) if o.text != p.text]
     for o, p in changed:
         assert o.field == len(result.original) - 1, "only the last field (hypothesis) may change"
-        assert o.text.lower() not in STOP_WORDS
+        assert o.text not in TEXTFOOLER_STOP_WORDS
         assert p.text in candidates(o.text, random.Random(0))
-    assert len(changed) == result.num_perturbed <= math.floor(max_ratio * len(original_words) + 1e-9)
+    assert len(changed) == result.num_perturbed <= math.ceil(max_ratio * len(original_words))
     assert result.label == label
     assert result.original[:-1] == result.perturbed[:-1]
 
 
 @pytest.mark.parametrize("ratio", [0.3, 0.6, 1.0])
 def test_attack_changes_only_allowed_words(data_dir, ratio):
-    attack = textfooler(LexiconClassifier(), data_dir, max_perturb_ratio=ratio)
+    attack = textfooler(LexiconClassifier(), data_dir, max_ratio=ratio)
     examples = [(i, (s,), 1) for i, s in enumerate(SENTENCES)]
     examples += [(10 + i, ("the film was funny", s), 1) for i, s in enumerate(SENTENCES)]
     results = run_attack(attack, examples)
@@ -175,7 +199,7 @@ def test_attack_changes_only_allowed_words(data_dir, ratio):
 
 def test_attack_on_tiny_models_respects_constraints(tiny, data_dir):
     model, tokenizer = tiny
-    attack = textfooler(HFClassifier(model, tokenizer, batch_size=4), data_dir, max_perturb_ratio=0.5)
+    attack = textfooler(HFClassifier(model, tokenizer, batch_size=4), data_dir, max_ratio=0.5)
     examples = [(i, (s,), i % 2) for i, s in enumerate(SENTENCES)]
     results = run_attack(attack, examples)
     assert sum(r.status != SKIPPED for r in results) > 0
@@ -184,17 +208,19 @@ def test_attack_on_tiny_models_respects_constraints(tiny, data_dir):
         assert result.queries >= 1
 
 
-def test_character_edits_are_single_bugs_and_seeded():
+def test_character_bugs_are_textbuggers_and_seeded():
     word = "wonderful"
-    bugs = CharacterEdits()(word, random.Random("3:0:1"))
-    assert bugs == CharacterEdits()(word, random.Random("3:0:1"))
-    assert len(bugs) == 4 and word not in bugs
-    inserted, deleted, swapped, lookalike = bugs
-    assert inserted.replace(" ", "") == word and inserted.count(" ") == 1
+    bugs = CharacterBugs()(word, random.Random("3:0:1"))
+    assert bugs == CharacterBugs()(word, random.Random("3:0:1"))
+    assert word not in bugs
+    inserted, deleted, swapped, *homoglyphs = bugs
+    assert inserted.replace(" ", "") == word and inserted.count(" ") == 1 and not inserted.startswith(("w ", " "))
     assert len(deleted) == len(word) - 1 and deleted[0] == word[0] and deleted[-1] == word[-1]
     assert sorted(swapped) == sorted(word) and sum(a != b for a, b in zip(swapped, word)) == 2
-    assert len(lookalike) == len(word) and sum(a != b for a, b in zip(lookalike, word)) == 1
-    assert CharacterEdits()("ok", random.Random(0)) == ["0k"]
+    assert swapped[0] == word[0] and swapped[-1] == word[-1]
+    assert len(homoglyphs) == len(word)  # every letter has a homoglyph: one candidate per position
+    assert all(len(h) == len(word) and sum(a != b for a, b in zip(h, word)) == 1 for h in homoglyphs)
+    assert CharacterBugs()("ok", random.Random(0)) == ["оk", "o𝒌"]
 
 
 class HashClassifier:
@@ -205,11 +231,12 @@ class HashClassifier:
         return np.stack([1 - p1, p1], axis=1)
 
 
-def test_textbugger_is_deterministic_for_a_seed():
+def test_textbugger_is_deterministic_for_a_seed(data_dir):
     examples = [(i, (s,), label) for i, s in enumerate(SENTENCES * 3) for label in (0, 1)]
 
     def run(seed):
-        return [r.to_json() for r in run_attack(build_attack("textbugger", HashClassifier(), seed=seed), examples)]
+        attack = build_attack("textbugger", HashClassifier(), data_dir=data_dir, seed=seed, disable=("use",))
+        return [r.to_json() for r in run_attack(attack, examples)]
 
     first = run(5)
     assert first == run(5)
@@ -237,18 +264,19 @@ def test_sampling_and_jsonl(tmp_path, data_dir):
     picked = sample_indices(5000, 1000, seed=3)
     assert picked == sample_indices(5000, 1000, seed=3) and picked == sorted(set(picked)) and len(picked) == 1000
     assert picked != sample_indices(5000, 1000, seed=4)
-    results = run_attack(textfooler(LexiconClassifier(), data_dir), [(3, ("the movie was great",), 1)])
     path = tmp_path / "out" / "examples.jsonl"
-    write_results_jsonl(path, results)
+    run_attack(textfooler(LexiconClassifier(), data_dir), [(3, ("the movie was great",), 1)], jsonl_path=path)
     record = json.loads(path.read_text().splitlines()[0])
-    assert record["original"] == ["the movie was great"] and record["perturbed"] == ["the movie was awful"]
+    assert record["original"] == ["the movie was great"] and record["perturbed"] == ["the movie was terrible"]
     assert (record["idx"], record["label"], record["perturbed_prediction"], record["status"]) == (3, 1, 0, SUCCEEDED)
 
 
-def test_bad_settings_raise(tmp_path):
+def test_bad_settings_raise(tmp_path, data_dir):
     with pytest.raises(SubnetsError, match="counterfitted_neighbors.json"):
-        build_attack("textfooler", LexiconClassifier(), data_dir=tmp_path)
+        build_attack("textfooler", LexiconClassifier(), data_dir=tmp_path / "elsewhere")
     with pytest.raises(SubnetsError, match="Unknown attack"):
         build_attack("deepwordbug", LexiconClassifier())
-    with pytest.raises(SubnetsError, match="max_perturb_ratio"):
-        build_attack("textbugger", LexiconClassifier(), max_perturb_ratio=0)
+    with pytest.raises(SubnetsError, match="perturbed-word ratio"):
+        textfooler(LexiconClassifier(), data_dir, max_ratio=0)
+    with pytest.raises(SubnetsError, match="Unknown constraint"):
+        build_attack("textfooler", LexiconClassifier(), data_dir=tmp_path, disable=("grammar",))

@@ -77,7 +77,7 @@ def test_pwws_uses_the_given_wordnet(wordnet_dir):
 
             return np.array([[0.9, 0.1] if "flick" in x[-1] else [0.2, 0.8] for x in inputs])
 
-    result = build_attack("pwws", PreferFlick(), wordnet_dir=wordnet_dir, max_perturb_ratio=0.5).attack(("a fine movie",), label=1)
+    result = build_attack("pwws", PreferFlick(), wordnet_dir=wordnet_dir, max_ratio=0.5).attack(("a fine movie",), label=1)
     assert result.status == "successful" and result.perturbed == ("a fine flick",)
 
 

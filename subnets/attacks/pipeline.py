@@ -1,19 +1,41 @@
-"""Attacks inside `pipelines/evaluate.py`: one attack on one evaluation set of one checkpoint, and its table."""
+"""Attacks inside `pipelines/evaluate.py`: one attack on one evaluation set (or a user's file) of one checkpoint.
+
+Per attacked set, under `<output_dir>/attacks/<checkpoint>/<set>_<attack>`: `.jsonl` (every finished example,
+appended as it ends; the run resumes from it), `.jsonl.config.json`, `_results_summary.json`, `_summary.txt` and
+`_results.csv` (TextAttack's outputs). Ctrl-C writes the TextAttack outputs of the finished examples, then stops.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
-from typing import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
 
-import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..errors import SubnetsError
 from ..tasks import TaskSpec
-from .recipes import build_attack, paper_sample_size, run_attack, sample_indices
-from .report import comparison_table, summarize, write_results_jsonl
+from .recipes import build_attack, paper_sample_size, sample_indices
+from .report import comparison_table, summary_table, write_textattack_outputs
+from .runner import Example, read_results, run_attack
 from .wrapper import HFClassifier
 
-ATTACK_KEYS = ("clean_accuracy", "accuracy_under_attack", "attack_success_rate", "avg_queries", "perturbed_word_ratio")
+
+@dataclass
+class AttackOptions:
+    attack: str
+    samples: int | None = None
+    seed: int = 0
+    query_budget: int | None = None
+    max_ratio: float | None = None
+    max_candidates: int | None = None
+    embeddings: str | None = None
+    disable: tuple[str, ...] = ()
+    data_dir: str | None = None
+    wordnet_dir: str | None = None
 
 
 def is_attackable(task: TaskSpec, model_labels: list[str]) -> bool:
@@ -21,21 +43,77 @@ def is_attackable(task: TaskSpec, model_labels: list[str]) -> bool:
     return task.model_task is None and list(model_labels) == list(task.label_names)
 
 
-def attack_set(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, dataset: datasets.Dataset,
-               *, attack: str, jsonl_path: str | os.PathLike, samples: int | None = None, seed: int = 0,
-               query_budget: int | None = None, max_perturb_ratio: float = 0.3,
-               data_dir: str | os.PathLike | None = None, wordnet_dir: str | os.PathLike | None = None,
-               max_length: int = 128, batch_size: int = 64) -> dict[str, float]:
-    """Attack a deterministic sample of `dataset` (the paper's size by default), save every example to
-    `jsonl_path`, and return the summary (clean_accuracy, accuracy_under_attack, ...)."""
+def task_examples(task: TaskSpec, dataset, options: AttackOptions) -> list[Example]:
+    """A deterministic sample of an evaluation set (the paper's size by default) as (idx, fields, label)."""
+    picked = dataset.select(sample_indices(len(dataset), options.samples or paper_sample_size(task.name), options.seed))
+    return [(row["idx"], tuple(row[f] for f in task.text_fields), row["label"]) for row in picked]
+
+
+def _read_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        with path.open(encoding="utf-8-sig") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    if suffix in (".tsv", ".csv"):
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+    raise SubnetsError(f"--attack_file {path} has suffix '{path.suffix}'; expected .tsv, .csv or .jsonl.")
+
+
+def file_examples(path: str | os.PathLike, text_columns: Sequence[str], label_column: str,
+                  label_names: Sequence[str], options: AttackOptions) -> list[Example]:
+    """A user's file as (row number, fields, label id); labels are ids or the model's label names."""
+    path = Path(path)
+    if not path.is_file():
+        raise SubnetsError(f"--attack_file {path} is not a file; expected a TSV, CSV or JSONL of texts and labels.")
+    if not 1 <= len(text_columns) <= 2:
+        raise SubnetsError(f"--attack_text_columns names {len(text_columns)} columns; expected one (a sentence) or "
+                           f"two (a pair, only the second is modified).")
+    try:
+        rows = _read_rows(path)
+    except json.JSONDecodeError as e:
+        raise SubnetsError(f"--attack_file {path} has a line that is not JSON ({e.msg}); expected one object per line.") from e
+    examples = []
+    for number, row in enumerate(rows):
+        missing = [c for c in (*text_columns, label_column) if c not in row]
+        if missing:
+            raise SubnetsError(f"--attack_file {path} row {number + 1} lacks column(s) {', '.join(missing)}; "
+                               f"expected --attack_text_columns and --attack_label_column to name its columns.")
+        raw = str(row[label_column]).strip()
+        if raw in label_names:
+            label = list(label_names).index(raw)
+        elif raw.lstrip("-").isdigit() and 0 <= int(raw) < len(label_names):
+            label = int(raw)
+        else:
+            raise SubnetsError(f"--attack_file {path} row {number + 1} has label '{raw}'; expected a label id "
+                               f"0..{len(label_names) - 1} or one of the model's labels {', '.join(label_names)}.")
+        examples.append((number, tuple(str(row[c]) for c in text_columns), label))
+    if not examples:
+        raise SubnetsError(f"--attack_file {path} holds no rows; expected texts and labels.")
+    picked = sample_indices(len(examples), options.samples or len(examples), options.seed)
+    return [examples[i] for i in picked]
+
+
+def attack_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example],
+                    options: AttackOptions, prefix: str | os.PathLike, *, max_length: int = 128,
+                    batch_size: int = 64) -> dict:
+    """Attack the examples (resuming from `<prefix>.jsonl`), write TextAttack's outputs next to it, print its
+    table and return the summary with `attack_config`."""
     classifier = HFClassifier(model, tokenizer, batch_size=batch_size, max_length=max_length)
-    recipe = build_attack(attack, classifier, data_dir=data_dir, wordnet_dir=wordnet_dir,
-                          max_perturb_ratio=max_perturb_ratio, query_budget=query_budget, seed=seed)
-    picked = dataset.select(sample_indices(len(dataset), samples or paper_sample_size(task.name), seed))
-    examples = [(row["idx"], tuple(row[f] for f in task.text_fields), row["label"]) for row in picked]
-    results = run_attack(recipe, examples, progress=True)
-    write_results_jsonl(jsonl_path, results)
-    return summarize(results)
+    attack = build_attack(options.attack, classifier, data_dir=options.data_dir, embeddings=options.embeddings,
+                          wordnet_dir=options.wordnet_dir, query_budget=options.query_budget,
+                          max_ratio=options.max_ratio, max_candidates=options.max_candidates,
+                          disable=options.disable, seed=options.seed)
+    jsonl = Path(f"{prefix}.jsonl")
+    try:
+        results = run_attack(attack, examples, jsonl_path=jsonl, progress=True)
+    except KeyboardInterrupt:
+        write_textattack_outputs(prefix, read_results(jsonl))
+        print(f"\ninterrupted: the finished examples are in {jsonl}; the same command resumes the attack.")
+        raise
+    summary = write_textattack_outputs(prefix, results)
+    print(summary_table(summary))
+    return {**summary, "attack_config": attack.config}
 
 
 def attack_tables(results: Mapping[str, Mapping[str, Mapping[str, float]]], attack: str) -> str:

@@ -1,4 +1,4 @@
-"""Attack metrics with TextAttack's definitions, its summary table, a methods-side-by-side table, and JSONL.
+"""Attack metrics with TextAttack's definitions, its summary JSON, table and CSV, and a methods-side-by-side table.
 
 With n examples of which `skipped` were already misclassified (no attack run):
   Original accuracy      Clean = (n - skipped) / n
@@ -11,6 +11,8 @@ Values are fractions in `metrics.json` (like HF's eval_accuracy) and percentages
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from typing import Mapping, Sequence
@@ -19,6 +21,7 @@ import numpy as np
 
 from ..io import atomic_write_text
 from .search import FAILED, SKIPPED, SUCCEEDED, AttackResult
+from .text import split_words
 
 
 def summarize(results: Sequence[AttackResult]) -> dict[str, float]:
@@ -49,20 +52,27 @@ def _grid(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line, body[0], line, *body[1:], line])
 
 
+def textattack_summary(summary: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """TextAttack's results_summary.json ({"Attack Results": {row label: value}}): counts as integers, the rest
+    rounded to 2 decimals, percentages in percent (AttackLogManager.log_summary + JsonSummaryLogger)."""
+    return {"Attack Results": {
+        "Number of successful attacks:": int(summary["num_successful"]),
+        "Number of failed attacks:": int(summary["num_failed"]),
+        "Number of skipped attacks:": int(summary["num_skipped"]),
+        "Original accuracy:": round(100 * summary["clean_accuracy"], 2),
+        "Accuracy under attack:": round(100 * summary["accuracy_under_attack"], 2),
+        "Attack success rate:": round(100 * summary["attack_success_rate"], 2),
+        "Average perturbed word %:": round(100 * summary["perturbed_word_ratio"], 2),
+        "Average num. words per input:": round(summary["avg_words_per_input"], 2),
+        "Avg num queries:": round(summary["avg_queries"], 2),
+    }}
+
+
 def summary_table(summary: Mapping[str, float]) -> str:
     """TextAttack's "Attack Results" table for one attack run."""
-    return _grid([
-        ("Attack Results", ""),
-        ("Number of successful attacks:", str(summary["num_successful"])),
-        ("Number of failed attacks:", str(summary["num_failed"])),
-        ("Number of skipped attacks:", str(summary["num_skipped"])),
-        ("Original accuracy:", f"{100 * summary['clean_accuracy']:.2f}%"),
-        ("Accuracy under attack:", f"{100 * summary['accuracy_under_attack']:.2f}%"),
-        ("Attack success rate:", f"{100 * summary['attack_success_rate']:.2f}%"),
-        ("Average perturbed word %:", f"{100 * summary['perturbed_word_ratio']:.2f}%"),
-        ("Average num. words per input:", f"{summary['avg_words_per_input']:.2f}"),
-        ("Avg num queries:", f"{summary['avg_queries']:.2f}"),
-    ])
+    rows = textattack_summary(summary)["Attack Results"]
+    percent = {"Original accuracy:", "Accuracy under attack:", "Attack success rate:", "Average perturbed word %:"}
+    return _grid([("Attack Results", "")] + [(k, f"{v}%" if k in percent else str(v)) for k, v in rows.items()])
 
 
 def comparison_table(rows: Mapping[str, Mapping[str, float]]) -> str:
@@ -75,6 +85,52 @@ def comparison_table(rows: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results_jsonl(path: str | os.PathLike, results: Sequence[AttackResult]) -> None:
-    """Every example (original, perturbed, label, predictions, status, queries) as one JSON line, atomically."""
-    atomic_write_text(path, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results))
+CSV_COLUMNS = ("original_text", "perturbed_text", "original_score", "perturbed_score", "original_output",
+               "perturbed_output", "ground_truth_output", "num_queries", "result_type")
+SPLIT_TOKEN = "<SPLIT>"  # AttackedText.SPLIT_TOKEN: how CSVLogger writes the newline between two text fields
+
+
+def _marked(fields: Sequence[str], changed: set[int]) -> str:
+    """The fields joined by SPLIT_TOKEN with every changed word wrapped in [[ ]] (CSVLogger's color_method="file")."""
+    words = split_words(tuple(fields))
+    pieces: list[list[str]] = [[] for _ in fields]
+    cursors = [0] * len(fields)
+    for position in sorted(changed):
+        if position >= len(words):
+            continue
+        w = words[position]
+        pieces[w.field] += [fields[w.field][cursors[w.field]:w.start], f"[[{w.text}]]"]
+        cursors[w.field] = w.end
+    return SPLIT_TOKEN.join("".join(p) + f[c:] for p, f, c in zip(pieces, fields, cursors))
+
+
+def _changed_positions(result: AttackResult) -> set[int]:
+    """Word positions whose text differs between original and perturbed (TextAttack's all_words_diff)."""
+    before = [w.text for w in split_words(result.original)]
+    after = [w.text for w in split_words(result.perturbed)]
+    return {i for i in range(min(len(before), len(after))) if before[i] != after[i]}
+
+
+def csv_rows(results: Sequence[AttackResult]) -> list[list]:
+    rows = []
+    for r in results:
+        changed = _changed_positions(r)
+        rows.append([_marked(r.original, changed), _marked(r.perturbed, changed), r.original_score,
+                     r.perturbed_score, r.original_prediction, r.perturbed_prediction, r.label, r.queries,
+                     r.status.capitalize()])
+    return rows
+
+
+def write_textattack_outputs(prefix: str | os.PathLike, results: Sequence[AttackResult]) -> dict[str, float]:
+    """`<prefix>_results_summary.json`, `<prefix>_summary.txt` (the printed table) and `<prefix>_results.csv`
+    (TextAttack's CSVLogger columns), each written atomically; returns the summary."""
+    summary = summarize(results)
+    # TextAttack's JsonSummaryLogger: json.dump(indent=4), rows in table order
+    atomic_write_text(f"{prefix}_results_summary.json", json.dumps(textattack_summary(summary), indent=4))
+    atomic_write_text(f"{prefix}_summary.txt", summary_table(summary) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_rows(results))
+    atomic_write_text(f"{prefix}_results.csv", buffer.getvalue())
+    return summary

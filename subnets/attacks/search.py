@@ -1,19 +1,19 @@
-"""Greedy word-substitution search with word-importance ranking (the search of TextFooler, PWWS and TextBugger).
+"""TextAttack's greedy search with word-importance ranking (GreedyWordSwapWIR) under an untargeted goal.
 
-One example is attacked as TextAttack's `GreedyWordSwapWIR` does:
+One example is attacked as `textattack/search_methods/greedy_word_swap_wir.py` does, with the goal score of
+UntargetedClassification, score(x) = 1 - p_y(x), and success when the prediction is not the label:
 1. query the original; if the model already gets it wrong the example is *skipped*;
-2. rank the attackable words (in the attacked field, not stop words) by importance — `deletion` (TextFooler,
-   TextBugger: I_w = p_y(x) - p_y(x without w)) or `saliency` (PWWS, Ren et al. 2019 Eq. 7-8:
-   softmax(S)_i * dP*_i with word saliency S_i = p_y(x) - p_y(x with w_i -> UNK) and dP*_i the largest drop
-   of p_y over w_i's candidates);
-3. walk the ranking; at each word score all its candidates in the current text in one batched call; if some flip
-   the prediction the attack *succeeds* with the candidate the paper picks (`pick="first"`: the first flipping
-   candidate in generator order, i.e. the closest counter-fitted neighbour, standing in for TextFooler's highest
-   sentence similarity; `pick="strongest"`: the one lowering p_y most, as PWWS and TextBugger choose), else the
-   candidate lowering p_y most is kept if it lowers p_y at all;
-4. the attack *fails* when the ranking is used up, the next swap would exceed `max_perturb_ratio` of the words,
-   or the query budget is spent.
-Queries are counted per distinct text scored (the original included), as TextAttack counts them.
+2. rank the modifiable positions (pre-transformation constraints: attacked field, stop words) by importance:
+   `delete` (TextFooler, TextBugger, BAE): score of the text without the word; `weighted-saliency` (PWWS,
+   Ren et al. 2019 Eq. 7-8): softmax over positions of the score with the word replaced by UNK, times the
+   best score among the word's allowed swaps;
+3. walk the ranking; at each position build the swaps of the current text, keep those every constraint allows,
+   score them in one batched call; the best one is kept if it beats the current score, else the position is
+   passed over; once the best one succeeds, the attack returns, among the succeeding swaps, the one with the
+   highest sentence similarity when a sentence-similarity constraint scored them, else the best-scoring one;
+4. the attack *fails* when the ranking is used up or the query budget is spent.
+Queries are counted as TextAttack counts them: every text sent to the goal function, the original included
+(a text scored twice counts twice but runs the model once).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import numpy as np
 
 from ..errors import SubnetsError
 from .candidates import CandidateGenerator
-from .stopwords import STOP_WORDS
+from .constraints import Constraint, RepeatModification, StopwordModification
 from .text import AttackText
 from .wrapper import Classifier
 
 SUCCEEDED, FAILED, SKIPPED = "successful", "failed", "skipped"
-Ranking = Literal["deletion", "saliency"]
+Ranking = Literal["delete", "weighted-saliency"]
 
 
 @dataclass
@@ -46,6 +46,8 @@ class AttackResult:
     queries: int
     num_words: int
     num_perturbed: int
+    original_score: float = 0.0
+    perturbed_score: float = 0.0
 
     @property
     def perturbed_word_ratio(self) -> float:
@@ -55,9 +57,14 @@ class AttackResult:
         return {**asdict(self), "original": list(self.original), "perturbed": list(self.perturbed),
                 "perturbed_word_ratio": self.perturbed_word_ratio}
 
+    @classmethod
+    def from_json(cls, record: dict) -> AttackResult:
+        fields = {k: v for k, v in record.items() if k != "perturbed_word_ratio"}
+        return cls(**{**fields, "original": tuple(fields["original"]), "perturbed": tuple(fields["perturbed"])})
+
 
 class QueryCounter:
-    """Scores texts for one example with a cache (a repeated text costs no query) and a query budget."""
+    """The goal function's view of the model for one example: query count, budget, and a cache of outputs."""
 
     def __init__(self, classifier: Classifier, budget: int | None):
         self.classifier = classifier
@@ -66,84 +73,90 @@ class QueryCounter:
         self._cache: dict[tuple[str, ...], np.ndarray] = {}
 
     @property
-    def exhausted(self) -> bool:
+    def search_over(self) -> bool:
         return self.budget is not None and self.queries >= self.budget
 
     def probs(self, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
         """Probabilities for the longest prefix of `texts` the budget allows (all of them without a budget)."""
-        new: dict[tuple[str, ...], None] = {}
-        allowed = len(texts)
-        for i, text in enumerate(texts):
-            if text not in self._cache and text not in new:
-                if self.budget is not None and self.queries + len(new) >= self.budget:
-                    allowed = i
-                    break
-                new[text] = None
+        if self.budget is not None:
+            texts = texts[:max(self.budget - self.queries, 0)]
+        self.queries += len(texts)
+        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if new:
-            scored = self.classifier.predict_proba(list(new))
-            self._cache.update(zip(new, scored))
-            self.queries += len(new)
-        if allowed == 0:
+            self._cache.update(zip(new, self.classifier.predict_proba(new)))
+        if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts[:allowed]])
+        return np.stack([self._cache[t] for t in texts])
 
 
-class GreedyWordSwap:
-    """A configured attack: candidate generator + importance ranking + constraints + query budget."""
+class GreedyWordSwapWIR:
+    """A configured attack: candidate generator + constraints + importance ranking + query budget."""
 
     def __init__(self, classifier: Classifier, candidates: CandidateGenerator, *, ranking: Ranking,
-                 pick: Literal["first", "strongest"], max_perturb_ratio: float = 0.3,
-                 query_budget: int | None = None, stop_words: frozenset[str] = STOP_WORDS, seed: int = 0,
+                 pre_constraints: Sequence[StopwordModification | RepeatModification] = (),
+                 constraints: Sequence[Constraint] = (), query_budget: int | None = None, seed: int = 0,
                  unk_token: str = "[UNK]"):
-        if not 0 < max_perturb_ratio <= 1:
-            raise SubnetsError(f"max_perturb_ratio must be in (0, 1]; got {max_perturb_ratio}.")
         if query_budget is not None and query_budget < 1:
             raise SubnetsError(f"query_budget must be a positive number of queries or None; got {query_budget}.")
-        if ranking not in ("deletion", "saliency") or pick not in ("first", "strongest"):
-            raise SubnetsError(f"Unknown ranking '{ranking}' or pick '{pick}'; expected deletion|saliency and "
-                               f"first|strongest.")
+        if ranking not in ("delete", "weighted-saliency"):
+            raise SubnetsError(f"Unknown ranking '{ranking}'; expected delete or weighted-saliency.")
         self.classifier = classifier
         self.candidates = candidates
         self.ranking = ranking
-        self.pick = pick
-        self.max_perturb_ratio = max_perturb_ratio
+        self.pre_constraints = list(pre_constraints)
+        self.constraints = list(constraints)
         self.query_budget = query_budget
-        self.stop_words = stop_words
         self.seed = seed
         self.unk_token = unk_token
+        self.config: dict = {}  # what build_attack configured (recorded as metrics.json attack_config)
 
-    def attackable_positions(self, text: AttackText) -> list[int]:
-        """Non-stop words of the last field: the sentence, or the hypothesis of a pair (TextFooler's NLI setup)."""
+    def modifiable_positions(self, text: AttackText) -> list[int]:
+        """Positions in the last field (the sentence, or the hypothesis of a pair) the pre-constraints allow."""
         last = len(text.original) - 1
-        return [p for p, w in enumerate(text.words) if w.field == last and w.text.lower() not in self.stop_words]
+        return [p for p, w in enumerate(text.words)
+                if w.field == last and all(c.modifiable(text, p) for c in self.pre_constraints)]
 
-    def candidate_lists(self, text: AttackText, positions: list[int], idx: int) -> dict[int, list[str]]:
-        return {p: self.candidates(text.words[p].text, random.Random(f"{self.seed}:{idx}:{p}")) for p in positions}
+    def transformations(self, original: AttackText, current: AttackText, position: int,
+                        idx: int) -> tuple[list[AttackText], np.ndarray | None]:
+        """The allowed swaps of `position` in `current`, and their sentence similarities when a constraint gave any."""
+        if not all(c.modifiable(current, position) for c in self.pre_constraints):
+            return [], None
+        rng = random.Random(f"{self.seed}:{idx}:{position}")
+        options = [current.replace(position, c) for c in self.candidates(current.word(position), rng)]
+        similarity = None
+        for constraint in self.constraints:
+            if not options:
+                break
+            keep, scores = constraint.check(original, current, position, options)
+            options = [o for o, k in zip(options, keep) if k]
+            if scores is not None:
+                similarity = np.asarray(scores)[keep]
+            elif similarity is not None:
+                similarity = similarity[keep]
+        return options, similarity
 
-    def _rank(self, text: AttackText, positions: list[int], candidates: dict[int, list[str]], label: int,
-              p_label: float, counter: QueryCounter) -> list[int]:
-        """Attackable positions with candidates, most important first (ties keep text order)."""
-        filler = "" if self.ranking == "deletion" else self.unk_token
+    def _rank(self, text: AttackText, positions: list[int], label: int, counter: QueryCounter,
+              idx: int) -> list[int]:
+        """Modifiable positions, most important first (ties keep text order)."""
+        filler = "" if self.ranking == "delete" else self.unk_token
         probs = counter.probs([text.replace(p, filler).fields for p in positions])
-        if len(probs) == 0:
-            return []
         scored = positions[: len(probs)]
-        importance = p_label - probs[:, label]
-        if self.ranking == "saliency":
-            importance = self._pwws_scores(text, scored, candidates, importance, label, p_label, counter)
+        if not scored:
+            return []
+        importance = 1.0 - probs[:, label]
+        if self.ranking == "weighted-saliency":
+            weights = np.exp(importance - importance.max())
+            best_swap = np.zeros(len(scored))
+            for i, p in enumerate(scored):
+                if counter.search_over:
+                    break
+                options, _ = self.transformations(text, text, p, idx)
+                swapped = counter.probs([o.fields for o in options])
+                if len(swapped):
+                    best_swap[i] = float(np.max(1.0 - swapped[:, label]))
+            importance = weights / weights.sum() * best_swap
         order = np.argsort(-importance, kind="stable")
-        return [scored[i] for i in order if candidates[scored[i]]]
-
-    def _pwws_scores(self, text: AttackText, positions: list[int], candidates: dict[int, list[str]],
-                     saliency: np.ndarray, label: int, p_label: float, counter: QueryCounter) -> np.ndarray:
-        """softmax(S)_i * dP*_i (Ren et al. 2019, Eq. 8); all positions' candidates scored in one call."""
-        flat = [(i, text.replace(p, c).fields) for i, p in enumerate(positions) for c in candidates[p]]
-        probs = counter.probs([t for _, t in flat])
-        best_drop = np.zeros(len(positions))
-        for (i, _), row in zip(flat, probs):
-            best_drop[i] = max(best_drop[i], p_label - row[label])
-        weights = np.exp(saliency - saliency.max())
-        return weights / weights.sum() * best_drop
+        return [scored[i] for i in order]
 
     def attack(self, fields: Sequence[str], label: int, idx: int = 0) -> AttackResult:
         text = AttackText.from_fields(tuple(fields))
@@ -154,25 +167,31 @@ class GreedyWordSwap:
         if prediction != label:
             status = SKIPPED
         else:
-            positions = self.attackable_positions(text)
-            candidates = self.candidate_lists(text, positions, idx)
-            max_changes = int(np.floor(self.max_perturb_ratio * len(text.words) + 1e-9))
-            for position in self._rank(text, positions, candidates, label, float(probs[label]), counter):
-                if counter.exhausted or len(current.perturbed_positions) + 1 > max_changes:
+            order = self._rank(text, self.modifiable_positions(text), label, counter, idx)
+            for position in order:
+                if counter.search_over:
                     break
-                options = [current.replace(position, c) for c in candidates[position]]
+                options, similarity = self.transformations(text, current, position, idx)
+                if not options:
+                    continue
                 scored = counter.probs([o.fields for o in options])
                 if len(scored) == 0:
                     break
-                flipped = np.flatnonzero(scored.argmax(1) != label)
-                if len(flipped):
-                    choice = flipped[0] if self.pick == "first" else flipped[np.argmin(scored[flipped, label])]
-                    current, current_probs, status = options[choice], scored[choice], SUCCEEDED
+                by_score = np.argsort(scored[:, label], kind="stable")  # highest 1 - p_y first
+                best = by_score[0]
+                if scored[best, label] >= current_probs[label]:
+                    continue
+                current, current_probs = options[best], scored[best]
+                if int(scored[best].argmax()) != label:
+                    status = SUCCEEDED
+                    if similarity is not None:
+                        succeeded = [i for i in by_score if int(scored[i].argmax()) != label]
+                        pick = max(succeeded, key=lambda i: (similarity[i], -succeeded.index(i)))
+                        current, current_probs = options[pick], scored[pick]
                     break
-                best = int(np.argmin(scored[:, label]))
-                if scored[best, label] < current_probs[label]:
-                    current, current_probs = options[best], scored[best]
         return AttackResult(idx=idx, original=text.fields, perturbed=current.fields, label=label,
                             original_prediction=prediction, perturbed_prediction=int(current_probs.argmax()),
                             status=status, queries=counter.queries, num_words=len(text.words),
-                            num_perturbed=len(current.perturbed_positions))
+                            num_perturbed=len(current.perturbed_positions),
+                            original_score=float(1.0 - probs[label]),
+                            perturbed_score=float(1.0 - current_probs[label]))

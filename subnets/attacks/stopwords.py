@@ -1,26 +1,43 @@
-"""English function words that word-substitution attacks never replace (TextFooler's stop-word constraint).
+"""The stop-word lists of TextAttack's recipes; a stop word is never replaced (StopwordModification).
 
-Written for this toolkit: pronouns, determiners, prepositions, conjunctions, auxiliaries and modals, negations
-and degree adverbs, plus the clitic pieces that tokenised corpora such as SST-2 leave as words ("'s", "n't").
-Negations are included on purpose: swapping "not" for another word changes the meaning, not the wording.
+Matching is exact, as in TextAttack (`word not in stopwords`, no lower-casing): "The" at the start of a sentence
+is attackable, "the" is not.
+
+* `TEXTFOOLER_STOP_WORDS` (266 words): the list TextFoolerJin2019 passes to StopwordModification
+  (textattack/attack_recipes/textfooler_jin_2019.py, copied there from the TextFooler release).
+* `NLTK_STOP_WORDS` (179 words): `nltk.corpus.stopwords.words("english")`, StopwordModification's default, used
+  by PWWSRen2019, TextBuggerLi2018 and BAEGarg2019 (textattack/constraints/pre_transformation/
+  stopword_modification.py).
 """
 
 from __future__ import annotations
 
-STOP_WORDS: frozenset[str] = frozenset("""
-a an the this that these those such some any each every either neither both all no none another other others
-i me my mine myself we us our ours ourselves you your yours yourself yourselves he him his himself she her hers
-herself it its itself they them their theirs themselves one ones oneself someone somebody something anyone
-anybody anything everyone everybody everything nobody nothing noone
-who whom whose which what whatever whoever whichever where wherever when whenever why how however whether
-am is are was were be been being have has had having do does did doing done
-will would shall should can could may might must ought
-not nor never n't cannot
-and or but if then else than because as so though although while whereas unless until till since yet
-of to in on at by for with about against between into through during before after above below from up down
-out off over under again further once upon onto within without across along among amongst around behind beyond
-besides beside toward towards throughout via per despite except inside outside near
-here there now also too very just only even still already almost quite rather really
-more most less least much many few several lot lots own same
-s t d ll m re ve 's 'd 'll 'm 're 've
+TEXTFOOLER_STOP_WORDS: frozenset[str] = frozenset("""
+a about above across after afterwards again against ain all almost alone along already also although am among
+amongst an and another any anyhow anyone anything anyway anywhere are aren aren't around as at back been before
+beforehand behind being below beside besides between beyond both but by can cannot could couldn couldn't d didn
+didn't doesn doesn't don don't down due during either else elsewhere empty enough even ever everyone everything
+everywhere except first for former formerly from hadn hadn't hasn hasn't haven haven't he hence her here hereafter
+hereby herein hereupon hers herself him himself his how however hundred i if in indeed into is isn isn't it it's its
+itself just latter latterly least ll may me meanwhile mightn mightn't mine more moreover most mostly must mustn
+mustn't my myself namely needn needn't neither never nevertheless next no nobody none noone nor not nothing now
+nowhere o of off on once one only onto or other others otherwise our ours ourselves out over per please s same shan
+shan't she she's should've shouldn shouldn't somehow something sometime somewhere such t than that that'll the their
+theirs them themselves then thence there thereafter thereby therefore therein thereupon these they this those
+through throughout thru thus to too toward towards under unless until up upon used ve was wasn wasn't we were weren
+weren't what whatever when whence whenever where whereafter whereas whereby wherein whereupon wherever whether which
+while whither who whoever whole whom whose why with within without won won't would wouldn wouldn't y yet you you'd
+you'll you're you've your yours yourself yourselves
+""".split())
+
+NLTK_STOP_WORDS: frozenset[str] = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his
+himself she she's her hers herself it it's its itself they them their theirs themselves what which who whom this
+that that'll these those am is are was were be been being have has had having do does did doing a an the and but if
+or because as until while of at by for with about against between into through during before after above below to
+from up down in out on off over under again further then once here there when where why how all any both each few
+more most other some such no nor not only own same so than too very s t can will just don don't should should've now
+d ll m o re ve y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn hadn't hasn hasn't haven haven't isn
+isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn shouldn't wasn wasn't weren weren't won
+won't wouldn wouldn't
 """.split())
