@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_json
+from subnets.threads import configure_threads, usable_cores
 
 from .plan import Plan, Run
 from .stages import get_stage
@@ -46,12 +47,10 @@ def is_finished(directory: Path, run: Run) -> bool:
 
 
 def set_threads(threads: int | None) -> None:
-    """Give this process `threads` intra-op threads (for stages that read the environment and for torch itself)."""
+    """Give this process `threads` intra-op threads (the environment too, for the processes a run starts)."""
     if threads:
-        import torch
-
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
+        configure_threads(threads)
 
 
 def execute_run(stage_name: str, argv: list[str], directory: str, record: dict[str, Any], threads: int | None = None,
@@ -147,7 +146,7 @@ def cores() -> int:
     """Cores this sweep may use: $OMP_NUM_THREADS if set, else the CPUs this process may run on."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cores()
 
 
 @dataclass
