@@ -7,8 +7,6 @@ appended as it ends; the run resumes from it), `.jsonl.config.json`, `_results_s
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import Mapping, Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..data import USER_FORMATS, read_user_file
 from ..errors import SubnetsError
 from ..tasks import TaskSpec
 from .recipes import build_attack, paper_sample_size, sample_indices
@@ -49,17 +48,6 @@ def task_examples(task: TaskSpec, dataset, options: AttackOptions) -> list[Examp
     return [(row["idx"], tuple(row[f] for f in task.text_fields), row["label"]) for row in picked]
 
 
-def _read_rows(path: Path) -> list[dict]:
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open(encoding="utf-8-sig") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    if suffix in (".tsv", ".csv"):
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    raise SubnetsError(f"--attack_file {path} has suffix '{path.suffix}'; expected .tsv, .csv or .jsonl.")
-
-
 def file_examples(path: str | os.PathLike, text_columns: Sequence[str], label_column: str,
                   label_names: Sequence[str], options: AttackOptions) -> list[Example]:
     """A user's file as (row number, fields, label id); labels are ids or the model's label names."""
@@ -69,10 +57,9 @@ def file_examples(path: str | os.PathLike, text_columns: Sequence[str], label_co
     if not 1 <= len(text_columns) <= 2:
         raise SubnetsError(f"--attack_text_columns names {len(text_columns)} columns; expected one (a sentence) or "
                            f"two (a pair, only the second is modified).")
-    try:
-        rows = _read_rows(path)
-    except json.JSONDecodeError as e:
-        raise SubnetsError(f"--attack_file {path} has a line that is not JSON ({e.msg}); expected one object per line.") from e
+    if path.suffix.lower() not in USER_FORMATS:
+        raise SubnetsError(f"--attack_file {path} has suffix '{path.suffix}'; expected one of {', '.join(USER_FORMATS)}.")
+    rows = read_user_file(path, USER_FORMATS[path.suffix.lower()])
     examples = []
     for number, row in enumerate(rows):
         missing = [c for c in (*text_columns, label_column) if c not in row]
