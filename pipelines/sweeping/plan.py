@@ -75,6 +75,11 @@ def option_value(value: Any) -> list[str]:
     return [str(value)]
 
 
+def options_argv(options: Mapping[str, Any]) -> list[str]:
+    """Command-line tokens of a stage's options: --key value..."""
+    return [token for key, value in options.items() for token in (f"--{key}", *option_value(value))]
+
+
 def parse_assignment(text: str) -> tuple[str, str]:
     """`key=value` -> (key, value)."""
     key, sep, value = text.partition("=")
@@ -192,8 +197,7 @@ class Plan:
             shown += [(k.rpartition(".")[2], v) for k, v in point.items() if applied[k] & upstream
                       and not (stage.name in applied[k] and k.rpartition(".")[2] in NAME_KEYS)]
             name = run_name(stage.name, shown, identity)
-            argv = [tok for k, v in own.items() for tok in (f"--{k}", *option_value(v))]
-            argv += ["--output_dir", str(self.output_dir / name)]
+            argv = options_argv(own) + ["--output_dir", str(self.output_dir / name)]
             run = Run(name, stage.name, own, parent, tuple(argv))
             previous = self.runs.setdefault(name, run)
             if previous.argv != run.argv:
