@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import SubnetsError
+from ..precision import autocast
 
 
 class Classifier(Protocol):
@@ -90,8 +91,7 @@ class HFClassifier:
         batches = self._batches(inputs)
         prepared = time.perf_counter()
         probs = torch.empty((len(inputs), self.num_labels), dtype=torch.float32, device=self.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(self.device):
             for rows, batch in batches:
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 logits = self.model(**batch).logits
