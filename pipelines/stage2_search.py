@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from pipelines.common import (build_training_setup, check_run_dir, load_task_data, parse_stage_args, resolve_task,
                               run_cli, run_directory, write_metrics)
 from subnets.config import TrainingArguments
+from subnets.distributed import init_distributed
 from subnets.masking.search import SearchArguments, search_mask
 from subnets.models import load_classifier
 from subnets.training import set_seed
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, tokenizer = load_classifier(args.model_name_or_path, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
+    init_distributed()  # under torchrun: the process group the Trainer trains in
     with run_directory(args, STAGE, task) as out:  # only once every input has been checked
         metrics = search_mask(model, tokenizer, task, data.train, data.eval, args[TrainingArguments],
                               args[SearchArguments], source=args.model_name_or_path, objective=setup.objective,

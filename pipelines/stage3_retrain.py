@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from pipelines.common import (absolute_path, build_training_setup, check_run_dir, load_task_data, parse_stage_args,
                               resolve_task, run_cli, run_directory, write_metrics)
 from subnets.config import ModelArguments, StageArgs, TrainingArguments
+from subnets.distributed import init_distributed
 from subnets.masking.retrain import (RetrainArguments, draw_ticket, load_initialisation, retrain_ticket,
                                      store_ticket, ticket_trainer)
 from subnets.masking.sources import run_config, run_model_source
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, tokenizer = load_initialisation(source, retrain.init, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
+    init_distributed()  # under torchrun: the process group the Trainer trains in
     trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args[TrainingArguments],
                              objective=setup.objective, callbacks=setup.callbacks,
                              optimizer_factory=setup.optimizer_factory)

@@ -245,8 +245,7 @@ class RoseCallback(Callback):
             self.recorder.observe(trainer, self.rose.last)
 
     def log_scalars(self, trainer: Any) -> dict[str, float]:
-        self.recorder.write_ratios(trainer)  # one scalar per layer, through subnets.sparsity.log_update_ratios
-        return {}
+        return self.recorder.ratio_scalars()  # one scalar per layer, averaged over the steps since the last log
 
     def on_train_end(self, trainer: Any) -> None:
         self.recorder.finish(trainer)
