@@ -41,6 +41,8 @@ def test_rose_second_records_update_masks(tiny_data_dir, tiny_model_dir, tmp_pat
     _, first = next(record.steps())
     assert all(m.dim() == 0 and float(m) == 1.0 for m in first.values())  # step 1 keeps everything
     assert {"update/ratio/layer_0", "update/ratio/layer_1"} <= scalar_tags(out)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("update/ratio/layer_0" in entry for entry in history)  # the logger's scalars are log_history's too
 
 
 def test_roast_with_its_adversary(tiny_data_dir, tiny_model_dir, tmp_path):
