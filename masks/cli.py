@@ -19,6 +19,7 @@ import torch
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
 from subnets.targets import targets_from_names
+from subnets.weights import apply_masks, save_plain_model
 
 from .bits import count_nonzero
 from .record import MaskRecord
@@ -267,28 +268,17 @@ def cmd_export(store: MaskStore, args: argparse.Namespace) -> int:
 
 def _masked_base_model(record: MaskRecord, args: argparse.Namespace):
     """The base model named by --model, loaded, with the record's binary mask applied."""
-    from transformers import AutoTokenizer
-
-    from subnets.models import load_weights, resolve_model_path
-
-    from .apply import apply_masks
+    from subnets.models import load_classifier
 
     if record.kind != "ticket":
         raise SubnetsError(f"Record {record.id[:12]} is a {record.kind} record; export {args.format} needs a binary ticket.")
     if not args.model:
         raise SubnetsError(f"Export format '{args.format}' needs the base model: pass --model NAME_OR_PATH.")
-    path = resolve_model_path(args.model)
-    model = load_weights(path, args.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise SubnetsError(f"Could not load base model '{args.model}' ({e.__class__.__name__}); expected a model directory or name.") from e
+    model, tokenizer = load_classifier(args.model)
     return apply_masks(model, record.masks), tokenizer
 
 
 def _export_dense(record: MaskRecord, args: argparse.Namespace) -> None:
-    from subnets.models import save_plain_model
-
     model, tokenizer = _masked_base_model(record, args)
     save_plain_model(model, tokenizer, args.out)
 

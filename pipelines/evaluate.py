@@ -31,7 +31,7 @@ from subnets.data import Collator, default_data_dir, load_split, subsample, toke
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, compute_metrics, predict
 from subnets.io import atomic_write_json, atomic_write_text
-from subnets.models import checkpoint_labels, load_trained_classifier
+from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, user_task
@@ -82,7 +82,8 @@ def checkpoint_names(paths: Sequence[str]) -> list[str]:
 
 def load_for_eval(path: str) -> tuple[torch.nn.Module, Any, list[str]]:
     """The checkpoint's model and tokenizer, with the label names its own config declares."""
-    return load_trained_classifier(path)
+    path, labels = checkpoint_labels(path)
+    return (*load_classifier(path, labels), labels)
 
 
 def user_sets(files: DataFileArguments, first_checkpoint: str) -> list[TaskSpec]:

@@ -27,7 +27,7 @@ from subnets.data import Collator, default_data_dir, load_split, tokenize
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, predict, softmax
 from subnets.io import atomic_write_json
-from subnets.models import load_trained_classifier
+from subnets.models import checkpoint_labels, load_classifier
 from subnets.objectives.bias_model import BIAS_TYPES, train_bias_model
 from subnets.objectives.debias import PredictionCache, dataset_fingerprint
 from subnets.tasks import TaskSpec, get_task
@@ -61,7 +61,8 @@ class BiasModelArguments:
 def load_teacher(model_path: str, task: TaskSpec) -> tuple[torch.nn.Module, Any]:
     """The fine-tuned teacher with its own head; refused if its labels are not the task's (a new random head
     would give meaningless teacher probabilities)."""
-    model, tokenizer, labels = load_trained_classifier(model_path)
+    path, labels = checkpoint_labels(model_path)
+    model, tokenizer = load_classifier(path, labels)
     check_label_compatibility(labels, task, task, f"teacher model {model_path}")
     return model, tokenizer
 

@@ -33,7 +33,7 @@ from torch.nn.utils import parametrize
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import SubnetsError
-from .models import save_plain_model
+from .weights import save_plain_model
 from .targets import Target, canonical_parameter_name, find_targets
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def _require_plain(model: torch.nn.Module) -> None:
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise SubnetsError(
             "The model still carries parametrizations (mask modules); expected a plain model: make the masks "
-            "permanent first (e.g. save it with subnets.models.save_plain_model and load it back)."
+            "permanent first (e.g. save it with subnets.weights.save_plain_model and load it back)."
         )
 
 

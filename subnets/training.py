@@ -41,7 +41,7 @@ from .data import Collator, batch_reader
 from .errors import SubnetsError
 from .evaluation import check_label_compatibility, compute_metrics, predict
 from .io import atomic_dir, atomic_write_json, directory_lock, recover_interrupted_swap, remove_stale_temps
-from .models import save_plain_model
+from .weights import save_plain_model
 from .state_io import decode, dumps, encode, plain_tensors
 from .tasks import TaskSpec
 from .tensorboard import ScalarWriter
