@@ -20,9 +20,10 @@ from safetensors.torch import load_file, save_file
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_dir
+from subnets.sparsity import count_nonzero
 from subnets.weights import check_shapes, plain_state_dict, save_plain_model
 
-from .bits import count_nonzero, decode_masks, encode_masks
+from .bits import decode_masks, encode_masks
 from .store import MaskStore
 
 SPARSE_FILE = "sparse_model.safetensors"

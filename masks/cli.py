@@ -18,10 +18,10 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
+from subnets.sparsity import count_nonzero
 from subnets.targets import targets_from_names
 from subnets.weights import apply_masks, save_plain_model
 
-from .bits import count_nonzero
 from .record import MaskRecord
 from .report import diff_masks, grid_columns, layer_kind_grid
 from .store import DEFAULT_ROOT, ROOT_ENV, MaskStore, store_root

@@ -6,13 +6,15 @@ Exit status 1 when a rule is broken. `tests/test_layers.py` runs the same check.
 
 Layers, lowest first; a module may import modules of its own layer and of the layers below it, never above:
 
-    base      subnets.errors, io, targets, weights, state_io, threads, tasks, tensorboard, attention, sparsity,
-              and masks.bits (no model loading, no training, nothing of the mask store)
-    store     masks (the mask store, its records, sparse checkpoints, reports) except masks.cli and masks.__main__
+    base      subnets.errors, io, targets, weights, sparsity, state_io, threads, tasks, tensorboard, attention:
+              what the store and the library share (no model loading, no training, nothing of the mask store)
+    store     masks (the mask store, its record formats, sparse checkpoints, reports) but masks.cli, masks.__main__
     library   the rest of subnets (models, data, config, training, masking, objectives, selective, attacks, ...)
     apps      masks.cli, masks.__main__ and pipelines (command lines over the library)
 
-Within a layer the graph must have no cycles (function-level imports included).
+Within a layer the graph must have no cycles (function-level imports included), and no module below `apps` may
+name the folder of a higher layer in a string (as a path into `pipelines/` would). Base modules are top-level
+modules of `subnets`, whose package `__init__` loads nothing eagerly, so importing them runs nothing above them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ PACKAGES = ("subnets", "masks", "pipelines")
 LAYERS = ("base", "store", "library", "apps")
 BASE_MODULES = (
     "subnets.errors", "subnets.io", "subnets.targets", "subnets.weights", "subnets.state_io", "subnets.threads",
-    "subnets.tasks", "subnets.tensorboard", "subnets.attention", "subnets.sparsity", "masks.bits",
+    "subnets.tasks", "subnets.tensorboard", "subnets.attention", "subnets.sparsity",
 )
 APP_MODULES = ("masks.cli", "masks.__main__")
 
@@ -84,6 +86,19 @@ def imports_of(module: str, path: Path, known: Iterable[str]) -> set[str]:
             for alias in node.names:  # `from pkg import submodule` depends on the submodule itself
                 add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in known else target)
     return found
+
+
+def folder_references(root: Path) -> list[str]:
+    """One sentence per string constant in a module below `apps` that names the `pipelines` folder."""
+    problems = []
+    for module, path in module_files(root).items():
+        if layer_of(module) == "apps":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Constant) and node.value == "pipelines":
+                problems.append(f"{module} ({layer_of(module)}) names the 'pipelines' folder (line {node.lineno}); "
+                                f"let the pipeline pass what it needs from there instead.")
+    return problems
 
 
 def import_graph(root: Path) -> dict[str, set[str]]:
@@ -150,7 +165,7 @@ def cycle_problems(graph: dict[str, set[str]]) -> list[str]:
     return problems
 
 
-def render(graph: dict[str, set[str]]) -> str:
+def render(graph: dict[str, set[str]], problems: list[str]) -> str:
     """The graph by layer, one line per module with the project modules it imports."""
     lines = []
     for layer in LAYERS:
@@ -158,7 +173,14 @@ def render(graph: dict[str, set[str]]) -> str:
         for module in sorted(m for m in graph if layer_of(m) == layer):
             targets = ", ".join(sorted(graph[module])) or "-"
             lines.append(f"  {module} -> {targets}")
-    problems = layer_violations(graph) + cycle_problems(graph)
+    counts: dict[tuple[str, str], int] = {}
+    for module, targets in graph.items():
+        for target in targets:
+            key = (layer_of(module), layer_of(target))
+            counts[key] = counts.get(key, 0) + 1
+    lines.append("[imports between layers]")
+    lines += [f"  {a} -> {b}: {n}" for (a, b), n in sorted(counts.items(), key=lambda kv: (LAYERS.index(kv[0][0]),
+                                                                                          LAYERS.index(kv[0][1])))]
     lines.append(f"[problems: {len(problems)}]")
     lines += [f"  {p}" for p in problems]
     return "\n".join(lines)
@@ -170,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="repository root to read (default: this checkout)")
     args = parser.parse_args(argv)
     graph = import_graph(args.root)
-    print(render(graph))
-    return 1 if layer_violations(graph) or cycle_problems(graph) else 0
+    problems = layer_violations(graph) + cycle_problems(graph) + folder_references(args.root)
+    print(render(graph, problems))
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
