@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli, run_task
 from subnets.attacks import ATTACKS
 from subnets.attacks.pipeline import AttackOptions, attack_examples, attack_tables, file_examples, is_attackable, task_examples
@@ -167,7 +168,7 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]],
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args, files = parse_args([EvaluateArguments, DataFileArguments], argv).instances
+    args, files = parse_args([EvaluateArguments, DataFileArguments], argv, recipe_dir=RECIPE_DIR).instances
     if not args.checkpoint:
         raise SubnetsError("No --checkpoint given; expected at least one checkpoint or run directory.")
     if not args.output_dir:

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli
 from subnets.config import parse_args
 from subnets.data import Collator, default_data_dir, load_split, tokenize
@@ -79,7 +80,7 @@ def teacher_predictions(model: torch.nn.Module, tokenizer: Any, task: TaskSpec, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args, files = parse_args([BiasModelArguments, DataFileArguments], argv).instances
+    args, files = parse_args([BiasModelArguments, DataFileArguments], argv, recipe_dir=RECIPE_DIR).instances
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for the bias predictions.")
     if args.bias_type not in BIAS_TYPES:
