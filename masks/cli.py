@@ -10,7 +10,6 @@ import argparse
 import io
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,12 +17,10 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
-from subnets.sparsity import count_nonzero
-from subnets.targets import targets_from_names
 from subnets.weights import apply_masks, save_plain_model
 
 from .record import MaskRecord
-from .report import diff_masks, grid_columns, layer_kind_grid
+from .report import diff_masks, grid_columns, record_grid, update_frequency_by_layer
 from .store import DEFAULT_ROOT, ROOT_ENV, MaskStore, store_root
 
 EXPORT_FORMATS = ("dense", "prune", "pt", "sparse")
@@ -132,19 +129,6 @@ def summary_row(record: MaskRecord) -> dict[str, Any]:
     return {"id": record.id, **{k: record.meta.get(k) for k in keys}, "sparsity": record.global_sparsity}
 
 
-def record_grid(record: MaskRecord) -> tuple[dict[str, Any], str]:
-    """The layer x kind grid of a record and what its values are."""
-    shapes = {name: info["shape"] for name, info in record.meta["tensors"].items()}
-    if record.kind == "ticket":
-        return layer_kind_grid(record.meta["sparsity"]["per_tensor"], shapes), "sparsity"
-    if record.kind == "update":
-        steps = max(record.meta["steps_logged"], 1)
-        ratios = {name: count / steps for name, count in record.meta["update_counts"].items()}
-        return layer_kind_grid(ratios, shapes), "update ratio"
-    means = {name: float(t.float().mean()) for name, t in record.masks.items()}
-    return layer_kind_grid(means, shapes), "mean value"
-
-
 def cmd_show(store: MaskStore, args: argparse.Namespace) -> int:
     record = store.get(args.id)
     grid, label = record_grid(record)
@@ -200,25 +184,6 @@ def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}")
     return 0
-
-
-def update_frequency_by_layer(record: MaskRecord) -> tuple[list[int], dict[int, list[float]]]:
-    """Per logged step, the fraction of each encoder layer's logged entries that were updated."""
-    shapes = {name: info["shape"] for name, info in record.meta["tensors"].items()}
-    layer_of = {t.name: t.layer for t in targets_from_names(shapes) if t.layer is not None}
-    steps: list[int] = []
-    per_layer: dict[int, list[float]] = defaultdict(list)
-    for step, masks in record.steps():
-        updated: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for name, mask in masks.items():
-            if name in layer_of:
-                cell = updated[layer_of[name]]
-                cell[0] += count_nonzero(mask)
-                cell[1] += mask.numel()
-        steps.append(step)
-        for layer, (count, total) in updated.items():
-            per_layer[layer].append(count / max(total, 1))
-    return steps, dict(per_layer)
 
 
 def check_export_target(out: Path, record_id: str, force: bool) -> None:

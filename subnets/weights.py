@@ -63,6 +63,15 @@ def is_parametrized(model: torch.nn.Module) -> bool:
     return any(parametrize.is_parametrized(m) for m in model.modules())
 
 
+def require_plain(model: torch.nn.Module) -> None:
+    """Refuse a model that still carries mask parametrizations (its weights are not what they seem)."""
+    if is_parametrized(model):
+        raise SubnetsError(
+            "The model still carries parametrizations (mask modules); expected a plain model: make the masks "
+            "permanent first (e.g. save it with subnets.weights.save_plain_model and load it back)."
+        )
+
+
 def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict with every parametrized tensor replaced by its current value (in eval mode) under its plain name.
 
