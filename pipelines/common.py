@@ -16,6 +16,7 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from pipelines import RECIPE_DIR
 from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
 from subnets.data import default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
@@ -45,7 +46,7 @@ RUN_CONFIG_FILE = "run_config.json"
 
 
 def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> StageArgs:
-    args = parse_args([*STAGE_ARGUMENTS, *extra], argv)
+    args = parse_args([*STAGE_ARGUMENTS, *extra], argv, recipe_dir=RECIPE_DIR)
     if args.num_threads is not None:
         configure_threads(args.num_threads)
     if args.data_dir is None:

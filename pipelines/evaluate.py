@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli, run_task
 from subnets.attacks import ATTACKS
 from subnets.attacks.pipeline import AttackOptions, attack_examples, attack_tables, file_examples, is_attackable, task_examples
@@ -31,7 +32,7 @@ from subnets.data import Collator, default_data_dir, load_split, subsample, toke
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, compute_metrics, predict
 from subnets.io import atomic_write_json, atomic_write_text
-from subnets.models import checkpoint_labels, load_trained_classifier
+from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, user_task
@@ -82,7 +83,8 @@ def checkpoint_names(paths: Sequence[str]) -> list[str]:
 
 def load_for_eval(path: str) -> tuple[torch.nn.Module, Any, list[str]]:
     """The checkpoint's model and tokenizer, with the label names its own config declares."""
-    return load_trained_classifier(path)
+    path, labels = checkpoint_labels(path)
+    return (*load_classifier(path, labels), labels)
 
 
 def user_sets(files: DataFileArguments, first_checkpoint: str) -> list[TaskSpec]:
@@ -166,7 +168,7 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]],
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args, files = parse_args([EvaluateArguments, DataFileArguments], argv).instances
+    args, files = parse_args([EvaluateArguments, DataFileArguments], argv, recipe_dir=RECIPE_DIR).instances
     if not args.checkpoint:
         raise SubnetsError("No --checkpoint given; expected at least one checkpoint or run directory.")
     if not args.output_dir:

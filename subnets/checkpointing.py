@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import SubnetsError
 from .io import atomic_dir, recover_interrupted_swap, remove_stale_temps
-from .models import save_plain_model
+from .weights import save_plain_model
 from .state_io import decode, dumps, encode, plain_tensors
 
 LAST, BEST = "checkpoint-last", "checkpoint-best"

@@ -81,6 +81,7 @@ def test_rose_first_refuses_a_second_objective(tiny_data_dir, tiny_model_dir, tm
 
 
 def test_stage3_and_recipes_take_the_selective_options():
+    from pipelines import RECIPE_DIR
     from pipelines.common import parse_stage_args
     from subnets.config import load_recipe
     from subnets.masking.retrain import RetrainArguments
@@ -90,7 +91,7 @@ def test_stage3_and_recipes_take_the_selective_options():
                                                  "--rose_upper", "80", "--rose_gamma", "0.3"])
     assert args[SelectiveArguments].selective == "rose_ensemble" and args.rose_gamma == 0.3
     for name in ("rose_second_sst2", "roast_sst2", "roast_qnli"):
-        recipe = load_recipe(name)
+        recipe = load_recipe(name, RECIPE_DIR)
         parsed = parse_stage_args([], ["--recipe", name, "--output_dir", "x"])
         assert parsed.selective == recipe["selective"]
 

@@ -17,14 +17,14 @@ from masks.store import store_root as mask_store_root
 
 from ..config import TrainingArguments
 from ..errors import SubnetsError
-from ..models import load_classifier, load_weights
+from ..models import load_classifier
 from ..sparsity import sparsity_report
 from ..targets import targets_from_names
 from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .callbacks import FixedMaskCallback
 from .draw import SCOPES, draw_mask
-from .fixed import apply_mask
+from .fixed import FixedMask
 from .sources import init_path, load_mask, record_meta
 
 
@@ -75,7 +75,7 @@ def ticket_trainer(
     optimizer_factory: OptimizerFactory | None = None,
 ) -> Trainer:
     """A Trainer for `model` with `ticket` applied and kept fixed (raises if the ticket does not fit the model)."""
-    fixed = apply_mask(model, ticket)
+    fixed = FixedMask(model, ticket)
     return Trainer(model, training_args, task, train, eval_dataset, tokenizer, objective=objective,
                    callbacks=[*callbacks, FixedMaskCallback(fixed)], optimizer_factory=optimizer_factory)
 
@@ -94,7 +94,7 @@ def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str
     sparse-aware form (kept values + bit mask referencing the store record). Main process only; returns the id."""
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
-    best = load_weights(out / "checkpoint-best")
+    best, _ = load_classifier(out / "checkpoint-best")
     parent = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
     meta = record_meta(best, task.name, mask_meta.get("method", "drawn"), model_name=model_name, parent=str(parent),
                        seed=seed, init=retrain.init,

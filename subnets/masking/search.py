@@ -30,11 +30,12 @@ from ..sparsity import sparsity_report
 from ..targets import Target, find_targets
 from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
+from ..weights import apply_masks
 from .base import binary_mask
 from .baselines import magnitude_mask, random_mask, target_weights
 from .callbacks import BINARY_FILE, STATE_FILE, FixedLambda, FixedMaskCallback, Lagrangian, ScoreSchedule
 from .draw import SCOPES
-from .fixed import apply_mask
+from .fixed import FixedMask
 from .hard_concrete import attach_hard_concrete
 from .imp import imp_prune, imp_sparsity, rewind, snapshot
 from .layout import GRANULARITIES
@@ -118,7 +119,7 @@ def search_mask(
             ticket = magnitude_mask(model, targets, search.target_sparsity, scope=search.scope)
         state = {n: w.abs().float() for n, w in target_weights(model, targets).items()} \
             if search.method == "magnitude" else None
-        apply_mask(model, ticket)
+        apply_masks(model, ticket)
         metrics = make_trainer(out, []).evaluate()
     report = sparsity_report({n: m.bool().cpu() for n, m in ticket.items()}, targets)
     ids = _store(out, model, ticket, state, search, task, source, training_args.seed, metrics.get("best_step"))
@@ -151,7 +152,7 @@ def _run_imp(model, targets, search, source, make_trainer, out):
     mask, metrics = None, {}
     survived = {t.name: torch.zeros(t.shape) for t in targets}
     for round_index in range(1, rounds + 1):
-        extra = [FixedMaskCallback(apply_mask(model, mask))] if mask is not None else []
+        extra = [FixedMaskCallback(FixedMask(model, mask))] if mask is not None else []
         if not search.imp_prune_first:
             metrics = make_trainer(out / f"round-{round_index}", extra).train()
         mask = imp_prune(model, targets, mask, round_index, scope=search.scope, rate=search.imp_rate)
@@ -160,9 +161,9 @@ def _run_imp(model, targets, search, source, make_trainer, out):
         if reference is not None:
             rewind(model, reference, mask)
         else:
-            apply_mask(model, mask)
+            apply_masks(model, mask)
         if search.imp_prune_first:
-            metrics = make_trainer(out / f"round-{round_index}", [FixedMaskCallback(apply_mask(model, mask))]).train()
+            metrics = make_trainer(out / f"round-{round_index}", [FixedMaskCallback(FixedMask(model, mask))]).train()
     # State for drawing other sparsities: rounds survived, ties broken by the final magnitude (< 1).
     weights = target_weights(model, targets)
     state = {n: survived[n] + (weights[n].abs().float().cpu() / (weights[n].abs().max().float().cpu() + 1e-12)) * 0.5

@@ -69,7 +69,7 @@ class UpdateMaskRecorder:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the record a checkpoint was logging to (main process)."""
         if self.meta is not None and state.get("update_log"):
-            self.log = UpdateLog.resume(MaskStore(self.store_path), state["update_log"])
+            self.log = MaskStore(self.store_path).resume_update_log(state["update_log"])
 
     def finish(self, trainer: Any) -> str | None:
         if self.log is None:
