@@ -52,6 +52,7 @@ class EvaluateArguments:
     max_eval_samples: int | None = None
     max_seq_length: int = 128
     per_device_eval_batch_size: int = 128
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
     attack: str = field(default="none", metadata={"help": "none|textfooler|pwws|textbugger|bae (docs/robustness.md)."})
     attack_samples: int | None = field(default=None, metadata={"help": "Examples to attack (default: 872 SST-2, else 1000; a file: all rows)."})
     attack_seed: int = 0
@@ -112,7 +113,8 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
     def set_logits(task):
         raw = subsample(load_split(task, task.eval_split, args.data_dir), args.max_eval_samples, shuffle=False)
         tokenized = tokenize(raw, tokenizer, task, args.max_seq_length)
-        return raw, predict(model, tokenized, Collator(tokenizer), args.per_device_eval_batch_size, device)
+        return raw, predict(model, tokenized, Collator(tokenizer), args.per_device_eval_batch_size, device,
+                                       args.bf16)
 
     out_logits = set_logits(get_task(args.ood_task))[1] if args.ood_task else None
     results = {}
@@ -144,7 +146,7 @@ def attack_options(args: EvaluateArguments) -> AttackOptions:
                          query_budget=args.attack_budget, max_ratio=args.attack_max_ratio,
                          max_candidates=args.attack_max_candidates, embeddings=args.attack_embeddings,
                          disable=tuple(c for c in args.attack_disable.split(",") if c), data_dir=args.data_dir,
-                         wordnet_dir=args.wordnet_dir)
+                         wordnet_dir=args.wordnet_dir, bf16=args.bf16)
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]],

@@ -107,3 +107,28 @@ def test_the_trainers_evaluation_honours_bf16(monkeypatch, tmp_path, tiny_data_d
     trainer = Trainer(model, TrainingArguments(output_dir=str(tmp_path), bf16=bf16), task, None, dev, tokenizer)
     assert "eval_accuracy" in trainer.evaluate()
     assert requested and set(requested) == {bf16}
+
+
+@pytest.mark.parametrize("flag", ["--bf16", "--no_bf16"])
+def test_the_evaluate_command_and_its_attacks_honour_bf16(monkeypatch, tmp_path, tiny_data_dir, tiny_model_dir, flag):
+    """evaluate.py's clean pass and the attacked model's forward passes both ask for the precision of --bf16."""
+    from pipelines import evaluate
+    from subnets.attacks import wrapper
+    from subnets.toydata import write_toy_neighbours
+
+    requested = {"clean": [], "attack": []}
+
+    def spy(kind):
+        def record(device, bf16=True):
+            requested[kind].append(bf16)
+            return contextlib.nullcontext()
+        return record
+
+    monkeypatch.setattr(evaluation, "autocast", spy("clean"))
+    monkeypatch.setattr(wrapper, "autocast", spy("attack"))
+    write_toy_neighbours(tiny_data_dir)
+    evaluate.main(["--checkpoint", str(tiny_model_dir()), "--tasks", "sst2", "--data_dir", str(tiny_data_dir),
+                   "--output_dir", str(tmp_path / "eval"), "--attack", "textbugger", "--attack_samples", "2",
+                   "--attack_disable", "use", flag])
+    for kind, asked in requested.items():
+        assert asked and set(asked) == {flag == "--bf16"}, kind
