@@ -83,7 +83,8 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: T
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
                 output_dir: PathLike, *, source: str = "api", **options: Any) -> dict[str, Any]:
     """Stage 2: search a mask (options: the stage's option names, such as method, target_sparsity, controller,
-    imp_rate, mask_store, plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id, "state": id}."""
+    imp_rate, mask_store, plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id,
+    "state": id}."""
     from .masking.search import SearchArguments, search_arguments, search_mask as run_search
     from .registry import OptionGroups
     from .store_options import MaskStoreArguments

@@ -150,7 +150,8 @@ class SGDArguments:
 
 def build_sgd(options, context: SelectiveContext) -> SelectiveSetup:
     momentum = options[SGDArguments].sgd_momentum
-    return SelectiveSetup(lambda groups, training: torch.optim.SGD(groups, lr=training.learning_rate, momentum=momentum))
+    return SelectiveSetup(lambda groups, training: torch.optim.SGD(groups, lr=training.learning_rate,
+                                                                   momentum=momentum))
 
 
 def test_a_new_selective_optimizer_is_one_registry_line(monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir):

@@ -100,7 +100,8 @@ def test_builder_choices():
     assert empty.optimizer_factory is None and empty.callbacks == [] and empty.objective is None
     assert build_selective(SelectiveArguments(selective="rose_second")).objective is None
     assert build_selective(SelectiveArguments(selective="rose_first")).objective.score_examples is None  # B/4
-    ensemble = build_selective(SelectiveArguments(selective="rose_ensemble"), options=[RoseArguments(rose_score_examples=4)])
+    ensemble = build_selective(SelectiveArguments(selective="rose_ensemble"),
+                               options=[RoseArguments(rose_score_examples=4)])
     assert ensemble.objective.score_examples == 4
     with pytest.raises(SubnetsError, match="--selective"):
         build_selective(SelectiveArguments(selective="rose"))

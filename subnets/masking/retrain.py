@@ -33,7 +33,8 @@ class RetrainArguments:
     mask: str = field(default="", metadata={"help": "Stage-2 run directory, mask store id, or safetensors file."})
     init: str = field(default="pretrained", metadata={"help": "pretrained | finetuned | <stage-1 step>"})
     sparsity: float | None = field(default=None, metadata={"help": "Draw at this sparsity (default: the mask's own)."})
-    draw_scope: Literal[SCOPES] = field(default="global", metadata={"help": "Ranking when drawing: global | per_matrix"})
+    draw_scope: Literal[SCOPES] = field(default="global", metadata={
+        "help": "Ranking when drawing: global | per_matrix"})
 
     def __post_init__(self) -> None:
         """Reject bad values while parsing, before a stage creates its run directory."""

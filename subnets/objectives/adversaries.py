@@ -30,7 +30,8 @@ class AscentArguments:
     adv_max_norm: float = field(default=0.0, metadata={
         "help": "FreeLB, PGD: bound on the perturbation's norm per example (0: unbounded, as in Robust Tickets; PGD "
                 "needs > 0)."})
-    adv_norm: Literal[NORMS] = field(default="l2", metadata={"help": "FreeLB, PGD: norm of steps and bound: l2 | linf."})
+    adv_norm: Literal[NORMS] = field(default="l2", metadata={
+        "help": "FreeLB, PGD: norm of steps and bound: l2 | linf."})
 
     def __post_init__(self) -> None:
         check_choice("adv_norm", self.adv_norm, NORMS)
@@ -70,7 +71,8 @@ def build_pgd(options: OptionGroups, loss_fn: LossFn) -> Objective:
 def build_roast(options: OptionGroups, loss_fn: LossFn) -> Objective:
     # --adv_lr and --adv_weight meant RoAST's eps and weight before they had their own options: refuse them
     # rather than ignore them silently.
-    if options[AscentArguments].adv_lr != AscentArguments.adv_lr or options[PGDArguments].adv_weight != PGDArguments.adv_weight:
+    ascent, pgd = options[AscentArguments], options[PGDArguments]
+    if ascent.adv_lr != AscentArguments.adv_lr or pgd.adv_weight != PGDArguments.adv_weight:
         raise SubnetsError("--adversary roast takes its perturbation size from --roast_eps and its loss weight from "
                            "--roast_adv_weight; expected --adv_lr and --adv_weight (FreeLB/PGD options) left at "
                            "their defaults.")

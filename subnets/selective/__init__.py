@@ -12,9 +12,9 @@ from .rose_method import RoseArguments
 from .setup import SelectiveContext, SelectiveSetup
 
 __all__ = [
-    "FisherAccumulator", "LayerParameter", "MaskedAdamW", "ROSE_VARIANTS", "RoastAdamW", "RoastCallback",
-    "RoastArguments", "RoastMasks", "RoseAdamW", "RoseArguments", "RoseCallback", "RoseFirstObjective", "RoseMasks",
+    "FisherAccumulator", "LayerParameter", "MaskedAdamW", "ROSE_VARIANTS", "RoastAdamW", "RoastArguments",
+    "RoastCallback", "RoastMasks", "RoseAdamW", "RoseArguments", "RoseCallback", "RoseFirstObjective", "RoseMasks",
     "SELECTIVE_METHODS", "SelectiveArguments", "SelectiveContext", "SelectiveSetup", "UpdateMaskRecorder",
-    "UpdateRatioMeter", "band_mask", "build_selective", "selective_arguments", "draw_masks", "encoder_layer_parameters", "keep_probabilities", "second_order_scores",
-    "symmetric_kl",
+    "UpdateRatioMeter", "band_mask", "build_selective", "draw_masks", "encoder_layer_parameters",
+    "keep_probabilities", "second_order_scores", "selective_arguments", "symmetric_kl",
 ]

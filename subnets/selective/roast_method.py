@@ -46,4 +46,5 @@ def build_roast(options: OptionGroups, context: SelectiveContext) -> SelectiveSe
     def roast_optimizer(groups: list[dict[str, Any]], training: TrainingArguments) -> torch.optim.Optimizer:
         return RoastAdamW(groups, roast=roast, **adamw_options(training))
 
-    return SelectiveSetup(roast_optimizer, [RoastCallback(roast, context.recorder, fisher_batches=args.roast_fisher_batches)])
+    callback = RoastCallback(roast, context.recorder, fisher_batches=args.roast_fisher_batches)
+    return SelectiveSetup(roast_optimizer, [callback])

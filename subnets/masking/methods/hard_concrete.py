@@ -20,7 +20,8 @@ class HardConcreteArguments:
     controller: Literal["fixed", "lagrangian"] = field(default="fixed", metadata={
         "help": "Hard-concrete L0 control: fixed | lagrangian"})
     l0_lambda: float = field(default=1.0, metadata={"help": "Fixed controller: final lambda of the L0 term."})
-    lambda_ramp: tuple[float, float] = field(default=(0.1, 0.4), metadata={"help": "Fixed controller: ramp (fractions)."})
+    lambda_ramp: tuple[float, float] = field(default=(0.1, 0.4), metadata={
+        "help": "Fixed controller: ramp (fractions)."})
     lagrangian_lr: float = field(default=0.1, metadata={"help": "Lagrangian controller: multipliers' learning rate."})
     target_warmup: float = field(default=0.5, metadata={"help": "Lagrangian controller: target warm-up fraction."})
 
