@@ -146,7 +146,12 @@ class StageArgs:
         raise AttributeError(name)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {type(i).__name__: dataclasses.asdict(i) for i in self.instances}
+        """Option values by group; a method's option group with a `config_group` class attribute is recorded
+        under that group (its family's), so run_config.json keeps one section per family."""
+        groups: dict[str, dict[str, Any]] = {}
+        for inst in self.instances:
+            groups.setdefault(getattr(inst, "config_group", type(inst).__name__), {}).update(dataclasses.asdict(inst))
+        return groups
 
 
 def load_recipe(name_or_path: str, recipe_dir: Path | None = None) -> dict[str, Any]:
@@ -243,6 +248,10 @@ def _merge_repeated_lists(parser: HfArgumentParser, argv: list[str]) -> list[str
     return rest + [t for opt, values in merged.items() for t in (opt, *values)]
 
 
+def _raise_parse_error(message: str) -> None:
+    raise SubnetsError(f"{message[0].upper()}{message[1:]}; see --help for this stage's options.")
+
+
 def parse_args(types: Sequence[type], argv: Sequence[str] | None = None, *, recipe_dir: Path | None = None) -> StageArgs:
     """Parse `argv` into instances of the dataclasses `types`; `--recipe` (a file, or a name in `recipe_dir`)
     supplies defaults.
@@ -250,6 +259,7 @@ def parse_args(types: Sequence[type], argv: Sequence[str] | None = None, *, reci
     List options may be repeated (`--checkpoint a --checkpoint b`) or given several values at once.
     """
     parser = HfArgumentParser(list(types))
+    parser.error = _raise_parse_error  # one `error:` line (run_cli), not argparse's usage text and exit
     argv = _merge_repeated_lists(parser, list(sys.argv[1:] if argv is None else argv))
     parser.add_argument("--recipe", default=None,
                         help="Recipe file (YAML/JSON)" + (f" or name in {recipe_dir}." if recipe_dir else "."))

@@ -17,7 +17,7 @@ def run_stage1(tiny_data_dir, model_dir, out, store, *extra, epochs=1):
         "--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir", str(tiny_data_dir),
         "--output_dir", str(out), "--per_device_train_batch_size", "16", "--num_train_epochs", str(epochs),
         "--disable_tqdm", "true", "--logging_steps", "3", "--max_seq_length", "16", "--learning_rate", "1e-3",
-        "--update_mask_store", str(store), *extra])
+        "--mask_store", str(store), *extra])
 
 
 def scalar_tags(run_dir):
@@ -97,13 +97,15 @@ def test_stage3_and_recipes_take_the_selective_options():
 
 
 def test_builder_choices():
-    from subnets.selective import SelectiveArguments, build_selective
+    from subnets.selective import RoseArguments, SelectiveArguments, build_selective
 
     empty = build_selective(SelectiveArguments())
     assert empty.optimizer_factory is None and empty.callbacks == [] and empty.objective is None
     assert build_selective(SelectiveArguments(selective="rose_second")).objective is None
     assert build_selective(SelectiveArguments(selective="rose_first")).objective.score_examples is None  # B/4
-    assert build_selective(SelectiveArguments(selective="rose_ensemble", rose_score_examples=4)).objective.score_examples == 4
+    ensemble = build_selective(SelectiveArguments(selective="rose_ensemble"),
+                               options=[RoseArguments(rose_score_examples=4)])
+    assert ensemble.objective.score_examples == 4
     with pytest.raises(SubnetsError, match="--selective"):
         build_selective(SelectiveArguments(selective="rose"))
     with pytest.raises(SubnetsError, match="update_mask_every"):
