@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import TrainingArguments
 from .data import default_data_dir, load_split, subsample, tokenize
+from .distributed import init_distributed
 from .errors import SubnetsError
 from .tasks import TaskSpec, get_task
 from .training import Trainer, set_seed
@@ -77,7 +78,7 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: T
              output_dir: PathLike, **training: Any) -> dict[str, Any]:
     """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return Trainer(model, args, task, data.train, data.eval, tokenizer).train()
+    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed()).train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
