@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from subnets.export import apply_structured_masks, compact_export, magnitude_structured_masks
+from subnets.export import apply_structured_masks, compact_export
+from subnets.masking.baselines import magnitude_structured_masks
 from subnets.models import load_classifier
 
 

@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_device_option, autocast, device_from, interleaved, print_ratios  # noqa: E402
 
-from subnets.masking import apply_mask, attach_hard_concrete, mean_expected_l0, random_mask  # noqa: E402
+from subnets.masking import FixedMask, attach_hard_concrete, mean_expected_l0, random_mask  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
 from subnets.targets import find_targets  # noqa: E402
 
@@ -38,7 +38,7 @@ def make_variant(kind: str, batch: dict[str, torch.Tensor], device: torch.device
     else:
         params = [p for p in model.parameters() if p.requires_grad]
         if kind == "fixed_mask":
-            fixed = apply_mask(model, random_mask(targets, 0.5))
+            fixed = FixedMask(model, random_mask(targets, 0.5))
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
 
     def step() -> None:

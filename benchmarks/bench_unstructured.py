@@ -24,8 +24,8 @@ from common import interleaved  # noqa: E402
 
 from masks.checkpoint import save_sparse_checkpoint  # noqa: E402
 from subnets.masking.baselines import magnitude_mask  # noqa: E402
-from subnets.masking.fixed import apply_mask  # noqa: E402
-from subnets.models import load_classifier, save_plain_model  # noqa: E402
+from subnets.models import load_classifier  # noqa: E402
+from subnets.weights import apply_masks, save_plain_model  # noqa: E402
 from subnets.targets import find_targets  # noqa: E402
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     dense.eval()
     pruned = copy.deepcopy(dense)
     ticket = magnitude_mask(pruned, find_targets(pruned), args.sparsity)
-    apply_mask(pruned, ticket)
+    apply_masks(pruned, ticket)
     with tempfile.TemporaryDirectory() as tmp:
         save_plain_model(pruned, tokenizer, Path(tmp) / "pruned")  # the zeros made permanent, no hooks
         pruned = type(dense).from_pretrained(Path(tmp) / "pruned").eval()

@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from subnets.precision import autocast
+
 Clock = Callable[[], float]
 
 
@@ -47,10 +49,6 @@ def print_ratios(times: dict[str, list[float]], baseline: str, targets: dict[str
         target = (targets or {}).get(name)
         verdict = "" if target is None else f"  target <= {target:.2f}: {'met' if median / base <= target else 'MISSED'}"
         print(f"{name:>24}: median {median * 1000:9.1f} ms  ratio {median / base:5.3f}{verdict}")
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def training_step(objective: Callable, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -1,6 +1,7 @@
 """The mask store shared by every stage, sparse-aware checkpoints and the mask inspection CLI (`subnets-masks`)."""
 
-from .apply import apply_masks, check_shapes
+from subnets.weights import apply_masks, check_shapes
+
 from .record import KINDS, MaskRecord, describe_model, model_fingerprint
 from .store import MaskStore
 from .update_log import UpdateLog

@@ -36,13 +36,6 @@ def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(bits).reshape(shape)
 
 
-def count_nonzero(mask: torch.Tensor) -> int:
-    """Number of non-zero entries (numpy on the CPU, where it is ~30x faster than torch for bool tensors)."""
-    if mask.device.type != "cpu":
-        return int(torch.count_nonzero(mask))
-    return int(np.count_nonzero(mask.detach().numpy()))
-
-
 def overlap_counts(a: torch.Tensor, b: torch.Tensor) -> tuple[int, int]:
     """(|a and b|, |a or b|) of two bool tensors of one shape, by popcount over their packed bits."""
     x, y = pack_bits(a).numpy(), pack_bits(b).numpy()  # padding bits are 0 in both, so they never count

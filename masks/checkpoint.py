@@ -9,7 +9,6 @@ The mask, not `value != 0`, decides what is kept: a kept weight that is exactly 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -18,31 +17,19 @@ from typing import Any, Mapping
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch.nn.utils import parametrize
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_dir
-from subnets.models import save_plain_model
+from subnets.sparsity import count_nonzero
+from subnets.weights import check_shapes, plain_state_dict, save_plain_model
 
-from .apply import check_shapes
-from .bits import count_nonzero, decode_masks, encode_masks
+from .bits import decode_masks, encode_masks
 from .store import MaskStore
 
 SPARSE_FILE = "sparse_model.safetensors"
 MASK_FILE = "mask.safetensors"
 MASKED_KEY = "sparse.masked"
 MASK_REF_KEY = "sparse.mask_ref"
-
-
-def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state with parametrizations made permanent (canonical names, effective weights)."""
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        model = copy.deepcopy(model).eval()
-        for module in model.modules():
-            if parametrize.is_parametrized(module):
-                for name in list(module.parametrizations.keys()):
-                    parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return {name: t.detach().to("cpu") for name, t in model.state_dict().items()}
 
 
 def save_sparse_checkpoint(
@@ -57,7 +44,7 @@ def save_sparse_checkpoint(
 
     Raises if a weight the mask prunes is not zero, since the round trip could not restore it.
     """
-    state = plain_state_dict(model)
+    state = {name: value.to("cpu") for name, value in plain_state_dict(model).items()}
     check_shapes(model, masks)
     tensors: dict[str, torch.Tensor] = {}
     masked: dict[str, dict[str, Any]] = {}

@@ -10,7 +10,6 @@ import argparse
 import io
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,11 +17,10 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
-from subnets.targets import targets_from_names
+from subnets.weights import apply_masks, save_plain_model
 
-from .bits import count_nonzero
 from .record import MaskRecord
-from .report import diff_masks, grid_columns, layer_kind_grid
+from .report import diff_masks, grid_columns, record_grid, update_frequency_by_layer
 from .store import DEFAULT_ROOT, ROOT_ENV, MaskStore, store_root
 
 EXPORT_FORMATS = ("dense", "prune", "pt", "sparse")
@@ -131,19 +129,6 @@ def summary_row(record: MaskRecord) -> dict[str, Any]:
     return {"id": record.id, **{k: record.meta.get(k) for k in keys}, "sparsity": record.global_sparsity}
 
 
-def record_grid(record: MaskRecord) -> tuple[dict[str, Any], str]:
-    """The layer x kind grid of a record and what its values are."""
-    shapes = {name: info["shape"] for name, info in record.meta["tensors"].items()}
-    if record.kind == "ticket":
-        return layer_kind_grid(record.meta["sparsity"]["per_tensor"], shapes), "sparsity"
-    if record.kind == "update":
-        steps = max(record.meta["steps_logged"], 1)
-        ratios = {name: count / steps for name, count in record.meta["update_counts"].items()}
-        return layer_kind_grid(ratios, shapes), "update ratio"
-    means = {name: float(t.float().mean()) for name, t in record.masks.items()}
-    return layer_kind_grid(means, shapes), "mean value"
-
-
 def cmd_show(store: MaskStore, args: argparse.Namespace) -> int:
     record = store.get(args.id)
     grid, label = record_grid(record)
@@ -201,25 +186,6 @@ def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def update_frequency_by_layer(record: MaskRecord) -> tuple[list[int], dict[int, list[float]]]:
-    """Per logged step, the fraction of each encoder layer's logged entries that were updated."""
-    shapes = {name: info["shape"] for name, info in record.meta["tensors"].items()}
-    layer_of = {t.name: t.layer for t in targets_from_names(shapes) if t.layer is not None}
-    steps: list[int] = []
-    per_layer: dict[int, list[float]] = defaultdict(list)
-    for step, masks in record.steps():
-        updated: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for name, mask in masks.items():
-            if name in layer_of:
-                cell = updated[layer_of[name]]
-                cell[0] += count_nonzero(mask)
-                cell[1] += mask.numel()
-        steps.append(step)
-        for layer, (count, total) in updated.items():
-            per_layer[layer].append(count / max(total, 1))
-    return steps, dict(per_layer)
-
-
 def check_export_target(out: Path, record_id: str, force: bool) -> None:
     """Refuse to replace a folder unless it is empty, an earlier export of the same record, or --force is given."""
     check_writable_dir(out, "Export target")
@@ -267,28 +233,17 @@ def cmd_export(store: MaskStore, args: argparse.Namespace) -> int:
 
 def _masked_base_model(record: MaskRecord, args: argparse.Namespace):
     """The base model named by --model, loaded, with the record's binary mask applied."""
-    from transformers import AutoTokenizer
-
-    from subnets.models import load_weights, resolve_model_path
-
-    from .apply import apply_masks
+    from subnets.models import load_classifier
 
     if record.kind != "ticket":
         raise SubnetsError(f"Record {record.id[:12]} is a {record.kind} record; export {args.format} needs a binary ticket.")
     if not args.model:
         raise SubnetsError(f"Export format '{args.format}' needs the base model: pass --model NAME_OR_PATH.")
-    path = resolve_model_path(args.model)
-    model = load_weights(path, args.model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise SubnetsError(f"Could not load base model '{args.model}' ({e.__class__.__name__}); expected a model directory or name.") from e
+    model, tokenizer = load_classifier(args.model)
     return apply_masks(model, record.masks), tokenizer
 
 
 def _export_dense(record: MaskRecord, args: argparse.Namespace) -> None:
-    from subnets.models import save_plain_model
-
     model, tokenizer = _masked_base_model(record, args)
     save_plain_model(model, tokenizer, args.out)
 

@@ -10,9 +10,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from subnets.errors import SubnetsError
-from subnets.targets import canonical_parameter_name, describe_denominator, targets_from_names
-
-from .bits import count_nonzero
+from subnets.targets import canonical_parameter_name
 
 KINDS = ("ticket", "state", "update")
 """ticket: a binary mask; state: real-valued gate or score state; update: per-step update masks of one run."""
@@ -114,20 +112,6 @@ def infer_kind(masks: Mapping[str, torch.Tensor], requested: str | None) -> str:
     if kind == "update":
         raise SubnetsError("Update-mask records are written with MaskStore.open_update_log(meta), not put().")
     return kind
-
-
-def sparsity_meta(masks: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """Actual sparsity of a binary mask (pruned = False): global and per tensor, with the denominator named."""
-    pruned = {name: m.numel() - count_nonzero(m) for name, m in masks.items()}
-    total = sum(m.numel() for m in masks.values())
-    targets = targets_from_names({name: tuple(m.shape) for name, m in masks.items()})
-    return {
-        "global": sum(pruned.values()) / max(total, 1),
-        "pruned": sum(pruned.values()),
-        "total": total,
-        "denominator": describe_denominator(targets),
-        "per_tensor": {name: pruned[name] / max(masks[name].numel(), 1) for name in masks},
-    }
 
 
 def model_fingerprint(model_or_state: torch.nn.Module | Mapping[str, torch.Tensor], samples: int = 1024) -> str:

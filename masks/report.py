@@ -1,4 +1,5 @@
-"""Per layer x matrix kind tables of per-tensor values, and the comparison of two binary masks."""
+"""Per layer x matrix kind tables of per-tensor values (of any record), update frequency per layer over the steps
+of an update log, and the comparison of two binary masks."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from subnets.errors import SubnetsError
+from subnets.sparsity import count_nonzero
 from subnets.targets import ENCODER_KINDS, targets_from_names
 
 from .bits import overlap_counts
+from .record import MaskRecord
 
 
 def layer_kind_grid(values: Mapping[str, float], shapes: Mapping[str, Sequence[int]]) -> dict[str, Any]:
@@ -38,6 +41,38 @@ def grid_columns(grid: Mapping[str, Any]) -> list[str]:
     """Matrix kinds present in a grid's layers, in the canonical order (Q, K, V, AO, FFN in, FFN out, others)."""
     present = {kind for row in grid["layers"].values() for kind in row}
     return [k for k in ENCODER_KINDS if k in present] + sorted(present - set(ENCODER_KINDS))
+
+
+def record_grid(record: MaskRecord) -> tuple[dict[str, Any], str]:
+    """The layer x kind grid of a record and what its values are."""
+    shapes = {name: info["shape"] for name, info in record.meta["tensors"].items()}
+    if record.kind == "ticket":
+        return layer_kind_grid(record.meta["sparsity"]["per_tensor"], shapes), "sparsity"
+    if record.kind == "update":
+        steps = max(record.meta["steps_logged"], 1)
+        ratios = {name: count / steps for name, count in record.meta["update_counts"].items()}
+        return layer_kind_grid(ratios, shapes), "update ratio"
+    means = {name: float(t.float().mean()) for name, t in record.masks.items()}
+    return layer_kind_grid(means, shapes), "mean value"
+
+
+def update_frequency_by_layer(record: MaskRecord) -> tuple[list[int], dict[int, list[float]]]:
+    """Per logged step, the fraction of each encoder layer's logged entries that were updated."""
+    shapes = {name: info["shape"] for name, info in record.meta["tensors"].items()}
+    layer_of = {t.name: t.layer for t in targets_from_names(shapes) if t.layer is not None}
+    steps: list[int] = []
+    per_layer: dict[int, list[float]] = defaultdict(list)
+    for step, masks in record.steps():
+        updated: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for name, mask in masks.items():
+            if name in layer_of:
+                cell = updated[layer_of[name]]
+                cell[0] += count_nonzero(mask)
+                cell[1] += mask.numel()
+        steps.append(step)
+        for layer, (count, total) in updated.items():
+            per_layer[layer].append(count / max(total, 1))
+    return steps, dict(per_layer)
 
 
 def check_same_layout(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> None:

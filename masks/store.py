@@ -1,81 +1,52 @@
 """The mask store: a directory of content-addressed records shared by every stage.
 
-Layout: `<root>/records/<id>/record.json` (metadata with its own checksum and the checksum of every data file)
-plus the data: `masks.safetensors` for tickets and states, `index.jsonl` + `chunk-*.safetensors` for update-mask
-logs. A record is assembled in `<root>/tmp/` and renamed into place as a whole, so readers and concurrent writers
-only ever see complete records; two writers of the same content race harmlessly for the same id.
+Layout: `<root>/records/<id>/record.json` (metadata with its own checksum and the checksum of every data file,
+`masks.files`) plus the data of the record's format, chosen by its kind from `FORMATS`: `masks.safetensors` for
+tickets and states (`masks.mask_file`), `index.jsonl` + `chunk-*.safetensors` for update-mask logs
+(`masks.update_log`). A record is assembled in `<root>/tmp/` and renamed into place as a whole, so readers and
+concurrent writers only ever see complete records; two writers of the same content race harmlessly for the same id.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 
 from subnets.errors import SubnetsError
-from subnets.io import atomic_write_bytes, check_writable_dir, make_temp_dir
+from subnets.io import check_writable_dir
 
-from .bits import decode_masks, encode_masks
-from .record import (
-    FORMAT_VERSION,
-    MaskRecord,
-    canonical_json,
-    content_id,
-    infer_kind,
-    sha256_hex,
-    sparsity_meta,
-    tensor_layout,
-    validate_user_meta,
-)
+from .files import discard, read_record_json, records_dir
+from .mask_file import MASK_FILES
+from .record import MaskRecord, validate_user_meta
+from .update_log import UPDATE_LOGS, UpdateLog
 
 ROOT_ENV = "SUBNETS_MASK_STORE"
 DEFAULT_ROOT = "masks_store"
-RECORD_FILE = "record.json"
-MASK_FILE = "masks.safetensors"
 MIN_PREFIX = 4
 
 
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+class RecordFormat(Protocol):
+    """How the records of one kind are read and checked (each format also has its own writer)."""
+
+    def record(self, directory: Path, meta: dict[str, Any]) -> MaskRecord: ...
+
+    def verify(self, directory: Path, meta: Mapping[str, Any]) -> str | None: ...
 
 
-def write_record_json(directory: Path, meta: Mapping[str, Any]) -> None:
-    """record.json = {"record": meta, "sha256": checksum of the canonical meta} (atomically replaced)."""
-    body = {"record": dict(meta), "sha256": sha256_hex(canonical_json(meta))}
-    atomic_write_bytes(directory / RECORD_FILE, json.dumps(body, indent=1, sort_keys=True).encode() + b"\n")
+FORMATS: dict[str, RecordFormat] = {"ticket": MASK_FILES, "state": MASK_FILES, "update": UPDATE_LOGS}
+"""Record kind -> its format; every kind of `masks.record.KINDS` has one."""
 
 
-def read_record_json(directory: Path) -> dict[str, Any]:
-    path = directory / RECORD_FILE
-    try:
-        body = json.loads(path.read_bytes())
-        meta = body["record"]
-        ok = body["sha256"] == sha256_hex(canonical_json(meta))
-    except FileNotFoundError as e:
-        raise SubnetsError(f"Record {directory.name[:12]} has no {RECORD_FILE}; the record is incomplete.") from e
-    except (ValueError, KeyError, TypeError) as e:
-        raise SubnetsError(f"{path} is damaged (not the JSON the store writes); run `subnets-masks verify`.") from e
-    if not ok:
-        raise SubnetsError(f"{path} fails its checksum (edited or corrupted); run `subnets-masks verify`.")
-    return meta
-
-
-def read_checked(path: Path, expected: Mapping[str, Any]) -> bytes:
-    """The bytes of a data file, after checking size and sha256 against the record."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise SubnetsError(f"{path} is missing; the record is damaged.") from e
-    if len(data) != expected["bytes"]:
-        raise SubnetsError(f"{path} has {len(data)} bytes, the record says {expected['bytes']}: the file is truncated or damaged.")
-    if sha256_hex(data) != expected["sha256"]:
-        raise SubnetsError(f"{path} fails its sha256 checksum: the file is corrupted.")
-    return data
+def record_format(directory: Path, meta: Mapping[str, Any]) -> RecordFormat:
+    """The format of a record, by its kind; a kind this version does not know is a clear error."""
+    kind = meta.get("kind")
+    if kind not in FORMATS:
+        raise SubnetsError(f"Record {directory.name[:12]} has kind {kind!r}; expected one of {', '.join(FORMATS)} "
+                           f"(written by a newer version?).")
+    return FORMATS[kind]
 
 
 def check_store_root(root: str | os.PathLike) -> None:
@@ -93,57 +64,25 @@ class MaskStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.records_dir = self.root / "records"
+        self.records_dir = records_dir(self.root)
 
     # ---- writing -------------------------------------------------------------------------------------------
     def put(self, masks: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None) -> str:
         """Store a binary ticket (bool tensors) or a real-valued state (float tensors); returns the record id."""
-        if not masks:
-            raise SubnetsError("Cannot store an empty mask dict; expected parameter name -> tensor entries.")
-        record = validate_user_meta(meta)
-        data = encode_masks(masks)
-        record["kind"] = infer_kind(masks, record.get("kind"))
-        record["format"] = FORMAT_VERSION
-        record["tensors"] = tensor_layout(masks)
-        record["sparsity"] = sparsity_meta(masks) if record["kind"] == "ticket" else None
-        record["files"] = {MASK_FILE: {"sha256": sha256_hex(data), "bytes": len(data)}}
-        record["created"] = utc_now()
-        record_id = content_id(record, {MASK_FILE: record["files"][MASK_FILE]["sha256"]})
-        if (self.records_dir / record_id).is_dir():
-            return record_id
-        with self.staging_dir() as tmp:
-            (tmp / MASK_FILE).write_bytes(data)
-            write_record_json(tmp, record)
-            self.publish(tmp, record_id)
-        return record_id
+        return MASK_FILES.write(self.root, masks, validate_user_meta(meta))
 
-    def open_update_log(self, meta: Mapping[str, Any] | None = None, *, flush_every: int = 8) -> "UpdateLog":
+    def open_update_log(self, meta: Mapping[str, Any] | None = None, *, flush_every: int = 8) -> UpdateLog:
         """Start one update-mask record for a run (ROSE / RoAST); see `masks.update_log.UpdateLog`."""
-        from .update_log import UpdateLog
+        return UpdateLog.open(self.root, validate_user_meta(meta), flush_every=flush_every)
 
-        return UpdateLog.open(self, validate_user_meta(meta), flush_every=flush_every)
-
-    def staging_dir(self) -> "_Staging":
-        return _Staging(self.root / "tmp")
-
-    def publish(self, staged: Path, record_id: str) -> bool:
-        """Rename a staged record directory into place; False if a record with this id already exists."""
-        self.records_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(staged, self.records_dir / record_id)
-            return True
-        except OSError:
-            if (self.records_dir / record_id).is_dir():  # the same content was published concurrently
-                return False
-            raise
+    def resume_update_log(self, state: Mapping[str, Any], *, flush_every: int = 8) -> UpdateLog:
+        """Reopen the update log a run's checkpoint describes (`UpdateLog.state_dict()`); see `UpdateLog.resume`."""
+        return UpdateLog.resume(self.root, state, flush_every=flush_every)
 
     def remove(self, record_id: str) -> str:
         """Delete a record (an abbreviated id is accepted); returns the full id."""
         full = self.resolve(record_id)
-        trash = self.root / "tmp" / f"rm-{full}-{os.getpid()}"
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.records_dir / full, trash)  # disappears atomically, then is cleaned up
-        shutil.rmtree(trash, ignore_errors=True)
+        discard(self.root, self.records_dir / full)
         return full
 
     # ---- reading -------------------------------------------------------------------------------------------
@@ -233,15 +172,9 @@ class MaskStore:
         Records that vanish while they are checked (an update log being closed, a record being removed) are left
         out; a damaged record is reported, and the others are still checked.
         """
-        from .update_log import verify_update_record
-
         def check(directory: Path) -> str | None:
             meta = read_record_json(directory)
-            if meta["kind"] == "update":
-                return verify_update_record(directory, meta, directory.name)
-            decode_masks(read_checked(directory / MASK_FILE, meta["files"][MASK_FILE]))
-            expected = content_id(meta, {MASK_FILE: meta["files"][MASK_FILE]["sha256"]})
-            return None if expected == directory.name else "the id does not match the record's content"
+            return record_format(directory, meta).verify(directory, meta)
 
         results = []
         for full in [self.resolve(record_id)] if record_id else self.ids():
@@ -254,25 +187,4 @@ class MaskStore:
 
     def _record(self, record_id: str, meta: dict[str, Any]) -> MaskRecord:
         directory = self.records_dir / record_id
-        if meta["kind"] == "update":
-            from .update_log import iter_steps, recovered_meta, update_frequency
-
-            meta = recovered_meta(directory, meta)
-            return MaskRecord(record_id, meta, lambda: update_frequency(directory), lambda: iter_steps(directory))
-        return MaskRecord(record_id, meta, lambda: decode_masks(read_checked(directory / MASK_FILE, meta["files"][MASK_FILE])))
-
-
-class _Staging:
-    """A fresh directory under `<root>/tmp/`, removed on exit unless it was published (renamed away)."""
-
-    def __init__(self, parent: Path):
-        self.parent = parent
-
-    def __enter__(self) -> Path:
-        self.parent.mkdir(parents=True, exist_ok=True)
-        self.path = make_temp_dir(self.parent, prefix="stage-")
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-
+        return record_format(directory, meta).record(directory, meta)

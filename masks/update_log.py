@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -24,19 +23,20 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes
+from subnets.sparsity import count_nonzero
 
-from .bits import check_mask_tensor, count_nonzero, decode_masks, encode_masks
-from .record import FORMAT_VERSION, canonical_json, content_id, sha256_hex, tensor_layout
-from .store import MaskStore, read_checked, read_record_json, utc_now, write_record_json
+from .bits import check_mask_tensor, decode_masks, encode_masks
+from .files import Staging, discard, publish, read_checked, read_record_json, records_dir, utc_now, write_record_json
+from .record import FORMAT_VERSION, MaskRecord, canonical_json, content_id, sha256_hex, tensor_layout
 
 INDEX_FILE = "index.jsonl"
 
 
 class UpdateLog:
-    """Append-only writer; create it with `MaskStore.open_update_log(meta)`."""
+    """Append-only writer; create it with `MaskStore.open_update_log(meta)` (or `resume_update_log(state)`)."""
 
-    def __init__(self, store: MaskStore, directory: Path, meta: dict[str, Any], flush_every: int):
-        self.store, self.directory, self.meta, self.flush_every = store, directory, meta, flush_every
+    def __init__(self, root: Path, directory: Path, meta: dict[str, Any], flush_every: int):
+        self.root, self.directory, self.meta, self.flush_every = root, directory, meta, flush_every
         self.layout: dict[str, dict[str, Any]] | None = None
         self.buffer: list[tuple[int, dict[str, torch.Tensor]]] = []
         self.buffer_counts: dict[str, float] = {}
@@ -47,26 +47,27 @@ class UpdateLog:
         self.closed_id: str | None = None
 
     @classmethod
-    def open(cls, store: MaskStore, meta: dict[str, Any], *, flush_every: int = 8) -> "UpdateLog":
+    def open(cls, root: Path, meta: dict[str, Any], *, flush_every: int = 8) -> "UpdateLog":
+        """A new open log in the store at `root`, visible there at once (kind "update", complete: false)."""
         if flush_every < 1:
             raise SubnetsError(f"flush_every must be at least 1, got {flush_every}.")
         if meta.setdefault("kind", "update") != "update":
             raise SubnetsError(f"An update log has kind 'update', but meta asks for '{meta['kind']}'.")
         meta.update(format=FORMAT_VERSION, created=utc_now(), complete=False)
         provisional = sha256_hex(canonical_json(meta) + os.urandom(16))
-        with store.staging_dir() as tmp:
+        with Staging(root) as tmp:
             (tmp / INDEX_FILE).touch()
             write_record_json(tmp, meta)
-            store.publish(tmp, provisional)
-        return cls(store, store.records_dir / provisional, meta, flush_every)
+            publish(root, tmp, provisional)
+        return cls(root, records_dir(root) / provisional, meta, flush_every)
 
     @classmethod
-    def resume(cls, store: MaskStore, state: Mapping[str, Any], *, flush_every: int = 8) -> "UpdateLog":
+    def resume(cls, root: Path, state: Mapping[str, Any], *, flush_every: int = 8) -> "UpdateLog":
         """Reopen the log a checkpoint's `state_dict()` describes; chunks flushed after that checkpoint are removed
         (the resumed run logs those steps again)."""
-        directory = store.records_dir / state["id"]
+        directory = records_dir(root) / state["id"]
         if not directory.is_dir():
-            raise SubnetsError(f"The update-mask record {state['id'][:12]} this run logs to is not in {store.root}; "
+            raise SubnetsError(f"The update-mask record {state['id'][:12]} this run logs to is not in {root}; "
                                f"expected the interrupted run's open record there to resume (or a new --output_dir).")
         meta = read_record_json(directory)
         if meta.get("complete"):
@@ -81,7 +82,7 @@ class UpdateLog:
         for chunk in directory.glob("chunk-*.safetensors"):
             if int(chunk.name.removeprefix("chunk-").removesuffix(".safetensors")) >= chunks:
                 chunk.unlink()
-        log = cls(store, directory, meta, flush_every)
+        log = cls(root, directory, meta, flush_every)
         log.layout, log.totals, log.chunks = state["layout"], dict(state["totals"]), chunks
         log.steps_logged, log.last_step = state["steps_logged"], state["last_step"]
         return log
@@ -167,12 +168,9 @@ class UpdateLog:
         self.meta["files"] = files
         self.meta["complete"] = True
         record_id = content_id(self.meta, {name: f["sha256"] for name, f in files.items()})
-        final = self.store.records_dir / record_id
+        final = records_dir(self.root) / record_id
         if final.exists():  # an identical run already logged the same content: keep that record
-            trash = self.store.root / "tmp" / f"rm-{self.directory.name}-{os.getpid()}"
-            trash.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(self.directory, trash)  # gone at once for readers, then cleaned up
-            shutil.rmtree(trash, ignore_errors=True)
+            discard(self.root, self.directory)
         else:
             os.rename(self.directory, final)
             write_record_json(final, self.meta)
@@ -266,3 +264,18 @@ def verify_update_record(directory: Path, meta: Mapping[str, Any], record_id: st
         read_checked(directory / name, expected)
     expected_id = content_id(meta, {name: f["sha256"] for name, f in meta["files"].items()})
     return None if expected_id == record_id else "the id does not match the record's content"
+
+
+class UpdateLogFormat:
+    """Update-mask logs (kind "update", see `masks.store.FORMATS`); written by `UpdateLog`."""
+
+    def record(self, directory: Path, meta: dict[str, Any]) -> MaskRecord:
+        """The record (an unclosed log's fields recovered from its index); `masks` is the update frequency."""
+        return MaskRecord(directory.name, recovered_meta(directory, meta), lambda: update_frequency(directory),
+                          lambda: iter_steps(directory))
+
+    def verify(self, directory: Path, meta: Mapping[str, Any]) -> str | None:
+        return verify_update_record(directory, meta, directory.name)
+
+
+UPDATE_LOGS = UpdateLogFormat()

@@ -16,22 +16,26 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from pipelines import RECIPE_DIR
 from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
 from subnets.data import default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
 from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock
 from subnets.models import MINILM_ALIAS
-from subnets.objectives import ObjectiveArguments, build_objective
+from subnets.objectives import ObjectiveArguments, build_objective, objective_arguments
 from subnets.masking.sources import run_config
-from subnets.selective import SelectiveArguments, build_selective
+from subnets.registry import OptionGroups
+from subnets.selective import SelectiveArguments, build_selective, selective_arguments
+from subnets.store_options import MaskStoreArguments
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_from_record, task_record, user_task
 from subnets.threads import configure_threads
 from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, STATE_FILE, best_metric
 
-# Argument dataclasses every training stage takes; method packages append theirs.
+# Argument dataclasses every training stage takes (the method registries' option groups included); method
+# packages append theirs.
 STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, DataFileArguments, TrainingArguments,
-                               ObjectiveArguments, SelectiveArguments]
+                               MaskStoreArguments, *objective_arguments(), *selective_arguments()]
 DEFAULT_TASK = "sst2"
 
 # Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
@@ -39,13 +43,13 @@ RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "lo
                        "per_device_eval_batch_size", "save_steps", "num_threads"}
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
 # the same folder seen from another working directory are one run.
-PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "update_mask_store", "bias_predictions",
+PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions",
                 "teacher_predictions", "wordnet_dir"}
 RUN_CONFIG_FILE = "run_config.json"
 
 
 def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> StageArgs:
-    args = parse_args([*STAGE_ARGUMENTS, *extra], argv)
+    args = parse_args([*STAGE_ARGUMENTS, *extra], argv, recipe_dir=RECIPE_DIR)
     if args.num_threads is not None:
         configure_threads(args.num_threads)
     if args.data_dir is None:
@@ -210,13 +214,15 @@ class TrainingSetup:
 
 def build_training_setup(args: StageArgs, task: TaskSpec, data: TaskData) -> TrainingSetup:
     """The objective, callbacks and optimizer chosen by the method options (CE and AdamW by default)."""
-    selective = build_selective(args[SelectiveArguments], seed=args.seed, objective_args=args[ObjectiveArguments])
+    options = OptionGroups(args.instances)
+    selective = build_selective(args[SelectiveArguments], seed=args.seed, objective_args=args[ObjectiveArguments],
+                                options=options, mask_store=args[MaskStoreArguments])
     smoothing = args.label_smoothing_factor
     if selective.objective is not None and smoothing:
         raise SubnetsError("--label_smoothing_factor applies to the cross-entropy objectives; expected 0 with a ROSE "
                            "or RoAST selective method, which bring their own loss.")
     objective = selective.objective or build_objective(args[ObjectiveArguments], task, data.train,
-                                                       label_smoothing=smoothing)
+                                                       label_smoothing=smoothing, options=options)
     return TrainingSetup(objective=objective,
                          callbacks=selective.callbacks, optimizer_factory=selective.optimizer_factory)
 

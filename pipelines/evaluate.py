@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli, run_task
 from subnets.attacks import ATTACKS
 from subnets.attacks.pipeline import AttackOptions, attack_examples, attack_tables, file_examples, is_attackable, task_examples
@@ -31,7 +32,7 @@ from subnets.data import Collator, default_data_dir, load_split, subsample, toke
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, compute_metrics, predict
 from subnets.io import atomic_write_json, atomic_write_text
-from subnets.models import checkpoint_labels, load_trained_classifier
+from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, user_task
@@ -51,6 +52,7 @@ class EvaluateArguments:
     max_eval_samples: int | None = None
     max_seq_length: int = 128
     per_device_eval_batch_size: int = 128
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
     attack: str = field(default="none", metadata={"help": "none|textfooler|pwws|textbugger|bae (docs/robustness.md)."})
     attack_samples: int | None = field(default=None, metadata={"help": "Examples to attack (default: 872 SST-2, else 1000; a file: all rows)."})
     attack_seed: int = 0
@@ -82,7 +84,8 @@ def checkpoint_names(paths: Sequence[str]) -> list[str]:
 
 def load_for_eval(path: str) -> tuple[torch.nn.Module, Any, list[str]]:
     """The checkpoint's model and tokenizer, with the label names its own config declares."""
-    return load_trained_classifier(path)
+    path, labels = checkpoint_labels(path)
+    return (*load_classifier(path, labels), labels)
 
 
 def user_sets(files: DataFileArguments, first_checkpoint: str) -> list[TaskSpec]:
@@ -110,7 +113,8 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
     def set_logits(task):
         raw = subsample(load_split(task, task.eval_split, args.data_dir), args.max_eval_samples, shuffle=False)
         tokenized = tokenize(raw, tokenizer, task, args.max_seq_length)
-        return raw, predict(model, tokenized, Collator(tokenizer), args.per_device_eval_batch_size, device)
+        return raw, predict(model, tokenized, Collator(tokenizer), args.per_device_eval_batch_size, device,
+                                       args.bf16)
 
     out_logits = set_logits(get_task(args.ood_task))[1] if args.ood_task else None
     results = {}
@@ -142,7 +146,7 @@ def attack_options(args: EvaluateArguments) -> AttackOptions:
                          query_budget=args.attack_budget, max_ratio=args.attack_max_ratio,
                          max_candidates=args.attack_max_candidates, embeddings=args.attack_embeddings,
                          disable=tuple(c for c in args.attack_disable.split(",") if c), data_dir=args.data_dir,
-                         wordnet_dir=args.wordnet_dir)
+                         wordnet_dir=args.wordnet_dir, bf16=args.bf16)
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]],
@@ -166,7 +170,7 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]],
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args, files = parse_args([EvaluateArguments, DataFileArguments], argv).instances
+    args, files = parse_args([EvaluateArguments, DataFileArguments], argv, recipe_dir=RECIPE_DIR).instances
     if not args.checkpoint:
         raise SubnetsError("No --checkpoint given; expected at least one checkpoint or run directory.")
     if not args.output_dir:

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from pipelines.common import (build_training_setup, check_run_dir, load_task_data, parse_stage_args, resolve_task,
                               run_cli, run_directory, write_metrics)
 from subnets.config import TrainingArguments
+from subnets.distributed import init_distributed
 from subnets.models import load_classifier
 from subnets.training import Trainer, set_seed
 
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, tokenizer = load_classifier(args.model_name_or_path, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
+    init_distributed()  # under torchrun: the process group the Trainer trains in
     trainer = Trainer(model, args[TrainingArguments], task, data.train, data.eval, tokenizer,
                       objective=setup.objective, callbacks=setup.callbacks, optimizer_factory=setup.optimizer_factory)
     with run_directory(args, STAGE, task) as out:  # only once every input has been checked

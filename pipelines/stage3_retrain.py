@@ -14,9 +14,11 @@ from typing import Any, Sequence
 from pipelines.common import (absolute_path, build_training_setup, check_run_dir, load_task_data, parse_stage_args,
                               resolve_task, run_cli, run_directory, write_metrics)
 from subnets.config import ModelArguments, StageArgs, TrainingArguments
+from subnets.distributed import init_distributed
 from subnets.masking.retrain import (RetrainArguments, draw_ticket, load_initialisation, retrain_ticket,
                                      store_ticket, ticket_trainer)
 from subnets.masking.sources import run_config, run_model_source
+from subnets.store_options import MaskStoreArguments
 from subnets.training import set_seed
 
 STAGE = "stage3_retrain"
@@ -43,17 +45,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     task = resolve_task(args, retrain.mask if run_config(retrain.mask) else source)
     check_run_dir(args, STAGE, task)
     set_seed(args.seed)
-    ticket, mask_meta = draw_ticket(retrain)
+    store = args[MaskStoreArguments]
+    ticket, mask_meta = draw_ticket(retrain, store)
     model, tokenizer = load_initialisation(source, retrain.init, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
+    init_distributed()  # under torchrun: the process group the Trainer trains in
     trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args[TrainingArguments],
                              objective=setup.objective, callbacks=setup.callbacks,
                              optimizer_factory=setup.optimizer_factory)
     with run_directory(args, STAGE, task) as out:  # only once every input has been checked
         metrics = retrain_ticket(trainer, ticket)
         metrics["mask_source"] = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
-        metrics["ticket_id"] = store_ticket(out, tokenizer, ticket, task, retrain, mask_meta, args.seed, source)
+        metrics["ticket_id"] = store_ticket(out, tokenizer, ticket, task, retrain, mask_meta, args.seed, source,
+                                           store)
         write_metrics(out, metrics)
     return metrics
 

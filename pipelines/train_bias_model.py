@@ -21,13 +21,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli
 from subnets.config import parse_args
 from subnets.data import Collator, default_data_dir, load_split, tokenize
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, predict, softmax
 from subnets.io import atomic_write_json
-from subnets.models import load_trained_classifier
+from subnets.models import checkpoint_labels, load_classifier
 from subnets.objectives.bias_model import BIAS_TYPES, train_bias_model
 from subnets.objectives.debias import PredictionCache, dataset_fingerprint
 from subnets.tasks import TaskSpec, get_task
@@ -61,7 +62,8 @@ class BiasModelArguments:
 def load_teacher(model_path: str, task: TaskSpec) -> tuple[torch.nn.Module, Any]:
     """The fine-tuned teacher with its own head; refused if its labels are not the task's (a new random head
     would give meaningless teacher probabilities)."""
-    model, tokenizer, labels = load_trained_classifier(model_path)
+    path, labels = checkpoint_labels(model_path)
+    model, tokenizer = load_classifier(path, labels)
     check_label_compatibility(labels, task, task, f"teacher model {model_path}")
     return model, tokenizer
 
@@ -78,7 +80,7 @@ def teacher_predictions(model: torch.nn.Module, tokenizer: Any, task: TaskSpec, 
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args, files = parse_args([BiasModelArguments, DataFileArguments], argv).instances
+    args, files = parse_args([BiasModelArguments, DataFileArguments], argv, recipe_dir=RECIPE_DIR).instances
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for the bias predictions.")
     if args.bias_type not in BIAS_TYPES:

@@ -2,7 +2,7 @@
 
 Thin wrappers over the library the stage scripts use: `Trainer` (one training loop), `masking.search`,
 `masking.draw`, `masking.retrain`, `attacks.pipeline` and `masks.MaskStore`. Training options are the stage
-options (`TrainingArguments` / `SearchArguments` field names) given as keyword arguments.
+options (`TrainingArguments` field names and the stage's option names) given as keyword arguments.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import TrainingArguments
 from .data import default_data_dir, load_split, subsample, tokenize
+from .distributed import init_distributed
 from .errors import SubnetsError
 from .tasks import TaskSpec, get_task
 from .training import Trainer, set_seed
@@ -77,20 +78,26 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: T
              output_dir: PathLike, **training: Any) -> dict[str, Any]:
     """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return Trainer(model, args, task, data.train, data.eval, tokenizer).train()
+    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed()).train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
                 output_dir: PathLike, *, source: str = "api", **options: Any) -> dict[str, Any]:
-    """Stage 2: search a mask (options: SearchArguments fields such as method, target_sparsity, mask_store,
-    plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id, "state": id}."""
-    from .masking.search import SearchArguments, search_mask as run_search
+    """Stage 2: search a mask (options: the stage's option names, such as method, target_sparsity, controller,
+    imp_rate, mask_store, plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id,
+    "state": id}."""
+    from .masking.search import SearchArguments, search_arguments, search_mask as run_search
+    from .registry import OptionGroups
+    from .store_options import MaskStoreArguments
 
-    search_names = {f.name for f in dataclasses.fields(SearchArguments)}
-    search = _options(SearchArguments, {k: v for k, v in options.items() if k in search_names})
-    args = _options(TrainingArguments, {k: v for k, v in options.items() if k not in search_names},
-                    output_dir=str(output_dir))
-    return run_search(model, tokenizer, task, data.train, data.eval, args, search, source=source)
+    groups = []
+    for cls in [*search_arguments(), MaskStoreArguments]:
+        names = {f.name for f in dataclasses.fields(cls)}
+        groups.append(cls(**{k: options.pop(k) for k in list(options) if k in names}))
+    args = _options(TrainingArguments, options, output_dir=str(output_dir))
+    chosen = OptionGroups(groups)
+    return run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
+                      options=chosen, mask_store=chosen[MaskStoreArguments])
 
 
 def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None = None, *,
@@ -99,14 +106,14 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
     dict of tensors); with no sparsity, a stored binary ticket as it is."""
     from .masking.draw import draw_mask
     from .masking.retrain import RetrainArguments, draw_ticket as draw_from_source
+    from .store_options import MaskStoreArguments
 
     if isinstance(mask, dict):
         if sparsity is None:
             raise SubnetsError("draw_ticket needs a sparsity to draw from a mask given as tensors.")
         return draw_mask({n: t.float() for n, t in mask.items()}, sparsity, scope=scope)
-    retrain = RetrainArguments(mask=str(mask), sparsity=sparsity, draw_scope=scope,
-                               mask_store=None if mask_store is None else str(mask_store))
-    return draw_from_source(retrain)[0]
+    retrain = RetrainArguments(mask=str(mask), sparsity=sparsity, draw_scope=scope)
+    return draw_from_source(retrain, MaskStoreArguments(None if mask_store is None else str(mask_store)))[0]
 
 
 def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],

@@ -1,7 +1,8 @@
 """HF-style argument dataclasses, parsed by `transformers.HfArgumentParser` with an optional recipe file.
 
 A recipe (YAML or JSON, keys = option names) supplies defaults; command-line options override it.
-`--recipe NAME` looks for `pipelines/recipes/NAME.yaml` first, then treats NAME as a path.
+`--recipe NAME` looks for `NAME.yaml` (or `.json`) in the caller's recipe folder first (the stages pass
+`pipelines.RECIPE_DIR`), then treats NAME as a path.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from transformers.hf_argparser import string_to_bool
 
 from .errors import SubnetsError
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
 LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 REPORT_TO = ("tensorboard", "none")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
@@ -146,15 +146,21 @@ class StageArgs:
         raise AttributeError(name)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {type(i).__name__: dataclasses.asdict(i) for i in self.instances}
+        """Option values by group; a method's option group with a `config_group` class attribute is recorded
+        under that group (its family's), so run_config.json keeps one section per family."""
+        groups: dict[str, dict[str, Any]] = {}
+        for inst in self.instances:
+            groups.setdefault(getattr(inst, "config_group", type(inst).__name__), {}).update(dataclasses.asdict(inst))
+        return groups
 
 
-def load_recipe(name_or_path: str) -> dict[str, Any]:
-    """A recipe file's options (YAML or JSON), by name from pipelines/recipes or by path."""
-    candidates = [RECIPE_DIR / f"{name_or_path}.yaml", RECIPE_DIR / f"{name_or_path}.json", Path(name_or_path)]
-    path = next((p for p in candidates if p.is_file()), None)
+def load_recipe(name_or_path: str, recipe_dir: Path | None = None) -> dict[str, Any]:
+    """A recipe file's options (YAML or JSON), by name from `recipe_dir` or by path."""
+    named = [recipe_dir / f"{name_or_path}.yaml", recipe_dir / f"{name_or_path}.json"] if recipe_dir else []
+    path = next((p for p in [*named, Path(name_or_path)] if p.is_file()), None)
     if path is None:
-        raise SubnetsError(f"Recipe '{name_or_path}' not found; expected a file path or a name in {RECIPE_DIR}.")
+        raise SubnetsError(f"Recipe '{name_or_path}' not found; expected a file path"
+                           + (f" or a name in {recipe_dir}." if recipe_dir else "."))
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -242,18 +248,25 @@ def _merge_repeated_lists(parser: HfArgumentParser, argv: list[str]) -> list[str
     return rest + [t for opt, values in merged.items() for t in (opt, *values)]
 
 
-def parse_args(types: Sequence[type], argv: Sequence[str] | None = None) -> StageArgs:
-    """Parse `argv` into instances of the dataclasses `types`; `--recipe` supplies defaults.
+def _raise_parse_error(message: str) -> None:
+    raise SubnetsError(f"{message[0].upper()}{message[1:]}; see --help for this stage's options.")
+
+
+def parse_args(types: Sequence[type], argv: Sequence[str] | None = None, *, recipe_dir: Path | None = None) -> StageArgs:
+    """Parse `argv` into instances of the dataclasses `types`; `--recipe` (a file, or a name in `recipe_dir`)
+    supplies defaults.
 
     List options may be repeated (`--checkpoint a --checkpoint b`) or given several values at once.
     """
     parser = HfArgumentParser(list(types))
+    parser.error = _raise_parse_error  # one `error:` line (run_cli), not argparse's usage text and exit
     argv = _merge_repeated_lists(parser, list(sys.argv[1:] if argv is None else argv))
-    parser.add_argument("--recipe", default=None, help="Recipe file (YAML/JSON) or name in pipelines/recipes.")
+    parser.add_argument("--recipe", default=None,
+                        help="Recipe file (YAML/JSON)" + (f" or name in {recipe_dir}." if recipe_dir else "."))
     pre, _ = parser.parse_known_args(argv)
     explicit = _explicit_options(parser, argv)
     if pre.recipe:
-        recipe = _typed_recipe(parser, load_recipe(pre.recipe), pre.recipe)
+        recipe = _typed_recipe(parser, load_recipe(pre.recipe, recipe_dir), pre.recipe)
         explicit |= set(recipe)
         parser.set_defaults(**recipe)
     *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)

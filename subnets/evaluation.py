@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 
 from .data import Collator, batch_reader
 from .errors import SubnetsError
+from .precision import autocast
 from .tasks import TaskSpec
 
 OTHER = "<other>"  # model labels with no counterpart in an evaluation set (always wrong there)
@@ -18,8 +19,9 @@ OTHER = "<other>"  # model labels with no counterpart in an evaluation set (alwa
 
 @torch.inference_mode()
 def predict(model: PreTrainedModel, dataset: datasets.Dataset, collator: Collator, batch_size: int = 128,
-            device: torch.device | str | None = None) -> np.ndarray:
-    """Logits (float32, [n, num_labels]) for a tokenised dataset, batched by length to minimise padding."""
+            device: torch.device | str | None = None, bf16: bool = True) -> np.ndarray:
+    """Logits (float32, [n, num_labels]) for a tokenised dataset, batched by length to minimise padding; the
+    forward passes run under `precision.autocast(device, bf16)` (bf16 on CUDA unless `bf16` is false)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -30,7 +32,7 @@ def predict(model: PreTrainedModel, dataset: datasets.Dataset, collator: Collato
     for start in range(0, len(order), batch_size):
         batch = read(order[start:start + batch_size].tolist())
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("labels", "idx")}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device, bf16):
             chunks.append(model(**inputs).logits.float())
     model.train(was_training)
     logits = torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, model.config.num_labels), np.float32)

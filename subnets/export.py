@@ -22,19 +22,18 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 import torch
 import transformers
 from safetensors.torch import load_file
-from torch.nn.utils import parametrize
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import SubnetsError
-from .models import save_plain_model
-from .targets import Target, canonical_parameter_name, find_targets
+from .masking.layout import HEAD_KINDS, NEURON_KINDS, EncoderLayer, Layout, UnitMasks, encoder_layers
+from .targets import Target, canonical_parameter_name
+from .weights import require_plain, save_plain_model
 
 if TYPE_CHECKING:
     import torch_pruning as tp
@@ -42,44 +41,6 @@ if TYPE_CHECKING:
 COMPACT_CONFIG_KEY = "compact_structure"
 LOADER_NAME = "subnets.export.load_compact"
 _HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "n_heads", "num_heads")
-
-UnitMasks = dict[int, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class _LayerLayout:
-    """The six prunable matrices of one encoder layer plus its attention module and head size."""
-
-    targets: dict[str, Target]  # kind -> target
-    attention_name: str  # the module owning Q/K/V, which holds the head-count attributes
-    head_size: int
-
-    @property
-    def num_heads(self) -> int:
-        return self.targets["query"].shape[0] // self.head_size
-
-    @property
-    def intermediate_size(self) -> int:
-        return self.targets["ffn_in"].shape[0]
-
-
-def _layouts(model: torch.nn.Module) -> list[_LayerLayout]:
-    by_layer: dict[int, dict[str, Target]] = {}
-    for target in find_targets(model):
-        by_layer.setdefault(target.layer, {})[target.kind] = target
-    modules = dict(model.named_modules())
-    layouts = []
-    for index in sorted(by_layer):
-        targets = by_layer[index]
-        attention_name = targets["query"].module_name.rsplit(".", 1)[0]
-        head_size = getattr(modules[attention_name], "attention_head_size", None)
-        if not isinstance(head_size, int):
-            raise SubnetsError(
-                f"The attention module '{attention_name}' of {type(model).__name__} has no integer "
-                "`attention_head_size`; compact export supports BERT, RoBERTa, DistilBERT, ELECTRA and DeBERTa-v2."
-            )
-        layouts.append(_LayerLayout(targets, attention_name, head_size))
-    return layouts
 
 
 def _binary(name: str, mask: torch.Tensor) -> torch.Tensor:
@@ -98,16 +59,17 @@ def _binary(name: str, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _units_from_slices(
-    masks: Mapping[str, torch.Tensor], slices: list[tuple[Target, int]], units: int, unit: str, layer: int
+    masks: Mapping[str, torch.Tensor], slices: list[tuple[Target, Layout]], unit: str, layer: int
 ) -> torch.Tensor:
     """Kept units of one layer from the weight masks of the matrices that share them.
 
-    Each (target, dim) names a matrix whose rows (dim 0) or columns (dim 1) are grouped into `units` equal blocks;
-    every block must be entirely kept or entirely pruned, and all matrices must agree.
+    Each (target, layout) names a matrix whose rows (layout axis 0) or columns (axis 1) form the units; every
+    unit must be entirely kept or entirely pruned, and all matrices must agree.
     """
+    units = slices[0][1].group_shape[0]
     kept: torch.Tensor | None = None
     agreed_with = ""
-    for target, dim in slices:
+    for target, layout in slices:
         if target.name not in masks:
             continue
         mask = _binary(target.name, masks[target.name])
@@ -115,7 +77,7 @@ def _units_from_slices(
             raise SubnetsError(
                 f"Mask '{target.name}' has shape {tuple(mask.shape)}; expected the weight shape {target.shape}."
             )
-        blocks = (mask if dim == 0 else mask.T).reshape(units, -1)
+        blocks = (mask if layout.axis == 0 else mask.T).reshape(units, -1)
         block_kept, block_any = blocks.all(dim=1), blocks.any(dim=1)
         partial = (block_kept != block_any).nonzero().flatten()
         if len(partial):
@@ -142,8 +104,8 @@ def structured_masks_from_weight_masks(
     Raises SubnetsError if a mask removes part of a head or neuron, if the matrices of one unit disagree, or
     if a mask outside the six encoder matrices removes anything (only heads and neurons can be exported).
     """
-    layouts = _layouts(model)
-    encoder_names = {t.name for layout in layouts for t in layout.targets.values()}
+    layers = encoder_layers(model)
+    encoder_names = {t.name for layer in layers for t in layer.targets.values()}
     parameter_names = {canonical_parameter_name(n) for n, _ in model.named_parameters()}
     for name, mask in masks.items():
         if name not in parameter_names:
@@ -155,27 +117,15 @@ def structured_masks_from_weight_masks(
             )
     heads: UnitMasks = {}
     neurons: UnitMasks = {}
-    for index, layout in enumerate(layouts):
-        t = layout.targets
-        heads[index] = _units_from_slices(
-            masks, [(t["query"], 0), (t["key"], 0), (t["value"], 0), (t["attn_out"], 1)], layout.num_heads, "head", index
-        )
-        neurons[index] = _units_from_slices(
-            masks, [(t["ffn_in"], 0), (t["ffn_out"], 1)], layout.intermediate_size, "neuron", index
-        )
+    for index, layer in enumerate(layers):
+        heads[index] = _units_from_slices(masks, [(layer.targets[k], layer.layouts[k]) for k in HEAD_KINDS], "head", index)
+        neurons[index] = _units_from_slices(masks, [(layer.targets[k], layer.layouts[k]) for k in NEURON_KINDS],
+                                            "neuron", index)
     return heads, neurons
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # masking
-
-
-def _require_plain(model: torch.nn.Module) -> None:
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise SubnetsError(
-            "The model still carries parametrizations (mask modules); expected a plain model: make the masks "
-            "permanent first (e.g. save it with subnets.models.save_plain_model and load it back)."
-        )
 
 
 def _full_unit_masks(given: Mapping[int, torch.Tensor], units: list[int], unit: str) -> list[torch.Tensor]:
@@ -200,25 +150,19 @@ def _full_unit_masks(given: Mapping[int, torch.Tensor], units: list[int], unit: 
 
 
 def _unit_vectors(
-    layouts: list[_LayerLayout], head_masks: Mapping[int, torch.Tensor], neuron_masks: Mapping[int, torch.Tensor]
+    layers: list[EncoderLayer], head_masks: Mapping[int, torch.Tensor], neuron_masks: Mapping[int, torch.Tensor]
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    heads = _full_unit_masks(head_masks, [layout.num_heads for layout in layouts], "head")
-    neurons = _full_unit_masks(neuron_masks, [layout.intermediate_size for layout in layouts], "neuron")
+    heads = _full_unit_masks(head_masks, [layer.num_heads for layer in layers], "head")
+    neurons = _full_unit_masks(neuron_masks, [layer.intermediate_size for layer in layers], "neuron")
     return heads, neurons
 
 
 @torch.no_grad()
-def _zero_units(modules: Mapping[str, torch.nn.Module], layout: _LayerLayout, heads: torch.Tensor, neurons: torch.Tensor) -> None:
-    t = layout.targets
-    removed_channels = (~heads).repeat_interleave(layout.head_size)
-    for kind, dropped in (("query", removed_channels), ("key", removed_channels), ("value", removed_channels),
-                          ("attn_out", removed_channels), ("ffn_in", ~neurons), ("ffn_out", ~neurons)):
-        weight = modules[t[kind].module_name].weight
-        dropped = dropped.to(weight.device)
-        if kind in ("attn_out", "ffn_out"):
-            weight[:, dropped] = 0
-        else:
-            weight[dropped] = 0
+def _zero_units(modules: Mapping[str, torch.nn.Module], layer: EncoderLayer, heads: torch.Tensor, neurons: torch.Tensor) -> None:
+    for kind in HEAD_KINDS + NEURON_KINDS:
+        weight = modules[layer.targets[kind].module_name].weight
+        kept = layer.layouts[kind].broadcast(heads if kind in HEAD_KINDS else neurons)
+        weight.masked_fill_(~kept.to(weight.device), 0)
 
 
 def apply_structured_masks(
@@ -226,45 +170,17 @@ def apply_structured_masks(
 ) -> None:
     """Zero, in place, the weights of the removed heads (Q/K/V rows, attention-output columns) and neurons
     (FFN-in rows, FFN-out columns). Layers missing from a dict keep all their units."""
-    _require_plain(model)
-    layouts = _layouts(model)
-    heads, neurons = _unit_vectors(layouts, head_masks, neuron_masks)
-    _zero_all(model, layouts, heads, neurons)
+    require_plain(model)
+    layers = encoder_layers(model)
+    heads, neurons = _unit_vectors(layers, head_masks, neuron_masks)
+    _zero_all(model, layers, heads, neurons)
 
 
-def _top_units(scores: torch.Tensor, keep: float) -> torch.Tensor:
-    kept = torch.zeros(len(scores), dtype=torch.bool)
-    kept[scores.topk(round(keep * len(scores))).indices.cpu()] = True
-    return kept
-
-
-@torch.no_grad()
-def magnitude_structured_masks(
-    model: torch.nn.Module, keep_heads: float, keep_neurons: float
-) -> tuple[UnitMasks, UnitMasks]:
-    """Keep, per layer, the fraction `keep_heads` of heads and `keep_neurons` of FFN neurons with the largest L1
-    weight norm (a head: its Q/K/V rows and attention-output columns; a neuron: its FFN-in row and FFN-out column).
-    A one-shot structured baseline, also used by the compact-export benchmark."""
-    for name, value in (("keep_heads", keep_heads), ("keep_neurons", keep_neurons)):
-        if not 0.0 <= value <= 1.0:
-            raise SubnetsError(f"{name} is {value}; expected a fraction between 0 and 1.")
-    _require_plain(model)
-    modules = dict(model.named_modules())
-    heads: UnitMasks = {}
-    neurons: UnitMasks = {}
-    for index, layout in enumerate(_layouts(model)):
-        weight = {kind: modules[t.module_name].weight.abs().float() for kind, t in layout.targets.items()}
-        per_channel = weight["query"].sum(1) + weight["key"].sum(1) + weight["value"].sum(1) + weight["attn_out"].sum(0)
-        heads[index] = _top_units(per_channel.reshape(layout.num_heads, -1).sum(1), keep_heads)
-        neurons[index] = _top_units(weight["ffn_in"].sum(1) + weight["ffn_out"].sum(0), keep_neurons)
-    return heads, neurons
-
-
-def _zero_all(model: torch.nn.Module, layouts: list[_LayerLayout], heads: list[torch.Tensor],
+def _zero_all(model: torch.nn.Module, layers: list[EncoderLayer], heads: list[torch.Tensor],
               neurons: list[torch.Tensor]) -> None:
     modules = dict(model.named_modules())
-    for layout, layer_heads, layer_neurons in zip(layouts, heads, neurons):
-        _zero_units(modules, layout, layer_heads, layer_neurons)
+    for layer, layer_heads, layer_neurons in zip(layers, heads, neurons):
+        _zero_units(modules, layer, layer_heads, layer_neurons)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,17 +192,17 @@ def _example_inputs(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
 
-def _prune_coupled(graph: tp.DependencyGraph, modules: Mapping[str, torch.nn.Module], layout: _LayerLayout,
+def _prune_coupled(graph: tp.DependencyGraph, modules: Mapping[str, torch.nn.Module], layer: EncoderLayer,
                    kind: str, removed: list[int]) -> None:
     """Remove output channels `removed` of the `kind` matrix and every channel torch-pruning couples to them."""
     import torch_pruning as tp
 
     if not removed:
         return
-    t = layout.targets
+    t = layer.targets
     group = graph.get_pruning_group(modules[t[kind].module_name], tp.prune_linear_out_channels, idxs=removed)
     coupled = {dep.target.module for dep, _ in group}
-    expected = ("query", "key", "value", "attn_out") if kind == "query" else ("ffn_in", "ffn_out")
+    expected = HEAD_KINDS if kind == "query" else NEURON_KINDS
     missing = [t[k].module_name for k in expected if modules[t[k].module_name] not in coupled]
     if missing:
         raise SubnetsError(
@@ -300,7 +216,7 @@ def _shrink(model: PreTrainedModel, kept_heads: list[list[int]], kept_neurons: l
     """Delete, in place, every head and neuron not listed (each list non-empty), and fix the head counts."""
     import torch_pruning as tp  # imported here: it takes about a second and only exports need it
 
-    layouts = _layouts(model)
+    layers = encoder_layers(model)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
     model.eval()
@@ -310,17 +226,17 @@ def _shrink(model: PreTrainedModel, kept_heads: list[list[int]], kept_neurons: l
     with torch.enable_grad():
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(model), verbose=False)
     modules = dict(model.named_modules())
-    for layout, heads, neurons in zip(layouts, kept_heads, kept_neurons):
-        removed_heads = sorted(set(range(layout.num_heads)) - set(heads))
-        removed_channels = [h * layout.head_size + c for h in removed_heads for c in range(layout.head_size)]
-        _prune_coupled(graph, modules, layout, "query", removed_channels)
-        _prune_coupled(graph, modules, layout, "ffn_in", sorted(set(range(layout.intermediate_size)) - set(neurons)))
-        attention = modules[layout.attention_name]
+    for layer, heads, neurons in zip(layers, kept_heads, kept_neurons):
+        removed_heads = sorted(set(range(layer.num_heads)) - set(heads))
+        removed_channels = [h * layer.head_size + c for h in removed_heads for c in range(layer.head_size)]
+        _prune_coupled(graph, modules, layer, "query", removed_channels)
+        _prune_coupled(graph, modules, layer, "ffn_in", sorted(set(range(layer.intermediate_size)) - set(neurons)))
+        attention = modules[layer.attention_name]
         for attribute in _HEAD_COUNT_ATTRIBUTES:
             if isinstance(getattr(attention, attribute, None), int):
                 setattr(attention, attribute, len(heads))
         if isinstance(getattr(attention, "all_head_size", None), int):
-            attention.all_head_size = len(heads) * layout.head_size
+            attention.all_head_size = len(heads) * layer.head_size
     for name, p in model.named_parameters():
         p.requires_grad_(requires_grad.get(name, True))
     model.train(was_training)
@@ -340,11 +256,11 @@ def compact_export(
     `model` itself is left untouched. The copy's config records the structure under `compact_structure`
     (original indices of kept heads per layer, kept neuron counts, and the sizes actually built).
     """
-    _require_plain(model)
+    require_plain(model)
     compact = copy.deepcopy(model)
-    layouts = _layouts(compact)
-    heads, neurons = _unit_vectors(layouts, head_masks, neuron_masks)
-    _zero_all(compact, layouts, heads, neurons)
+    layers = encoder_layers(compact)
+    heads, neurons = _unit_vectors(layers, head_masks, neuron_masks)
+    _zero_all(compact, layers, heads, neurons)
     kept_heads = [_kept_or_stand_in(m) for m in heads]
     kept_neurons = [_kept_or_stand_in(m) for m in neurons]
     _shrink(compact, kept_heads, kept_neurons)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError
-from torch.nn.utils import parametrize
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -18,7 +17,6 @@ from transformers import (
 )
 
 from .errors import SubnetsError
-from .io import atomic_dir
 
 MINILM_ALIAS = "minilm"
 DEFAULT_MODEL = MINILM_ALIAS
@@ -46,7 +44,7 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def load_weights(path: str | os.PathLike, name_or_path: str | os.PathLike | None = None, **kwargs) -> PreTrainedModel:
+def _load_weights(path: str | os.PathLike, name_or_path: str | os.PathLike | None = None, **kwargs) -> PreTrainedModel:
     """`AutoModelForSequenceClassification.from_pretrained`, with one clear error for missing or broken weights."""
     try:
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
@@ -71,23 +69,17 @@ def checkpoint_labels(name_or_path: str) -> tuple[str, list[str]]:
                            f"expected a from_pretrained directory.") from e
 
 
-def load_trained_classifier(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[str]]:
-    """A fine-tuned classifier with the labels its own config declares (no head is replaced): (model, tokenizer,
-    label names)."""
-    path, labels = checkpoint_labels(name_or_path)
-    model, tokenizer = load_classifier(path, labels)
-    return model, tokenizer, labels
-
-
 def load_classifier(
-    name_or_path: str, label_names: Sequence[str], *, fresh_head: bool = False
+    name_or_path: str | os.PathLike, label_names: Sequence[str] | None = None, *, fresh_head: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a sequence classifier with `label_names` as its labels, offline-friendly, with clear errors.
+    """The one model loader: a sequence classifier and its tokenizer, offline-friendly, with clear errors.
 
+    `name_or_path` is a directory, a stage run directory (its checkpoint-best/), the alias 'minilm' or a hub name
+    in the local cache. With `label_names` the model gets these labels (a head of another size is re-initialised);
+    without, it keeps the labels and the head its own config declares (see `checkpoint_labels`).
     `fresh_head=True` re-initialises the classification head (e.g. for a pre-trained init in stage 3).
     """
-    path = resolve_model_path(name_or_path)
-    labels = list(label_names)
+    path = resolve_model_path(str(name_or_path))
     try:
         config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -96,11 +88,14 @@ def load_classifier(
             f"Could not load model '{name_or_path}': expected a directory with config.json and tokenizer files, "
             f"the alias '{MINILM_ALIAS}', or a hub name already in the local Hugging Face cache ({e.__class__.__name__})."
         ) from e
-    head_matches = getattr(config, "num_labels", None) == len(labels) and list(config.id2label.values()) == labels
-    config.num_labels = len(labels)
-    config.id2label = dict(enumerate(labels))
-    config.label2id = {n: i for i, n in enumerate(labels)}
-    model = load_weights(path, name_or_path, config=config, ignore_mismatched_sizes=not head_matches)
+    head_matches = True
+    if label_names is not None:
+        labels = list(label_names)
+        head_matches = getattr(config, "num_labels", None) == len(labels) and list(config.id2label.values()) == labels
+        config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {n: i for i, n in enumerate(labels)}
+    model = _load_weights(path, name_or_path, config=config, ignore_mismatched_sizes=not head_matches)
     if fresh_head:
         reset_classifier(model)
     return model, tokenizer
@@ -115,44 +110,6 @@ def reset_classifier(model: PreTrainedModel) -> None:
     for head in classifier_modules(model):
         for module in head.modules():
             model._init_weights(module)
-
-
-def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with every parametrized tensor replaced by its current value (in eval mode) under its plain name.
-
-    Removing parametrizations from a deep copy is not an option: the copy shares the dynamically created
-    `Parametrized*` classes, so removal would break the original model.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            state = {k: v for k, v in model.state_dict().items() if ".parametrizations." not in k}
-            for module_name, module in model.named_modules():
-                if parametrize.is_parametrized(module):
-                    for name in module.parametrizations.keys():
-                        state[f"{module_name}.{name}"] = getattr(module, name).detach().clone()
-    finally:
-        model.train(was_training)
-    return state
-
-
-def save_plain_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, directory: str | os.PathLike,
-                     extra_files: Callable[[Path], None] | None = None) -> None:
-    """Save a `from_pretrained`-loadable directory with every mask made permanent (exact zeros, no hooks).
-
-    The directory is written atomically; `extra_files(tmp_dir)` may add files (e.g. the evaluated mask) first.
-
-    `save_pretrained` on a parametrized model writes `parametrizations.*.original` keys that `from_pretrained`
-    silently re-initialises, so the current parametrized values are saved under plain names (see plain_state_dict).
-    """
-    state = plain_state_dict(model) if any(parametrize.is_parametrized(m) for m in model.modules()) else None
-    with atomic_dir(directory) as tmp:
-        model.save_pretrained(tmp, state_dict=state)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if extra_files is not None:
-            extra_files(tmp)
 
 
 TINY_KINDS = ("bert", "roberta", "distilbert", "electra", "deberta-v2")

@@ -1,4 +1,4 @@
-"""TensorBoard scalars: one `add_scalar` per tag, nothing written on non-main processes."""
+"""TensorBoard scalars: the Trainer's default metric logger (one `add_scalar` per tag)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from typing import Mapping
 
 
-class ScalarWriter:
+class TensorBoardLogger:
     """Writes to `log_dir` (None: nowhere); the event file is created with the first scalar, so a run that
     stops on an input error leaves no empty log behind."""
 
@@ -14,18 +14,15 @@ class ScalarWriter:
         self._log_dir = log_dir
         self._writer = None
 
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if self._log_dir is None:
+    def log_dict(self, scalars: Mapping[str, float], step: int) -> None:
+        if self._log_dir is None or not scalars:
             return
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self._log_dir))
-        self._writer.add_scalar(tag, float(value), step)
-
-    def scalars(self, values: Mapping[str, float], step: int) -> None:
-        for tag, value in values.items():
-            self.scalar(tag, value, step)
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, float(value), step)
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -1,12 +1,15 @@
 """The one training loop, shared by every stage and method (see docs/ARCHITECTURE.md for the hook order).
 
 AdamW with no-decay groups, warmup then a linear/cosine/constant learning rate, clipping, accumulation, bf16
-autocast on CUDA, evaluation by epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints, TensorBoard, tqdm, DDP under
-torchrun. Resuming restores weights, optimizer, scheduler, RNG and data position, so a resumed run ends with
-the same metrics as an uninterrupted one. checkpoint-last holds no pickle: `trainer_state.json` (one plain dict:
-position, RNG, optimizer, scheduler and callback states) with its tensors in `trainer_state.safetensors`
-(see subnets/state_io.py). No checkpoint is written from a non-finite state, and the output folder is locked
-for the run's life.
+autocast on CUDA, evaluation by epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints,
+tqdm, DDP under torchrun. Resuming restores weights, optimizer, scheduler, RNG and data position, so a resumed run
+ends with the same metrics as an uninterrupted one. No checkpoint is written from a non-finite state, and the
+output folder is locked for the run's life.
+
+Infrastructure is injected, as torchtune's recipes build their parts: the learning-rate schedule
+(`scheduler_factory`), where scalars go (`metric_logger`, TensorBoard by default), how checkpoints are stored
+(`checkpointer`, folders of the output directory by default, see subnets/checkpointing.py) and the process group
+(`distributed`, prepared by `subnets.distributed.init_distributed` before the Trainer is built).
 
 HF Trainer conventions: metrics carry HF's names (eval_*, train_loss, train_runtime, ...); `trainer_state.json`
 in the output directory is a `transformers.TrainerState` (log_history, best_model_checkpoint, best_metric,
@@ -16,35 +19,32 @@ global_step, ...) and `all_results.json` holds the final metrics.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import random
-import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
 
 import datasets
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from .attention import use_sync_free_attention
+from .checkpointing import BEST, LAST, STATE_FILE, Checkpointer, DirectoryCheckpointer, step_checkpoint
 from .config import TrainingArguments
 from .data import Collator, batch_reader
+from .distributed import Distributed
 from .errors import SubnetsError
 from .evaluation import check_label_compatibility, compute_metrics, predict
-from .io import atomic_dir, atomic_write_json, directory_lock, recover_interrupted_swap, remove_stale_temps
-from .models import save_plain_model
-from .state_io import decode, dumps, encode, plain_tensors
+from .io import atomic_write_json, directory_lock
+from .precision import autocast
 from .tasks import TaskSpec
-from .tensorboard import ScalarWriter
+from .tensorboard import TensorBoardLogger
 
 NON_MODEL_KEYS = ("labels", "idx")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "layer_norm.bias")
@@ -52,11 +52,6 @@ LOWER_IS_BETTER = ("loss", "ece")
 RESULTS_FILE = "all_results.json"
 # TensorBoard tag -> the key HF's Trainer uses in log_history (eval/<m> -> eval_<m>; other tags are kept as is)
 HF_LOG_KEYS = {"train/loss": "loss", "train/lr": "learning_rate", "train/grad_norm": "grad_norm"}
-# checkpoint-last/: the raw model state, and the trainer state as JSON with its tensors beside it
-MODEL_STATE_FILE = "model_state.safetensors"
-STATE_FILE = "trainer_state.json"  # also the name of the output directory's HF TrainerState
-STATE_TENSORS_FILE = "trainer_state.safetensors"
-LEGACY_STATE_FILE = "trainer_state.pt"  # a pickle written by earlier versions; never loaded
 
 
 def log_key(tag: str) -> str:
@@ -114,15 +109,34 @@ class Callback:
     def on_step_end(self, trainer: "Trainer") -> None: ...
     def on_epoch_begin(self, trainer: "Trainer") -> None: ...
     def on_epoch_end(self, trainer: "Trainer") -> None: ...
-    def log_scalars(self, trainer: "Trainer") -> dict[str, float]: return {}
+    def log_scalars(self, trainer: "Trainer") -> dict[str, float]: return {}  # tag -> value; the logger writes them
     def on_evaluate(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
     def on_save(self, trainer: "Trainer", directory: Path, kind: str) -> None: ...
     def on_train_end(self, trainer: "Trainer") -> None: ...
-    def state_dict(self) -> dict[str, Any]: return {}
+    def state_dict(self) -> dict[str, Any]: return {}  # kept in checkpoint-last under the callback's name
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def callback_names(callbacks: Sequence[Callback]) -> list[str]:
+    """The keys of the callbacks' states in checkpoint-last: the class name, `Name#2`, `Name#3`, ... for repeats."""
+    names: list[str] = []
+    for cb in callbacks:
+        base = type(cb).__name__
+        names.append(base if base not in names else f"{base}#{sum(n.split('#')[0] == base for n in names) + 1}")
+    return names
+
+
+class MetricLogger(Protocol):
+    """Where the loop's scalars go (main process only): the training scalars and the callbacks' `log_scalars`
+    at logging steps, `eval/<metric>` at evaluations. Default: `tensorboard.TensorBoardLogger`."""
+
+    def log_dict(self, scalars: Mapping[str, float], step: int) -> None: ...
+    def flush(self) -> None: ...
+
+
 OptimizerFactory = Callable[[list[dict[str, Any]], TrainingArguments], torch.optim.Optimizer]
+# (optimizer, arguments, number of optimizer steps) -> a scheduler stepped once per optimizer step
+SchedulerFactory = Callable[[torch.optim.Optimizer, TrainingArguments, int], LRScheduler]
 
 
 def adamw_factory(groups: list[dict[str, Any]], args: TrainingArguments) -> torch.optim.Optimizer:
@@ -133,23 +147,19 @@ def adamw_factory(groups: list[dict[str, Any]], args: TrainingArguments) -> torc
                              eps=args.adam_epsilon, weight_decay=args.weight_decay, fused=fused)
 
 
-def distributed_setup() -> tuple[int, int, int]:
-    """(rank, world size, local rank), initialising torch.distributed when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():  # NCCL's communicators use the current device: one GPU per rank
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
+def hf_scheduler_factory(optimizer: torch.optim.Optimizer, args: TrainingArguments, max_steps: int) -> LRScheduler:
+    """`--lr_scheduler_type` (linear, cosine, constant_with_warmup, ...) after `--warmup_steps` or `--warmup_ratio`."""
+    warmup = args.warmup_steps or int(args.warmup_ratio * max_steps)
+    return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
 
 
 class Trainer:
     def __init__(self, model: PreTrainedModel, args: TrainingArguments, task: TaskSpec,
                  train_dataset: datasets.Dataset | None, eval_dataset: datasets.Dataset | None,
                  tokenizer: PreTrainedTokenizerBase, *, objective: Objective | None = None,
-                 callbacks: Sequence[Callback] = (), optimizer_factory: OptimizerFactory | None = None):
+                 callbacks: Sequence[Callback] = (), optimizer_factory: OptimizerFactory | None = None,
+                 scheduler_factory: SchedulerFactory | None = None, metric_logger: MetricLogger | None = None,
+                 checkpointer: Checkpointer | None = None, distributed: Distributed | None = None):
         if not args.output_dir:
             raise SubnetsError("No --output_dir given; expected a directory for checkpoints, logs and metrics.")
         self.args, self.task, self.tokenizer = args, task, tokenizer
@@ -157,11 +167,13 @@ class Trainer:
         self.objective = objective or CrossEntropyObjective(args.label_smoothing_factor)
         self.callbacks = list(callbacks)
         self.optimizer_factory = optimizer_factory or adamw_factory
+        self.scheduler_factory = scheduler_factory or hf_scheduler_factory
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         check_label_compatibility(labels, task, task, f"model {type(model).__name__}")
-        self.rank, self.world_size, local_rank = distributed_setup()
-        self.is_main_process = self.rank == 0
-        self.device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+        self.distributed = distributed or Distributed.current()
+        self.rank, self.world_size = self.distributed.rank, self.distributed.world_size
+        self.is_main_process = self.distributed.is_main_process
+        self.device = self.distributed.device
         if args.gradient_checkpointing:
             if not model.supports_gradient_checkpointing:
                 raise SubnetsError(f"{type(model).__name__} does not support --gradient_checkpointing.")
@@ -174,13 +186,15 @@ class Trainer:
         use_sync_free_attention(self.model)  # no host sync per forward (bitwise-identical outputs)
         self.collator = Collator(tokenizer, pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.output_dir = Path(args.output_dir)
-        report = self.is_main_process and args.report_to == "tensorboard"
-        self.writer = ScalarWriter(self.output_dir / "tb" if report else None)
+        if metric_logger is None:
+            metric_logger = TensorBoardLogger(self.output_dir / "tb" if args.report_to == "tensorboard" else None)
+        self.metric_logger = metric_logger
+        self.checkpointer = checkpointer or DirectoryCheckpointer(self.output_dir)
         self.metric_key, self.greater_is_better = best_metric(args, task)
         self.global_step = self.epoch = self.step_in_epoch = 0
         self.max_steps = self.steps_per_epoch = 0
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: Any = None
+        self.scheduler: LRScheduler | None = None
         self.best: dict[str, Any] = {"value": None, "step": None, "metrics": {}}
         self.last_eval: dict[str, float] = {}
         self.last_eval_step: int | None = None
@@ -221,22 +235,12 @@ class Trainer:
         if not groups:
             raise SubnetsError("Nothing to train: no parameter requires a gradient and no callback adds any.")
         self.optimizer = self.optimizer_factory(groups, self.args)
-        warmup = self.args.warmup_steps or int(self.args.warmup_ratio * self.max_steps)
-        self.scheduler = get_scheduler(self.args.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup,
-                                       num_training_steps=self.max_steps)
+        self.scheduler = self.scheduler_factory(self.optimizer, self.args, self.max_steps)
 
     def _clipped_parameters(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.param_groups if g.get("clip", True) for p in g["params"]]
 
     # ----------------------------------------------------------------------------------------- checkpoints
-    @property
-    def last_dir(self) -> Path:
-        return self.output_dir / "checkpoint-last"
-
-    @property
-    def best_dir(self) -> Path:
-        return self.output_dir / "checkpoint-best"
-
     def _rng_state(self) -> dict[str, Any]:
         state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -252,58 +256,57 @@ class Trainer:
             dist.all_gather_object(rng, self._rng_state())
         if not self.is_main_process:
             return
+        callbacks = {name: state for name, cb in zip(callback_names(self.callbacks), self.callbacks)
+                     if (state := cb.state_dict())}
         state = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "max_steps": self.max_steps, "best": self.best, "last_eval": self.last_eval,
                  "last_eval_step": self.last_eval_step, "runtime": self.runtime, "samples_seen": self.samples_seen,
                  "log_history": self.log_history, "train_loss_sum": self.train_loss_sum,
                  "train_loss_count": self.train_loss_count,
                  "rng": rng, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "callbacks": [cb.state_dict() for cb in self.callbacks]}
-        tree, tensors = encode(state)
-        with atomic_dir(self.last_dir) as tmp:
-            save_file(plain_tensors(self.model.state_dict()), tmp / MODEL_STATE_FILE)
-            save_file(tensors, tmp / STATE_TENSORS_FILE)
-            (tmp / STATE_FILE).write_text(dumps(tree), encoding="utf-8")
+                 "callbacks": callbacks}
+
+        def add_files(tmp: Path) -> None:
             for cb in self.callbacks:
                 cb.on_save(self, tmp, "last")
+
+        self.checkpointer.save_last(state, self.model.state_dict(), add_files)
         self.saved_step = self.global_step
 
-    def _read_last(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """(trainer state, model state) of checkpoint-last; a clear error if it is old or damaged."""
-        last = self.last_dir
-        if (last / LEGACY_STATE_FILE).exists() and not (last / STATE_FILE).exists():
-            raise SubnetsError(f"{last} was written by an older version of subnets ({LEGACY_STATE_FILE}, a pickle, "
-                               f"which is not loaded for safety); expected a JSON + safetensors checkpoint: delete "
-                               f"{last} to restart this run, or use a new --output_dir.")
-        try:
-            tree = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))
-            state = decode(tree, load_file(last / STATE_TENSORS_FILE))
-            model_state = load_file(last / MODEL_STATE_FILE)
-            int(state["max_steps"])
-        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as e:
-            raise SubnetsError(f"{last} is damaged ({e.__class__.__name__}: {e}); expected the complete checkpoint "
-                               f"a run writes: delete {last} to restart this run from the beginning.") from e
-        return state, model_state
+    def _load_callback_states(self, saved: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """Give each callback the state saved under its name (see `callback_names`)."""
+        names = callback_names(self.callbacks)
+        if isinstance(saved, list):  # written before states were keyed by name: by position, as then
+            saved = {name: state for name, state in zip(names, saved) if state}
+        unknown = sorted(set(saved) - set(names))
+        if unknown:
+            raise SubnetsError(f"{self.checkpointer.location(LAST)} holds the state of callback '{unknown[0]}', which "
+                               f"this run does not have (its callbacks: {', '.join(names) or 'none'}); expected the "
+                               f"same callbacks as the run that wrote it, or a new --output_dir.")
+        for name, cb in zip(names, self.callbacks):
+            if name in saved:
+                cb.load_state_dict(saved[name])
 
     def _resume(self) -> bool:
-        if not self.last_dir.exists():
+        loaded = self.checkpointer.load_last()
+        if loaded is None:
             return False
-        state, model_state = self._read_last()
+        state, model_state = loaded
+        where = self.checkpointer.location(LAST)
         if state["max_steps"] != self.max_steps:
-            raise SubnetsError(f"{self.last_dir} was written for {state['max_steps']} training steps, this run has "
+            raise SubnetsError(f"{where} was written for {state['max_steps']} training steps, this run has "
                                f"{self.max_steps}; expected the same schedule to resume (or a new --output_dir).")
         missing, unexpected = self.model.load_state_dict(model_state, strict=False)
         if missing or unexpected:
-            raise SubnetsError(f"{self.last_dir} does not match this model (first mismatched tensor: "
+            raise SubnetsError(f"{where} does not match this model (first mismatched tensor: "
                                f"{(missing or unexpected)[0]}); expected a checkpoint of the same run.")
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError as e:
-            raise SubnetsError(f"{self.last_dir} does not match this run's optimizer ({e}); expected a checkpoint "
+            raise SubnetsError(f"{where} does not match this run's optimizer ({e}); expected a checkpoint "
                                f"of the same run.") from e
         self.scheduler.load_state_dict(state["scheduler"])
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
-            cb.load_state_dict(cb_state)
+        self._load_callback_states(state["callbacks"])
         rng = state["rng"][self.rank]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -330,20 +333,20 @@ class Trainer:
 
     def _diverged(self, what: str) -> NoReturn:
         if self.saved_step is None:
-            on_disk = f"no checkpoint-last has been written in {self.output_dir}"
+            on_disk = f"no {LAST} has been written in {self.output_dir}"
         else:
-            on_disk = f"{self.last_dir.name} is kept at step {self.saved_step} in {self.output_dir}"
+            on_disk = f"{LAST} is kept at step {self.saved_step} in {self.output_dir}"
             if self.best["step"] is not None:
-                on_disk += f" (checkpoint-best: step {self.best['step']})"
+                on_disk += f" ({BEST}: step {self.best['step']})"
         raise SubnetsError(f"{what} by step {self.global_step}; expected finite values (try a lower "
                            f"--learning_rate). Nothing was saved from this state: {on_disk}.")
 
     def _save_best(self) -> None:
-        def extra(tmp: Path) -> None:
+        def add_files(tmp: Path) -> None:
             for cb in self.callbacks:
                 cb.on_save(self, tmp, "best")
 
-        save_plain_model(self.model, self.tokenizer, self.best_dir, extra_files=extra)
+        self.checkpointer.save_model(BEST, self.model, self.tokenizer, add_files)
 
     # ----------------------------------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, float]:
@@ -352,7 +355,7 @@ class Trainer:
             return {}
         start = time.perf_counter()
         logits = predict(self.model, self.eval_dataset, self.collator, self.args.per_device_eval_batch_size,
-                         self.device)
+                         self.device, bf16=self.args.bf16)
         labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         metrics = compute_metrics(self.task, logits, np.asarray(self.eval_dataset["labels"]), labels)
         runtime = time.perf_counter() - start
@@ -364,9 +367,7 @@ class Trainer:
         metrics = self.evaluate()
         if self.is_main_process and metrics:
             self.last_eval = metrics
-            for key, value in metrics.items():
-                self.writer.scalar("eval/" + key.removeprefix("eval_"), value, self.global_step)
-            self._log_entry(metrics)
+            self._record({"eval/" + key.removeprefix("eval_"): value for key, value in metrics.items()})
             for cb in self.callbacks:
                 cb.on_evaluate(self, metrics)
             if self.metric_key not in metrics:
@@ -381,7 +382,7 @@ class Trainer:
                 self._save_best()
         self.save_last()
         self.write_state()
-        self.writer.flush()
+        self._flush_logger()
         if self.world_size > 1:
             dist.barrier()
 
@@ -389,9 +390,21 @@ class Trainer:
     def _no_sync(self, model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
         return model.no_sync() if (self.world_size > 1 and not sync) else contextlib.nullcontext()
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.device.type == "cuda" and self.args.bf16)
+    def autocast(self) -> torch.autocast:
+        """The precision of this run's forward passes: bf16 autocast on CUDA with --bf16, float32 otherwise."""
+        return autocast(self.device, self.args.bf16)
+
+    def to_device(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def batches(self, dataset: datasets.Dataset, batch_size: int | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """This process's share of `dataset` (every world_size-th example from its rank on, in order) as batches
+        on the device, collated as the training batches are; `batch_size` defaults to the training one."""
+        read = batch_reader(dataset, self.collator)
+        mine = list(range(self.rank, len(dataset), self.world_size))
+        size = batch_size or self.args.per_device_train_batch_size
+        for start in range(0, len(mine), size):
+            yield self.to_device(read(mine[start:start + size]))
 
     def _optimizer_step(self, model: torch.nn.Module, group: list[dict[str, torch.Tensor]]) -> None:
         extras = [loss for cb in self.callbacks if (loss := cb.extra_loss(self)) is not None]
@@ -401,8 +414,8 @@ class Trainer:
             with self._no_sync(model, sync=False):
                 torch.stack([e.float() for e in extras]).sum().backward()
         for i, batch in enumerate(group):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with self._no_sync(model, sync=i == len(group) - 1), self._autocast():
+            batch = self.to_device(batch)
+            with self._no_sync(model, sync=i == len(group) - 1), self.autocast():
                 loss = self.objective(model, batch, 1.0 / len(group))
             self._loss_sum += loss.float()
             self._loss_count += 1
@@ -430,8 +443,7 @@ class Trainer:
             scalars["train/grad_norm"] = float(self._grad_norm)
         for cb in self.callbacks:
             scalars.update(cb.log_scalars(self))
-        self.writer.scalars(scalars, self.global_step)
-        self._log_entry({log_key(tag): float(value) for tag, value in scalars.items()})
+        self._record(scalars)
         self.train_loss_sum += float(self._loss_sum)
         self.train_loss_count += self._loss_count
         progress.set_postfix(loss=f"{loss:.4f}")
@@ -446,6 +458,16 @@ class Trainer:
     def _log_entry(self, values: dict[str, float]) -> None:
         self.log_history.append({**values, "epoch": self.epoch_progress, "step": self.global_step})
 
+    def _record(self, scalars: Mapping[str, float]) -> None:
+        """Scalars of this step: to log_history under HF's keys, and to the metric logger (main process)."""
+        self._log_entry({log_key(tag): float(value) for tag, value in scalars.items()})
+        if self.is_main_process:
+            self.metric_logger.log_dict(scalars, self.global_step)
+
+    def _flush_logger(self) -> None:
+        if self.is_main_process:
+            self.metric_logger.flush()
+
     def write_state(self) -> None:
         """`trainer_state.json` in the output directory, loadable with `transformers.TrainerState.load_from_json`."""
         if not self.is_main_process:
@@ -457,31 +479,28 @@ class Trainer:
             "save_steps": self.args.save_steps, "train_batch_size": self.args.per_device_train_batch_size,
             "num_train_epochs": self.args.num_train_epochs, "log_history": self.log_history,
             "best_metric": self.best["value"], "best_global_step": self.best["step"],
-            "best_model_checkpoint": str(self.best_dir) if best else None,
+            "best_model_checkpoint": self.checkpointer.location(BEST) if best else None,
             "is_local_process_zero": True, "is_world_process_zero": True})
 
     def _save_step_snapshot(self) -> None:
         """checkpoint-step-<k>; with --save_total_limit, this run's older snapshots beyond the limit are removed."""
-        save_plain_model(self.model, self.tokenizer, self.output_dir / f"checkpoint-step-{self.global_step}")
+        self.checkpointer.save_model(step_checkpoint(self.global_step), self.model, self.tokenizer)
         limit = self.args.save_total_limit
         if limit:
             kept = sorted(s for s in self.args.save_model_at_steps if s <= self.global_step)
             for step in kept[:-limit]:
-                shutil.rmtree(self.output_dir / f"checkpoint-step-{step}", ignore_errors=True)
+                self.checkpointer.remove_model(step_checkpoint(step))
 
     def train(self) -> dict[str, float]:
         """Train to `max_steps` (resuming from checkpoint-last if present); returns HF-style metrics.
 
-        The output folder stays locked meanwhile; a checkpoint swap a crash interrupted is undone first, and
-        temporary files a crashed writer left are removed.
+        The output folder stays locked meanwhile; first the checkpointer undoes what a crash left half-written.
         """
         if self.train_dataset is None or len(self.train_dataset) == 0:
             raise SubnetsError("The training set is empty; expected at least one example.")
         with directory_lock(self.output_dir, enabled=self.is_main_process):
             if self.is_main_process:
-                for directory in (self.last_dir, self.best_dir):
-                    recover_interrupted_swap(directory)
-                remove_stale_temps(self.output_dir)
+                self.checkpointer.recover()
             return self._train()
 
     def _train(self) -> dict[str, float]:
@@ -497,11 +516,7 @@ class Trainer:
             set_seed(args.seed + self.rank)
             if 0 in args.save_model_at_steps and self.is_main_process:
                 self._save_step_snapshot()
-        model: torch.nn.Module = self.model
-        if self.world_size > 1:
-            model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=args.ddp_find_unused_parameters)
+        model = self.distributed.wrap(self.model, args.ddp_find_unused_parameters)
         self.model.train()
         progress = tqdm(total=self.max_steps, initial=self.global_step, desc="train",
                         disable=not self.is_main_process or args.disable_tqdm, dynamic_ncols=True)
@@ -553,7 +568,7 @@ class Trainer:
         self.write_state()
         if self.is_main_process:
             atomic_write_json(self.output_dir / RESULTS_FILE, summary)
-        self.writer.flush()
+        self._flush_logger()
         return summary
 
     def summary(self) -> dict[str, float]:

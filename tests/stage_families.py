@@ -83,7 +83,8 @@ def make_workspace(root: Path) -> dict[str, str]:
     """A tiny SST-2 (64 train / 16 dev: 8 steps per epoch at batch 8, so no epoch ends inside the guarded
     steps), a tiny pre-trained BERT and bias-model predictions for PoE; returns the placeholders of FAMILIES."""
     from subnets.data import load_split
-    from subnets.models import save_plain_model, tiny_model
+    from subnets.models import tiny_model
+    from subnets.weights import save_plain_model
     from subnets.objectives.debias import PredictionCache, dataset_fingerprint
     from subnets.tasks import get_task
 

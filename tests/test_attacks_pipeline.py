@@ -5,7 +5,8 @@ import json
 import pytest
 
 from subnets.errors import SubnetsError
-from subnets.models import save_plain_model, tiny_model
+from subnets.models import tiny_model
+from subnets.weights import save_plain_model
 
 SST2_DEV = ["a charming and often affecting journey .", "unflinchingly bleak and desperate",
             "the movie was great", "a boring and dull plot", "great funny film", "the plot was boring"]

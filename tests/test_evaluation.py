@@ -1,8 +1,17 @@
+import contextlib
+
 import numpy as np
 import pytest
+import torch
 
+from subnets import evaluation
+from subnets.config import TrainingArguments
+from subnets.data import load_split, tokenize
 from subnets.evaluation import OTHER, auroc, compute_metrics, ece, project_probabilities, weighted_f1
+from subnets.models import tiny_model
+from subnets.precision import autocast
 from subnets.tasks import get_task
+from subnets.training import Trainer
 
 
 def test_weighted_f1_by_hand():
@@ -70,3 +79,56 @@ def test_results_table_shows_hans_per_label_accuracy():
     assert header == ("| checkpoint | mnli accuracy | mnli ece | hans accuracy | hans accuracy_entailment | "
                       "hans accuracy_non-entailment | hans ece |")
     assert row == "| ft | 70.00 | 5.00 | 60.00 | 95.00 | 25.00 | 10.00 |"
+
+
+def test_autocast_requests_bf16_on_cuda_only_when_asked(monkeypatch):
+    requested = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype, enabled: requested.append(
+        (device_type, dtype, enabled)) or contextlib.nullcontext())
+    for device, bf16 in (("cuda:0", True), ("cuda:0", False), ("cpu", True)):
+        autocast(torch.device(device), bf16)
+    assert requested == [("cuda", torch.bfloat16, True), ("cuda", torch.bfloat16, False),
+                         ("cpu", torch.bfloat16, False)]
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_trainers_evaluation_honours_bf16(monkeypatch, tmp_path, tiny_data_dir, bf16):
+    """Evaluation asks for the precision of --bf16 (on CUDA, --bf16 false evaluated in bf16 before)."""
+    requested = []
+
+    def spy(device, bf16=True):
+        requested.append(bf16)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(evaluation, "autocast", spy)
+    task = get_task("sst2")
+    model, tokenizer = tiny_model("bert", label_names=task.label_names)
+    dev = tokenize(load_split(task, "validation", tiny_data_dir), tokenizer, task, 32)
+    trainer = Trainer(model, TrainingArguments(output_dir=str(tmp_path), bf16=bf16), task, None, dev, tokenizer)
+    assert "eval_accuracy" in trainer.evaluate()
+    assert requested and set(requested) == {bf16}
+
+
+@pytest.mark.parametrize("flag", ["--bf16", "--no_bf16"])
+def test_the_evaluate_command_and_its_attacks_honour_bf16(monkeypatch, tmp_path, tiny_data_dir, tiny_model_dir, flag):
+    """evaluate.py's clean pass and the attacked model's forward passes both ask for the precision of --bf16."""
+    from pipelines import evaluate
+    from subnets.attacks import wrapper
+    from subnets.toydata import write_toy_neighbours
+
+    requested = {"clean": [], "attack": []}
+
+    def spy(kind):
+        def record(device, bf16=True):
+            requested[kind].append(bf16)
+            return contextlib.nullcontext()
+        return record
+
+    monkeypatch.setattr(evaluation, "autocast", spy("clean"))
+    monkeypatch.setattr(wrapper, "autocast", spy("attack"))
+    write_toy_neighbours(tiny_data_dir)
+    evaluate.main(["--checkpoint", str(tiny_model_dir()), "--tasks", "sst2", "--data_dir", str(tiny_data_dir),
+                   "--output_dir", str(tmp_path / "eval"), "--attack", "textbugger", "--attack_samples", "2",
+                   "--attack_disable", "use", flag])
+    for kind, asked in requested.items():
+        assert asked and set(asked) == {flag == "--bf16"}, kind

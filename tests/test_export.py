@@ -11,10 +11,10 @@ from subnets.export import (
     apply_structured_masks,
     compact_export,
     load_compact,
-    magnitude_structured_masks,
     save_compact,
     structured_masks_from_weight_masks,
 )
+from subnets.masking.baselines import magnitude_structured_masks
 from subnets.models import tiny_model
 from subnets.targets import find_targets
 

@@ -6,9 +6,9 @@ import torch
 from subnets.errors import SubnetsError
 from subnets.models import tiny_model
 from subnets.masking import (
+    FixedMask,
     HardConcreteGate,
     Layout,
-    apply_mask,
     attach_hard_concrete,
     attach_scores,
     binary_mask,
@@ -251,7 +251,7 @@ def test_imp_rounds_and_rewinding(tiny):
 def test_fixed_mask_keeps_pruned_weights_zero(tiny_bert, optimizer_name):
     model, tokenizer = tiny_bert
     targets = find_targets(model, pooler=True)
-    fixed = apply_mask(model, random_mask(targets, 0.6, seed=1))
+    fixed = FixedMask(model, random_mask(targets, 0.6, seed=1))
     if optimizer_name == "adamw":
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     else:

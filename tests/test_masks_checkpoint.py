@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils import parametrize
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 from masks import MaskStore, apply_masks
@@ -12,12 +13,12 @@ from masks.checkpoint import (
     export_dense,
     load_sparse_model,
     load_sparse_state_dict,
-    plain_state_dict,
     save_sparse_checkpoint,
     size_bound,
 )
 from subnets.errors import SubnetsError
 from subnets.targets import find_targets
+from subnets.weights import plain_state_dict
 
 
 def masked(model: torch.nn.Module, keep: float, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -98,3 +99,29 @@ def test_unmasked_model_and_wrong_masks_are_rejected(tmp_path, tiny_bert):
         save_sparse_checkpoint(model, {next(iter(masks)): torch.ones(3, 3, dtype=torch.bool)}, tmp_path / "ck")
     with pytest.raises(SubnetsError, match="not a sparse checkpoint"):
         load_sparse_state_dict(tmp_path)
+
+
+def test_a_parametrized_model_is_saved_with_its_masked_values_and_left_working(tmp_path, tiny_bert):
+    """The checkpoint holds the parametrized (masked) values under plain names, and the model it was saved from
+    keeps its parametrizations and its outputs (removing them from a deep copy used to break the original)."""
+    from subnets.masking import attach_hard_concrete, binary_mask
+
+    model, tokenizer = tiny_bert
+    gates = attach_hard_concrete(model, find_targets(model), init_log_alpha=0.0)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for gate in gates.values():  # gates about half open, half closed: a real mask
+            closed = torch.rand(gate.log_alpha.shape, generator=g) < 0.5
+            gate.log_alpha.copy_(torch.where(closed, -10.0, 10.0))
+    model.eval()
+    inputs = tokenizer(["a parametrized model"], return_tensors="pt")
+    before = model(**inputs).logits
+    masks = binary_mask(gates)
+    save_sparse_checkpoint(model, masks, tmp_path / "ck")
+    assert torch.equal(model(**inputs).logits, before)
+    assert all(parametrize.is_parametrized(model.get_submodule(name.rpartition(".")[0])) for name in masks)
+    state = load_sparse_state_dict(tmp_path / "ck")
+    assert not any(".parametrizations." in name for name in state)
+    assert all(torch.equal(state[name], value) for name, value in plain_state_dict(model).items())
+    for name, keep in masks.items():
+        assert not state[name][~keep].any() and keep.any() and not keep.all()

@@ -11,7 +11,7 @@ import torch
 
 from masks import MaskStore
 from masks.cli import main
-from subnets.models import save_plain_model
+from subnets.weights import save_plain_model
 from subnets.targets import find_targets
 
 

@@ -112,7 +112,7 @@ def rose_run(tiny_data_dir, model_dir, out, store, *extra):
         "--output_dir", str(out), "--per_device_train_batch_size", "16", "--num_train_epochs", "2",
         "--disable_tqdm", "true", "--logging_steps", "3", "--max_seq_length", "16", "--learning_rate", "1e-3",
         "--selective", "rose_second", "--rose_upper", "50", "--update_mask_every", "1", "--save_steps", "5",
-        "--update_mask_store", str(store), *extra])
+        "--mask_store", str(store), *extra])
 
 
 def test_a_killed_rose_run_resumes_into_the_record_an_uninterrupted_run_writes(tiny_data_dir, tiny_model_dir,

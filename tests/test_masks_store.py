@@ -210,3 +210,18 @@ def test_remove(tmp_path):
     assert store.ids() == [keep]
     with pytest.raises(SubnetsError, match="No record"):
         store.get(gone)
+
+
+def test_every_record_kind_has_a_format_and_an_unknown_kind_is_one_clear_error(tmp_path):
+    from masks import KINDS
+    from masks.files import read_record_json, write_record_json
+    from masks.store import FORMATS
+
+    assert set(FORMATS) == set(KINDS)
+    store = MaskStore(tmp_path)
+    record_id = store.put({"w": torch.tensor([True, False])}, {"task": "sst2"})
+    directory = store.records_dir / record_id
+    write_record_json(directory, {**read_record_json(directory), "kind": "future"})
+    with pytest.raises(SubnetsError, match="has kind 'future'; expected one of ticket, state, update"):
+        store.get(record_id)
+    assert store.scan()[1] and not store.verify(record_id)[0]["ok"]

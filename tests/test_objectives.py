@@ -10,7 +10,8 @@ from torch.nn.utils import parametrize
 
 from subnets.errors import SubnetsError
 from subnets.objectives import (
-    FreeLB, LossObjective, ObjectiveArguments, PGD, PerturbationConfig, PredictionCache, RoASTPerturbation,
+    AscentArguments, BiasPredictionArguments, FreeLB, LossObjective, ObjectiveArguments, PGD, PerturbationConfig,
+    PredictionCache, RoASTPerturbation,
     build_objective, conf_reg_loss, dataset_fingerprint, poe_loss, reweight_loss,
 )
 from subnets.objectives.debias import DeviceLookup
@@ -277,15 +278,16 @@ def test_build_objective_wires_debias_and_adversary(tmp_path, tiny_bert):
                               dataset_fingerprint(ids, batch["labels"].numpy()))
     uniform.save(tmp_path / "bias.safetensors")
     model.eval()
-    args = ObjectiveArguments(adversary="freelb", adv_steps=1, adv_init_mag=0.0, debias="poe",
-                              bias_predictions=str(tmp_path / "bias.safetensors"))
-    objective = build_objective(args, task, dataset)
+    args = ObjectiveArguments(adversary="freelb", debias="poe")
+    bias = BiasPredictionArguments(bias_predictions=str(tmp_path / "bias.safetensors"))
+    options = [AscentArguments(adv_steps=1, adv_init_mag=0.0), bias]
+    objective = build_objective(args, task, dataset, options=options)
     torch.testing.assert_close(objective(model, batch, 1.0), LossObjective()(model, batch, 1.0))
     with pytest.raises(SubnetsError, match="for task 'rte', but the run trains on 'qnli'"):
-        build_objective(args, get_task("qnli"), dataset)
+        build_objective(args, get_task("qnli"), dataset, options=options)
     with pytest.raises(SubnetsError, match="needs --teacher_predictions"):
-        build_objective(ObjectiveArguments(debias="conf_reg", bias_predictions=args.bias_predictions), task, dataset)
-    with pytest.raises(SubnetsError, match="--adversary must be one of"):
+        build_objective(ObjectiveArguments(debias="conf_reg"), task, dataset, options=[bias])
+    with pytest.raises(SubnetsError, match="Unknown --adversary 'fgsm'"):
         build_objective(ObjectiveArguments(adversary="fgsm"), task, dataset)
     with pytest.raises(SubnetsError, match="PGD needs a perturbation bound"):
         build_objective(ObjectiveArguments(adversary="pgd"), task, dataset)

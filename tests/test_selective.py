@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from subnets.errors import SubnetsError
 from subnets.models import tiny_model
-from subnets.selective import (MaskedAdamW, RoseAdamW, RoseFirstObjective, RoseMasks, band_mask,
-                               encoder_layer_parameters, second_order_scores, symmetric_kl)
+from subnets.objectives import RoASTPerturbation, symmetric_kl
+from subnets.selective import (ROSE_KL_SCALE, MaskedAdamW, RoseAdamW, RoseFirstObjective, RoseMasks, band_mask,
+                               encoder_layer_parameters, second_order_scores)
 from subnets.training import NO_DECAY
 
 SENTENCES = ["a good film", "the plot was dull and boring", "superb actors", "quite a sad story really"]
@@ -166,7 +167,7 @@ def test_first_order_objective_gradients(tiny_bert):
     a, b = model(**inputs).logits.chunk(2)
     p_a, p_b = a.softmax(-1), b.softmax(-1)
     kl = ((p_a * (p_a.log() - p_b.log())).sum() + (p_b * (p_b.log() - p_a.log())).sum()) / 4
-    assert torch.allclose(symmetric_kl(a, b), kl, atol=1e-6)
+    assert torch.allclose(ROSE_KL_SCALE * symmetric_kl(a, b), kl, atol=1e-6)
     manual_kl = torch.autograd.grad(0.5 * kl, rose.params, retain_graph=True)
     ce = (F.cross_entropy(a, batch["labels"]) + F.cross_entropy(b, batch["labels"])) / 2
     assert_first_order_matches(rose, loss, ce_grads, kl_grads, ce, manual_kl)
@@ -186,7 +187,8 @@ def test_first_order_scores_from_a_subset_of_the_batch(tiny_bert):
         a, b = model(**inputs).logits.chunk(2)
         pairs.append((a, b, F.cross_entropy(a, batch["labels"][rows], reduction="sum")
                       + F.cross_entropy(b, batch["labels"][rows], reduction="sum")))
-    manual_kl = torch.autograd.grad(0.5 * 4 * symmetric_kl(*pairs[0][:2]), rose.params, retain_graph=True)
+    manual_kl = torch.autograd.grad(0.5 * 4 * ROSE_KL_SCALE * symmetric_kl(*pairs[0][:2]), rose.params,
+                                    retain_graph=True)
     ce = (pairs[0][2] + pairs[1][2]) / (2 * 4)  # mean over both passes of all four examples
     assert_first_order_matches(rose, loss, ce_grads, kl_grads, ce, manual_kl)
     with pytest.raises(SubnetsError, match="score examples"):
@@ -270,3 +272,34 @@ def test_bad_rose_options(bad):
 def test_masked_adamw_rejects_bad_betas():
     with pytest.raises(SubnetsError, match="betas"):
         MaskedAdamW([torch.nn.Parameter(torch.zeros(2))], betas=(0.9, 1.0))
+
+
+def test_one_symmetric_kl_for_roast_and_rose(tiny_bert):
+    """Both call sites of `objectives.symmetric_kl` against the KLs written out: RoAST's consistency term is the
+    symmetric KL summed over the batch, ROSE's first-order score is the gradient of a quarter of it (Eq. 3)."""
+    def reference(a, b):  # KL(p_a || p_b) + KL(p_b || p_a), summed over the batch
+        log_a, log_b = F.log_softmax(a.double(), -1), F.log_softmax(b.double(), -1)
+        return (F.kl_div(log_b, log_a, reduction="sum", log_target=True)
+                + F.kl_div(log_a, log_b, reduction="sum", log_target=True))
+
+    model, tokenizer = tiny_bert
+    batch = make_batch(tokenizer)
+    model.eval()  # RoAST without dropout: both calls see the same clean and adversarial logits
+    logits = []
+    handle = model.register_forward_hook(lambda module, args, output: logits.append(output.logits.detach()))
+    weight = 1000.0
+    with_kl, without_kl = (RoASTPerturbation(kl_weight=w)(model, batch, 1.0) for w in (weight, 0.0))
+    difference = with_kl - without_kl
+    handle.remove()
+    clean, adversarial = logits[:2]
+    assert float(reference(clean, adversarial)) > 0
+    assert float(difference) == pytest.approx(weight * float(reference(clean, adversarial)), rel=1e-4)
+
+    model.train()
+    model.zero_grad()
+    rose = RoseMasks("first").bind(model)
+    _, _, kl_grads = first_order_step(model, batch, rose, seed=4)  # loss scale 0.5
+    a, b = model(**{k: torch.cat([v, v]) for k, v in batch.items() if k != "labels"}).logits.chunk(2)
+    manual = torch.autograd.grad(0.5 * reference(a, b).float() / 4, rose.params)
+    for ours, theirs in zip(kl_grads, manual):
+        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)

@@ -17,7 +17,7 @@ def run_stage1(tiny_data_dir, model_dir, out, store, *extra, epochs=1):
         "--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir", str(tiny_data_dir),
         "--output_dir", str(out), "--per_device_train_batch_size", "16", "--num_train_epochs", str(epochs),
         "--disable_tqdm", "true", "--logging_steps", "3", "--max_seq_length", "16", "--learning_rate", "1e-3",
-        "--update_mask_store", str(store), *extra])
+        "--mask_store", str(store), *extra])
 
 
 def scalar_tags(run_dir):
@@ -41,6 +41,8 @@ def test_rose_second_records_update_masks(tiny_data_dir, tiny_model_dir, tmp_pat
     _, first = next(record.steps())
     assert all(m.dim() == 0 and float(m) == 1.0 for m in first.values())  # step 1 keeps everything
     assert {"update/ratio/layer_0", "update/ratio/layer_1"} <= scalar_tags(out)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("update/ratio/layer_0" in entry for entry in history)  # the logger's scalars are log_history's too
 
 
 def test_roast_with_its_adversary(tiny_data_dir, tiny_model_dir, tmp_path):
@@ -79,6 +81,7 @@ def test_rose_first_refuses_a_second_objective(tiny_data_dir, tiny_model_dir, tm
 
 
 def test_stage3_and_recipes_take_the_selective_options():
+    from pipelines import RECIPE_DIR
     from pipelines.common import parse_stage_args
     from subnets.config import load_recipe
     from subnets.masking.retrain import RetrainArguments
@@ -88,19 +91,21 @@ def test_stage3_and_recipes_take_the_selective_options():
                                                  "--rose_upper", "80", "--rose_gamma", "0.3"])
     assert args[SelectiveArguments].selective == "rose_ensemble" and args.rose_gamma == 0.3
     for name in ("rose_second_sst2", "roast_sst2", "roast_qnli"):
-        recipe = load_recipe(name)
+        recipe = load_recipe(name, RECIPE_DIR)
         parsed = parse_stage_args([], ["--recipe", name, "--output_dir", "x"])
         assert parsed.selective == recipe["selective"]
 
 
 def test_builder_choices():
-    from subnets.selective import SelectiveArguments, build_selective
+    from subnets.selective import RoseArguments, SelectiveArguments, build_selective
 
     empty = build_selective(SelectiveArguments())
     assert empty.optimizer_factory is None and empty.callbacks == [] and empty.objective is None
     assert build_selective(SelectiveArguments(selective="rose_second")).objective is None
     assert build_selective(SelectiveArguments(selective="rose_first")).objective.score_examples is None  # B/4
-    assert build_selective(SelectiveArguments(selective="rose_ensemble", rose_score_examples=4)).objective.score_examples == 4
+    ensemble = build_selective(SelectiveArguments(selective="rose_ensemble"),
+                               options=[RoseArguments(rose_score_examples=4)])
+    assert ensemble.objective.score_examples == 4
     with pytest.raises(SubnetsError, match="--selective"):
         build_selective(SelectiveArguments(selective="rose"))
     with pytest.raises(SubnetsError, match="update_mask_every"):

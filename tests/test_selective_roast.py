@@ -2,21 +2,23 @@
 
 import copy
 import math
-from types import SimpleNamespace
 
 import datasets
 import pytest
 import torch
 import torch.nn.functional as F
 
-from subnets.data import Collator
+from subnets.config import TrainingArguments
 from subnets.errors import SubnetsError
 from subnets.selective import (FisherAccumulator, RoastAdamW, RoastMasks, draw_masks, encoder_layer_parameters,
                                keep_probabilities)
 from subnets.selective.roast import initial_fisher_pass
+from subnets.tasks import get_task
+from subnets.training import Trainer
 
 SENTENCES = ["a good film", "the plot was dull", "superb actors", "a sad story", "lovely", "weak and boring"]
 LABELS = [1, 0, 1, 0, 1, 0]
+SST2 = get_task("sst2")
 
 
 def without_dropout(model):
@@ -36,16 +38,17 @@ def per_example_fisher(model, tokenizer, params):
     return [t / len(SENTENCES) for t in total]
 
 
-def test_initial_fisher_pass_matches_per_example_autograd(tiny):
+def test_initial_fisher_pass_matches_per_example_autograd(tiny, tmp_path):
     model, tokenizer = tiny
     without_dropout(model)
     selected = encoder_layer_parameters(model, weights_only=False)
     # raw rows as the training loop reads them; batch size 1 = per-example squared gradients
     dataset = datasets.Dataset.from_dict(
         {**{k: list(v) for k, v in tokenizer(SENTENCES).items()}, "labels": LABELS, "idx": list(range(len(LABELS)))})
-    trainer = SimpleNamespace(model=model, args=SimpleNamespace(per_device_train_batch_size=1, bf16=False),
-                              train_dataset=dataset, collator=Collator(tokenizer), rank=0, world_size=1,
-                              device=torch.device("cpu"))
+    model.config.id2label = dict(enumerate(SST2.label_names))
+    model.config.label2id = {name: i for i, name in enumerate(SST2.label_names)}
+    trainer = Trainer(model, TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=1), SST2,
+                      dataset, None, tokenizer)
     fisher = FisherAccumulator([s.param for s in selected])
     initial_fisher_pass(trainer, fisher)
     assert fisher.count == len(SENTENCES)

@@ -84,6 +84,7 @@ DDP_SCRIPT = """
 import sys, torch
 from subnets.config import TrainingArguments
 from subnets.data import load_split, tokenize
+from subnets.distributed import init_distributed
 from subnets.models import tiny_model
 from subnets.tasks import get_task
 from subnets.training import Trainer
@@ -97,7 +98,7 @@ for m in model.modules():
 train, dev = (tokenize(load_split(task, s, data_dir), tok, task, 32) for s in ("train", "validation"))
 args = TrainingArguments(output_dir=f"{out}/run{world}", max_steps=4, learning_rate=1e-2, max_grad_norm=0.0,
                          per_device_train_batch_size=batch, eval_strategy="steps", eval_steps=2, disable_tqdm=True)
-trainer = Trainer(model, args, task, train, dev, tok)
+trainer = Trainer(model, args, task, train, dev, tok, distributed=init_distributed())
 trainer.train()
 rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{rank}_of{world}.safetensors")

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from masks import MaskStore
 from masks.checkpoint import load_sparse_state_dict
 
-from subnets.models import save_plain_model, tiny_model
+from subnets.models import tiny_model
+from subnets.weights import save_plain_model
 
 WORDS = "good great fine bad awful poor movie plot actor scene".split()
 

@@ -3,7 +3,7 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.models import TINY_KINDS, tiny_model
-from subnets.sparsity import flip_rate, log_gate_stats, log_sparsity, log_update_ratios, sparsity_report
+from subnets.sparsity import flip_rate, gate_scalars, sparsity_report, sparsity_scalars, update_ratio_scalars
 from subnets.targets import (
     ENCODER_KINDS,
     classify_parameter,
@@ -12,15 +12,6 @@ from subnets.targets import (
     find_targets,
     targets_from_names,
 )
-
-
-class RecordingWriter:
-    def __init__(self):
-        self.scalars = {}
-
-    def scalar(self, tag, value, step):
-        assert tag not in self.scalars, f"tag {tag} written twice"
-        self.scalars[tag] = (value, step)
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
@@ -98,16 +89,16 @@ def test_scalar_tags(tiny_bert):
     mask = {t.name: torch.rand(t.shape) > 0.5 for t in targets}
     previous = {k: v.clone() for k, v in mask.items()}
     previous[targets[0].name][0, 0] ^= True
-    writer = RecordingWriter()
     report = sparsity_report(mask, targets)
-    log_sparsity(writer, report, 7, flip=flip_rate(previous, mask))
-    log_gate_stats(writer, {"g": torch.tensor([0.0, 0.5, 1.0, 1.0])}, 7, expected_l0=0.4)
-    log_update_ratios(writer, {0: 0.5, 1: 0.25}, 7)
-    s = writer.scalars
-    assert s["sparsity/global"] == (report.global_sparsity, 7)
-    assert s["sparsity/layer_1/ffn_out"][0] == report.per_layer_kind[(1, "ffn_out")]
-    assert s["sparsity/kind/value"][0] == report.per_kind["value"]
-    assert s["mask/flip_rate"][0] == pytest.approx(1 / report.total)
-    assert s["mask/gates_near_0"][0] == 0.25 and s["mask/gates_near_1"][0] == 0.5
-    assert s["sparsity/expected_l0"][0] == 0.4
-    assert s["update/ratio/layer_1"] == (0.25, 7)
+    parts = [sparsity_scalars(report, flip=flip_rate(previous, mask)),
+             gate_scalars({"g": torch.tensor([0.0, 0.5, 1.0, 1.0])}, expected_l0=0.4),
+             update_ratio_scalars({0: 0.5, 1: 0.25})]
+    s = {tag: value for part in parts for tag, value in part.items()}
+    assert len(s) == sum(map(len, parts))  # no tag written twice
+    assert s["sparsity/global"] == report.global_sparsity
+    assert s["sparsity/layer_1/ffn_out"] == report.per_layer_kind[(1, "ffn_out")]
+    assert s["sparsity/kind/value"] == report.per_kind["value"]
+    assert s["mask/flip_rate"] == pytest.approx(1 / report.total)
+    assert s["mask/gates_near_0"] == 0.25 and s["mask/gates_near_1"] == 0.5
+    assert s["sparsity/expected_l0"] == 0.4
+    assert s["update/ratio/layer_1"] == 0.25

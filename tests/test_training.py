@@ -1,6 +1,6 @@
 import json
+import shutil
 
-import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -11,7 +11,9 @@ from subnets.data import load_split, tokenize
 from subnets.errors import SubnetsError
 from subnets.models import tiny_model
 from subnets.tasks import get_task
-from subnets.training import Callback, CrossEntropyObjective, Trainer
+from subnets.checkpointing import DirectoryCheckpointer
+from subnets.distributed import Distributed
+from subnets.training import Callback, CrossEntropyObjective, Trainer, callback_names, log_key
 
 SST2 = get_task("sst2")
 
@@ -20,7 +22,8 @@ def datasets_for(tokenizer, data_dir):
     return [tokenize(load_split(SST2, s, data_dir), tokenizer, SST2, 32) for s in ("train", "validation")]
 
 
-def make_trainer(tmp_path, data_dir, name="run", kind="bert", callbacks=(), objective=None, dropout=True, **overrides):
+def make_trainer(tmp_path, data_dir, name="run", kind="bert", callbacks=(), objective=None, dropout=True, seams=None,
+                 **overrides):
     model, tokenizer = tiny_model(kind, label_names=SST2.label_names)
     if not dropout:
         for m in model.modules():
@@ -31,7 +34,7 @@ def make_trainer(tmp_path, data_dir, name="run", kind="bert", callbacks=(), obje
                    per_device_train_batch_size=16, logging_steps=2, disable_tqdm=True, seed=3)
     options.update(overrides)
     return Trainer(model, TrainingArguments(**options), SST2, train, dev, tokenizer, callbacks=callbacks,
-                   objective=objective)
+                   objective=objective, **(seams or {}))
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
@@ -144,3 +147,123 @@ def test_model_with_other_labels_is_refused(tmp_path, tiny_data_dir):
     train, dev = datasets_for(tokenizer, tiny_data_dir)
     with pytest.raises(SubnetsError, match=r"predicts labels \['LABEL_0', 'LABEL_1', 'LABEL_2'\].*'sst2' model"):
         Trainer(model, TrainingArguments(output_dir=str(tmp_path / "x")), SST2, train, dev, tokenizer)
+
+
+class RecordingLogger:
+    """A metric logger that keeps what it is given."""
+
+    def __init__(self):
+        self.logged, self.flushes = [], 0
+
+    def log_dict(self, scalars, step):
+        self.logged.append((step, dict(scalars)))
+
+    def flush(self):
+        self.flushes += 1
+
+
+def half_lr(optimizer, args, max_steps):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+
+
+def test_injected_scheduler_logger_and_checkpointer(tmp_path, tiny_data_dir):
+    class Scalar(Callback):
+        def log_scalars(self, trainer):
+            return {"custom/step": float(trainer.global_step)}
+
+    def run(name, callbacks):
+        logger = RecordingLogger()
+        seams = dict(scheduler_factory=half_lr, metric_logger=logger,
+                     checkpointer=DirectoryCheckpointer(tmp_path / "elsewhere" / name))
+        trainer = make_trainer(tmp_path, tiny_data_dir, name=name, callbacks=[Scalar(), *callbacks], max_steps=6,
+                               eval_strategy="steps", eval_steps=2, logging_steps=2, seams=seams)
+        return trainer, logger
+
+    full, logger = run("full", [])
+    full.train()
+    assert [e["learning_rate"] for e in full.log_history if "learning_rate" in e] == [1.5e-3] * 3
+    assert [(step, sorted(scalars)) for step, scalars in logger.logged if "train/loss" in scalars] == \
+        [(step, ["custom/step", "train/grad_norm", "train/loss", "train/lr"]) for step in (2, 4, 6)]
+    # the logger got exactly what log_history holds (under HF's keys), and nothing went to TensorBoard
+    from_logger = [{log_key(tag): value for tag, value in scalars.items()} for _, scalars in logger.logged]
+    assert from_logger == [{k: v for k, v in e.items() if k not in ("step", "epoch")} for e in full.log_history][:-1]
+    assert logger.flushes > 0 and not (tmp_path / "full" / "tb").exists()
+    assert not (tmp_path / "full" / "checkpoint-last").exists()
+    state = json.loads((tmp_path / "full" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"] == str(tmp_path / "elsewhere" / "full" / "checkpoint-best")
+    # an exact resume through the injected checkpointer
+    crashed, _ = run("crash", [Crash(at=3)])
+    with pytest.raises(KeyboardInterrupt):
+        crashed.train()
+    resumed, _ = run("crash", [])
+    resumed.train()
+    assert resumed.global_step == 6 and (tmp_path / "elsewhere" / "crash" / "checkpoint-last").is_dir()
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+class Counter(Callback):
+    def __init__(self, start=0):
+        self.count = start
+
+    def on_step_end(self, trainer):
+        self.count += 1
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+class OtherCounter(Counter):
+    pass
+
+
+def test_callback_states_are_saved_by_name(tmp_path, tiny_data_dir):
+    assert callback_names([Counter(), OtherCounter(), Counter(), Crash(1)]) == \
+        ["Counter", "OtherCounter", "Counter#2", "Crash"]
+    crashed = make_trainer(tmp_path, tiny_data_dir, name="crash", callbacks=[Counter(0), OtherCounter(100), Crash(3)],
+                           max_steps=4, save_steps=2, eval_strategy="no")
+    with pytest.raises(KeyboardInterrupt):
+        crashed.train()
+    last = tmp_path / "crash" / "checkpoint-last"
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["callbacks"] == {"Counter": {"count": 2}, "OtherCounter": {"count": 102}}  # Crash has no state
+    for copy in ("legacy", "missing"):
+        shutil.copytree(tmp_path / "crash", tmp_path / copy)
+
+    reordered = [OtherCounter(), Counter()]
+    make_trainer(tmp_path, tiny_data_dir, name="crash", callbacks=reordered, max_steps=4, save_steps=2,
+                 eval_strategy="no").train()
+    assert [cb.count for cb in reordered] == [104, 4]
+
+    # a checkpoint of the earlier format (a list, by position) still resumes, by position
+    legacy = tmp_path / "legacy" / "checkpoint-last" / "trainer_state.json"
+    state["callbacks"] = [{"count": 2}, {"count": 102}]
+    legacy.write_text(json.dumps(state))
+    in_order = [Counter(), OtherCounter()]
+    make_trainer(tmp_path, tiny_data_dir, name="legacy", callbacks=in_order, max_steps=4, save_steps=2,
+                 eval_strategy="no").train()
+    assert [cb.count for cb in in_order] == [4, 104]
+
+    # a saved state whose callback this run lacks is refused
+    with pytest.raises(SubnetsError, match="holds the state of callback 'OtherCounter', which this run does not"):
+        make_trainer(tmp_path, tiny_data_dir, name="missing", callbacks=[Counter()], max_steps=4,
+                     eval_strategy="no").train()
+
+
+def test_process_group_is_prepared_outside_the_trainer(tmp_path, tiny_data_dir, monkeypatch):
+    model, tokenizer = tiny_model("bert", label_names=SST2.label_names)
+    train, dev = datasets_for(tokenizer, tiny_data_dir)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4)
+    assert Distributed().wrap(model) is model
+    # rank 1 of 2 reads every second example from the second one on
+    trainer = Trainer(model, args, SST2, train, dev, tokenizer, distributed=Distributed(rank=1, world_size=2))
+    assert not trainer.is_main_process
+    batches = list(trainer.batches(train))
+    assert [int(i) for b in batches for i in b["idx"]] == list(train["idx"][1::2])
+    assert all(len(b["labels"]) == 4 for b in batches[:-1])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun, but nobody initialised torch.distributed
+    with pytest.raises(SubnetsError, match="WORLD_SIZE=2, but torch.distributed is not initialised"):
+        Trainer(model, args, SST2, train, dev, tokenizer)

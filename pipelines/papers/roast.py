@@ -8,9 +8,13 @@ in-distribution accuracy, accuracy on the distribution-shift sets available offl
 tasks have none offline), AdvGLUE accuracy, calibration (ECE, lower is better) and anomaly detection (AUROC of the
 max-softmax confidence, the task's dev inputs against another task's inputs; docs/robustness.md).
 
-Paper numbers: none of the paper's table cells was available offline, so every paper cell reads n/a (all five
-columns of the four rows). The paper's own tasks are sentiment (SST-2) and entailment (MNLI) with several shift
-and anomaly sets each; the tasks here are the recipes' (SST-2, QNLI, RTE, QQP).
+Paper numbers: none; every paper cell reads n/a (all five columns of the four rows). The tables of Kim et al.
+2023 (arXiv 2312.04032) are not in the stored material: the stored web pages (ar5iv, a Markdown copy, the
+Hugging Face paper page) are searchable only from their beginning (title, abstract, introduction); bbuing9/RoAST
+(README and files) prints only the format of its evaluation output, no values; the public-GitHub file index holds
+no transcription of the paper (searched for its title and abstract sentences), and the issue threads none. The
+paper's own tasks are sentiment (SST-2) and entailment (MNLI) with several shift and anomaly sets each; the tasks
+here are the recipes' (SST-2, QNLI, RTE, QQP).
 """
 
 from __future__ import annotations

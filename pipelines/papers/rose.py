@@ -5,8 +5,12 @@ paper's per-task learning rate and upper percentile for RoBERTa-base, 10 epochs,
 (0.9, 0.98)); columns: per task, dev accuracy and AdvGLUE accuracy. Vanilla shares the schedule, weight decay and
 betas; its learning rate (2e-5) is our choice, the paper's was not available offline.
 
-Paper numbers: none of the paper's table cells was available offline, so every paper cell reads n/a (dev and
-AdvGLUE accuracy of the four rows on SST-2, QNLI, RTE, QQP).
+Paper numbers: none; every paper cell reads n/a (dev and AdvGLUE accuracy of the four rows on SST-2, QNLI, RTE,
+QQP). The tables of Jiang et al. 2022 (arXiv 2210.09658) are not in the stored material: the stored web pages
+(ar5iv, the SPIQA text and LaTeX copies) are searchable only from their beginning (title, abstract,
+introduction); jiangllan/ROSE (README, all its versions and files) gives only training commands and per-task
+learning rates / upper percentiles; the public-GitHub file index holds no transcription of the paper (searched
+for its abstract's sentences and "ROSE-First" / "ROSE-Second" / "ROSE-Ensemble"), and the issue threads none.
 """
 
 from __future__ import annotations

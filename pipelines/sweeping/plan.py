@@ -28,7 +28,7 @@ Options = dict[str, Any]  # option name -> value (a list for list options, True/
 NAME_KEYS = ("task_name", "method", "adversary", "debias", "selective", "init", "target_sparsity", "sparsity",
              "attack", "seed")
 # Store options every run of a sweep shares by default: one mask store under the sweep's output directory.
-SHARED_STORES = ("mask_store", "update_mask_store")
+SHARED_STORES = ("mask_store",)
 STORE_DIR = "masks_store"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
 

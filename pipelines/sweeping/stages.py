@@ -42,9 +42,9 @@ def stage1_arguments() -> list[type]:
 
 
 def stage2_arguments() -> list[type]:
-    from subnets.masking.search import SearchArguments
+    from subnets.masking.search import search_arguments
 
-    return [*stage1_arguments(), SearchArguments]
+    return [*stage1_arguments(), *search_arguments()]
 
 
 def stage3_arguments() -> list[type]:

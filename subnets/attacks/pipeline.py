@@ -35,6 +35,7 @@ class AttackOptions:
     disable: tuple[str, ...] = ()
     data_dir: str | None = None
     wordnet_dir: str | None = None
+    bf16: bool = True  # bf16 autocast of the model's forward passes on CUDA
 
 
 def is_attackable(task: TaskSpec, model_labels: list[str]) -> bool:
@@ -86,7 +87,8 @@ def attack_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     batch_size: int = 64) -> dict:
     """Attack the examples (resuming from `<prefix>.jsonl`), write TextAttack's outputs next to it, print its
     table and return the summary with `attack_config`."""
-    classifier = HFClassifier(model, tokenizer, batch_size=batch_size, max_length=max_length)
+    classifier = HFClassifier(model, tokenizer, batch_size=batch_size, max_length=max_length,
+                              bf16=options.bf16)
     attack = build_attack(options.attack, classifier, data_dir=options.data_dir, embeddings=options.embeddings,
                           wordnet_dir=options.wordnet_dir, query_budget=options.query_budget,
                           max_ratio=options.max_ratio, max_candidates=options.max_candidates,

@@ -18,6 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import SubnetsError
+from ..precision import autocast
 
 
 class Classifier(Protocol):
@@ -36,7 +37,7 @@ class HFClassifier:
     """Batched black-box access to a sequence classifier (single sentences or sentence pairs)."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 64,
-                 max_length: int = 128, device: str | torch.device | None = None):
+                 max_length: int = 128, device: str | torch.device | None = None, bf16: bool = True):
         if batch_size < 1 or max_length < 2:
             raise SubnetsError(f"batch_size must be >= 1 and max_length >= 2; got {batch_size} and {max_length}.")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -44,6 +45,7 @@ class HFClassifier:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length
+        self.bf16 = bf16
         self.num_labels = model.config.num_labels
         self.stats = QueryStats()
 
@@ -90,8 +92,7 @@ class HFClassifier:
         batches = self._batches(inputs)
         prepared = time.perf_counter()
         probs = torch.empty((len(inputs), self.num_labels), dtype=torch.float32, device=self.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(self.device, self.bf16):
             for rows, batch in batches:
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 logits = self.model(**batch).logits

@@ -5,9 +5,9 @@ A mask is `dict[str, torch.Tensor]` keyed by parameter name: bool for binary mas
 """
 
 from .base import MaskParametrization, attach, attached_masks, binary_mask, detach, mask_states
-from .baselines import magnitude_mask, random_mask, target_weights
+from .baselines import magnitude_mask, magnitude_structured_masks, random_mask, target_weights
 from .draw import SCOPES, draw_mask, pruned_count
-from .fixed import FixedMask, apply_mask
+from .fixed import FixedMask
 from .hard_concrete import (
     HardConcreteGate,
     attach_hard_concrete,
@@ -24,9 +24,9 @@ from .scores import ScoreMask, attach_scores, cubic_sparsity, reset_thresholds
 
 __all__ = [
     "GRANULARITIES", "SCOPES", "FixedMask", "HardConcreteGate", "Layout", "MaskParametrization", "ScoreMask",
-    "apply_mask", "attach", "attach_hard_concrete", "attach_scores", "attached_masks", "binary_mask",
+    "attach", "attach_hard_concrete", "attach_scores", "attached_masks", "binary_mask",
     "cubic_sparsity", "detach", "deterministic_gate", "draw_mask", "expected_density", "expected_l0",
-    "imp_prune", "imp_sparsity", "layout_for", "magnitude_mask", "mask_states", "mean_expected_l0",
+    "imp_prune", "imp_sparsity", "layout_for", "magnitude_mask", "magnitude_structured_masks", "mask_states", "mean_expected_l0",
     "pruned_count", "random_mask", "reset_thresholds", "rewind", "sample_gate", "sample_masked_weight", "snapshot",
     "target_weights",
 ]

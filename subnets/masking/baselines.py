@@ -1,4 +1,5 @@
-"""Baseline masks: random and one-shot magnitude pruning, drawn at an exact sparsity."""
+"""Baseline masks: random and one-shot magnitude pruning, drawn at an exact sparsity, and the one-shot magnitude
+baseline of whole heads and FFN neurons (structured, for compact export)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ from typing import Iterable
 
 import torch
 
+from ..errors import SubnetsError
 from ..targets import Target
+from ..weights import require_plain
 from .draw import draw_mask
+from .layout import HEAD_KINDS, NEURON_KINDS, EncoderLayer, UnitMasks, encoder_layers
 
 
 def target_weights(model: torch.nn.Module, targets: Iterable[Target]) -> dict[str, torch.Tensor]:
@@ -30,3 +34,37 @@ def random_mask(
     generator = torch.Generator().manual_seed(seed)
     state = {t.name: torch.rand(t.shape, generator=generator) for t in targets}
     return draw_mask(state, sparsity, scope=scope)
+
+
+@torch.no_grad()
+def magnitude_structured_masks(
+    model: torch.nn.Module, keep_heads: float, keep_neurons: float
+) -> tuple[UnitMasks, UnitMasks]:
+    """Keep, per layer, the fraction `keep_heads` of heads and `keep_neurons` of FFN neurons with the largest L1
+    weight norm (a head: its Q/K/V rows and attention-output columns; a neuron: its FFN-in row and FFN-out column).
+    A one-shot structured baseline, also used by the compact-export benchmark (`subnets.export`)."""
+    for name, value in (("keep_heads", keep_heads), ("keep_neurons", keep_neurons)):
+        if not 0.0 <= value <= 1.0:
+            raise SubnetsError(f"{name} is {value}; expected a fraction between 0 and 1.")
+    require_plain(model)
+    modules = dict(model.named_modules())
+    heads: UnitMasks = {}
+    neurons: UnitMasks = {}
+    for index, layer in enumerate(encoder_layers(model)):
+        heads[index] = _top_units(_unit_norms(modules, layer, HEAD_KINDS), keep_heads)
+        neurons[index] = _top_units(_unit_norms(modules, layer, NEURON_KINDS), keep_neurons)
+    return heads, neurons
+
+
+def _unit_norms(modules: dict[str, torch.nn.Module], layer: EncoderLayer, kinds: tuple[str, ...]) -> torch.Tensor:
+    """L1 norm of each unit: per row or column (by each matrix's layout axis) summed over the matrices, then
+    over the rows or columns of the unit."""
+    per_channel = sum(modules[layer.targets[k].module_name].weight.abs().float().sum(1 - layer.layouts[k].axis)
+                      for k in kinds)
+    return per_channel.reshape(layer.layouts[kinds[0]].group_shape[0], -1).sum(1)
+
+
+def _top_units(scores: torch.Tensor, keep: float) -> torch.Tensor:
+    kept = torch.zeros(len(scores), dtype=torch.bool)
+    kept[scores.topk(round(keep * len(scores))).indices.cpu()] = True
+    return kept

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_bytes
-from ..sparsity import flip_rate, log_gate_stats, log_sparsity, sparsity_report
+from ..sparsity import flip_rate, gate_scalars, sparsity_report, sparsity_scalars
 from ..training import Callback, Trainer
 from .base import MaskParametrization, binary_mask, mask_states
 from .fixed import FixedMask
@@ -48,9 +48,8 @@ class MaskSearchCallback(Callback):
     def log_scalars(self, trainer: Trainer) -> dict[str, float]:
         current = binary_mask(self.masks)
         flip = flip_rate(self._previous, current) if self._previous is not None else None
-        log_sparsity(trainer.writer, sparsity_report(current), trainer.global_step, flip=flip)
         self._previous = current
-        return {}
+        return sparsity_scalars(sparsity_report(current), flip=flip)
 
     def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.evaluated = binary_mask(self.masks)
@@ -90,9 +89,8 @@ class FixedLambda(MaskSearchCallback):
         return self._penalty
 
     def log_scalars(self, trainer: Trainer) -> dict[str, float]:
-        super().log_scalars(trainer)
-        _log_gates(trainer, self.masks)
-        return {"train/lambda": self.current_lambda(trainer), "train/l0_penalty": float(self._penalty.detach())}
+        return {**super().log_scalars(trainer), **_gate_scalars(self.masks),
+                "train/lambda": self.current_lambda(trainer), "train/l0_penalty": float(self._penalty.detach())}
 
 
 class Lagrangian(MaskSearchCallback):
@@ -125,10 +123,9 @@ class Lagrangian(MaskSearchCallback):
             self.multipliers.grad.neg_()
 
     def log_scalars(self, trainer: Trainer) -> dict[str, float]:
-        super().log_scalars(trainer)
-        _log_gates(trainer, self.masks)
         l1, l2 = self.multipliers.detach().tolist()
-        return {"train/lambda": l1, "train/lambda2": l2, "train/target_sparsity": self.current_target(trainer),
+        return {**super().log_scalars(trainer), **_gate_scalars(self.masks),
+                "train/lambda": l1, "train/lambda2": l2, "train/target_sparsity": self.current_target(trainer),
                 "train/expected_sparsity": float(self._expected.detach())}
 
     def state_dict(self) -> dict[str, Any]:
@@ -139,10 +136,10 @@ class Lagrangian(MaskSearchCallback):
             self.multipliers.copy_(state["multipliers"])
 
 
-def _log_gates(trainer: Trainer, gates: dict[str, HardConcreteGate]) -> None:
+def _gate_scalars(gates: dict[str, HardConcreteGate]) -> dict[str, float]:
     with torch.no_grad():
         values = {n: deterministic_gate(g.log_alpha) for n, g in gates.items()}
-        log_gate_stats(trainer.writer, values, trainer.global_step, expected_l0=float(mean_expected_l0(gates)))
+        return gate_scalars(values, expected_l0=float(mean_expected_l0(gates)))
 
 
 class ScoreSchedule(MaskSearchCallback):
@@ -167,8 +164,7 @@ class ScoreSchedule(MaskSearchCallback):
             reset_thresholds(self.masks, self.sparsity_at(trainer), scope=self.scope)
 
     def log_scalars(self, trainer: Trainer) -> dict[str, float]:
-        super().log_scalars(trainer)
-        return {"train/scheduled_sparsity": self.sparsity_at(trainer)}
+        return {**super().log_scalars(trainer), "train/scheduled_sparsity": self.sparsity_at(trainer)}
 
 
 class FixedMaskCallback(Callback):

@@ -11,25 +11,19 @@ from typing import Mapping
 
 import torch
 
-from ..errors import SubnetsError
+from ..weights import check_shapes, raw_parameter
 
 
 class FixedMask:
-    """A bool mask dict bound to a model's parameters (keys: canonical parameter names)."""
+    """A bool mask dict bound to a model's parameters (keys: canonical parameter names); binding it zeroes the
+    pruned weights (as `subnets.weights.apply_masks` does), and `zero_weights` does so again after each step."""
 
     def __init__(self, model: torch.nn.Module, mask: Mapping[str, torch.Tensor]):
-        params = dict(model.named_parameters())
-        self.params: list[torch.nn.Parameter] = []
-        self.multipliers: list[torch.Tensor] = []
-        for name, keep in mask.items():
-            if name not in params:
-                raise SubnetsError(f"Mask entry '{name}' names no parameter of the model; expected a mask drawn for this architecture.")
-            param = params[name]
-            if tuple(keep.shape) != tuple(param.shape):
-                raise SubnetsError(f"Mask entry '{name}' has shape {tuple(keep.shape)}; the parameter has {tuple(param.shape)}.")
-            self.params.append(param)
-            self.multipliers.append(keep.to(device=param.device, dtype=param.dtype))
+        check_shapes(model, mask)
+        self.params = [raw_parameter(model, name) for name in mask]
+        self.multipliers = [keep.to(device=p.device, dtype=p.dtype) for p, keep in zip(self.params, mask.values())]
         self.mask = {name: keep.bool() for name, keep in mask.items()}
+        self.zero_weights()
 
     @torch.no_grad()
     def zero_weights(self) -> None:
@@ -44,10 +38,3 @@ class FixedMask:
                 multipliers.append(multiplier)
         if grads:
             torch._foreach_mul_(grads, multipliers)
-
-
-def apply_mask(model: torch.nn.Module, mask: Mapping[str, torch.Tensor]) -> FixedMask:
-    """Zero the pruned weights of `model` in place and return the bound mask (for retraining callbacks)."""
-    fixed = FixedMask(model, mask)
-    fixed.zero_weights()
-    return fixed

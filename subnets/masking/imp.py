@@ -14,9 +14,9 @@ import torch
 
 from ..models import classifier_modules
 from ..targets import Target
+from ..weights import apply_masks
 from .baselines import target_weights
 from .draw import draw_mask
-from .fixed import apply_mask
 
 DEFAULT_RATE = 0.1
 
@@ -52,4 +52,4 @@ def rewind(model: torch.nn.Module, reference: Mapping[str, torch.Tensor], mask: 
     for name, param in model.named_parameters():
         if id(param) not in head and name in reference:
             param.copy_(reference[name])
-    apply_mask(model, mask)
+    apply_masks(model, mask)

@@ -5,6 +5,9 @@
 * `neuron`: one entry per FFN neuron: rows of FFN in, columns of FFN out.
 * `structured`: `head` for attention matrices plus `neuron` for FFN matrices.
 Targets a granularity does not apply to (e.g. FFN matrices under `head`) are not masked at that granularity.
+
+`encoder_layers(model)` groups the six matrices of each encoder layer with their `structured` layouts: the one
+description of which rows and columns form a head or a neuron, used by mask search and by compact export alike.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import SubnetsError
-from ..targets import Target
+from ..targets import Target, find_targets
 
 GRANULARITIES = ("weight", "head", "neuron", "structured")
 _HEAD_ROWS, _HEAD_COLS = ("query", "key", "value"), ("attn_out",)
 _NEURON_ROWS, _NEURON_COLS = ("ffn_in",), ("ffn_out",)
+HEAD_KINDS, NEURON_KINDS = _HEAD_ROWS + _HEAD_COLS, _NEURON_ROWS + _NEURON_COLS
+
+UnitMasks = dict[int, torch.Tensor]
+"""Per encoder layer index, a bool vector over its heads or its FFN neurons (True = kept)."""
 
 
 @dataclass(frozen=True)
@@ -78,3 +85,45 @@ def layout_for(target: Target, granularity: str, num_heads: int | None = None) -
 def num_attention_heads(model: torch.nn.Module) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "num_attention_heads", None)
+
+
+@dataclass(frozen=True)
+class EncoderLayer:
+    """The six prunable matrices of one encoder layer (kind -> target) with their `structured` layouts (a head is
+    `head_size` rows of Q/K/V and columns of the attention output; a neuron a row of FFN in and a column of FFN
+    out), and the attention module that owns Q/K/V and holds the head-count attributes."""
+
+    targets: dict[str, Target]
+    layouts: dict[str, Layout]
+    attention_name: str
+    head_size: int
+
+    @property
+    def num_heads(self) -> int:
+        return self.layouts["query"].group_shape[0]
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.layouts["ffn_in"].group_shape[0]
+
+
+def encoder_layers(model: torch.nn.Module) -> list[EncoderLayer]:
+    """The encoder layers of a BERT-family model, in order (see `EncoderLayer`)."""
+    by_layer: dict[int, dict[str, Target]] = {}
+    for target in find_targets(model):
+        by_layer.setdefault(target.layer, {})[target.kind] = target
+    modules = dict(model.named_modules())
+    layers = []
+    for index in sorted(by_layer):
+        targets = by_layer[index]
+        attention_name = targets["query"].module_name.rsplit(".", 1)[0]
+        head_size = getattr(modules[attention_name], "attention_head_size", None)
+        if not isinstance(head_size, int):
+            raise SubnetsError(
+                f"The attention module '{attention_name}' of {type(model).__name__} has no integer "
+                "`attention_head_size`; compact export supports BERT, RoBERTa, DistilBERT, ELECTRA and DeBERTa-v2."
+            )
+        num_heads = targets["query"].shape[0] // head_size
+        layouts = {kind: layout_for(target, "structured", num_heads) for kind, target in targets.items()}
+        layers.append(EncoderLayer(targets, layouts, attention_name, head_size))
+    return layers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import datasets
 import torch
@@ -12,19 +12,19 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from masks import MaskStore
 from masks.checkpoint import save_sparse_checkpoint
-from masks.store import check_store_root
-from masks.store import store_root as mask_store_root
 
 from ..config import TrainingArguments
 from ..errors import SubnetsError
-from ..models import load_classifier, load_weights
+from ..models import load_classifier
+from ..registry import check_choice
 from ..sparsity import sparsity_report
+from ..store_options import MaskStoreArguments
 from ..targets import targets_from_names
 from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .callbacks import FixedMaskCallback
 from .draw import SCOPES, draw_mask
-from .fixed import apply_mask
+from .fixed import FixedMask
 from .sources import init_path, load_mask, record_meta
 
 
@@ -33,24 +33,24 @@ class RetrainArguments:
     mask: str = field(default="", metadata={"help": "Stage-2 run directory, mask store id, or safetensors file."})
     init: str = field(default="pretrained", metadata={"help": "pretrained | finetuned | <stage-1 step>"})
     sparsity: float | None = field(default=None, metadata={"help": "Draw at this sparsity (default: the mask's own)."})
-    draw_scope: str = field(default="global", metadata={"help": "Ranking when drawing: global | per_matrix"})
-    mask_store: str | None = field(default=None, metadata={"help": "Mask store root ($SUBNETS_MASK_STORE, ./masks_store)."})
+    draw_scope: Literal[SCOPES] = field(default="global", metadata={
+        "help": "Ranking when drawing: global | per_matrix"})
 
     def __post_init__(self) -> None:
         """Reject bad values while parsing, before a stage creates its run directory."""
         if self.sparsity is not None and not 0.0 <= self.sparsity < 1.0:
             raise SubnetsError(f"--sparsity {self.sparsity} is out of range; expected a fraction in [0, 1) "
                                f"(1.0 would prune every weight).")
-        if self.draw_scope not in SCOPES:
-            raise SubnetsError(f"Unknown --draw_scope '{self.draw_scope}'; expected one of {', '.join(SCOPES)}.")
-        check_store_root(mask_store_root(self.mask_store))
+        check_choice("draw_scope", self.draw_scope, SCOPES)
 
 
-def draw_ticket(retrain: RetrainArguments) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The binary ticket: drawn from the mask state at `--sparsity`, or the stored binary mask as is."""
+def draw_ticket(retrain: RetrainArguments, mask_store: MaskStoreArguments | None = None,
+                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The binary ticket: drawn from the mask state at `--sparsity`, or the stored binary mask as is (a mask id is
+    looked up in `mask_store`)."""
     if not retrain.mask:
         raise SubnetsError("No --mask given; expected a stage-2 run directory, a mask store id or a mask file.")
-    root = mask_store_root(retrain.mask_store)
+    root = (mask_store or MaskStoreArguments()).root
     prefer = "state" if retrain.sparsity is not None else "ticket"
     mask, meta = load_mask(retrain.mask, root, prefer=prefer)
     binary = all(t.dtype == torch.bool for t in mask.values())
@@ -75,7 +75,7 @@ def ticket_trainer(
     optimizer_factory: OptimizerFactory | None = None,
 ) -> Trainer:
     """A Trainer for `model` with `ticket` applied and kept fixed (raises if the ticket does not fit the model)."""
-    fixed = apply_mask(model, ticket)
+    fixed = FixedMask(model, ticket)
     return Trainer(model, training_args, task, train, eval_dataset, tokenizer, objective=objective,
                    callbacks=[*callbacks, FixedMaskCallback(fixed)], optimizer_factory=optimizer_factory)
 
@@ -89,17 +89,18 @@ def retrain_ticket(trainer: Trainer, ticket: dict[str, torch.Tensor]) -> dict[st
 
 
 def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor], task: TaskSpec,
-                 retrain: RetrainArguments, mask_meta: dict[str, Any], seed: int, model_name: str) -> str | None:
+                 retrain: RetrainArguments, mask_meta: dict[str, Any], seed: int, model_name: str,
+                 mask_store: MaskStoreArguments | None = None) -> str | None:
     """Put the drawn ticket in the mask store and save `checkpoint-best-sparse/`: the best retrained model in
     sparse-aware form (kept values + bit mask referencing the store record). Main process only; returns the id."""
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
-    best = load_weights(out / "checkpoint-best")
+    best, _ = load_classifier(out / "checkpoint-best")
     parent = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
     meta = record_meta(best, task.name, mask_meta.get("method", "drawn"), model_name=model_name, parent=str(parent),
                        seed=seed, init=retrain.init,
                        target_sparsity=retrain.sparsity, draw_scope=retrain.draw_scope, run_dir=str(out.resolve()))
-    mask_id = MaskStore(mask_store_root(retrain.mask_store)).put(
+    mask_id = MaskStore((mask_store or MaskStoreArguments()).root).put(
         {n: m.bool().cpu() for n, m in ticket.items()}, dict(meta, kind="ticket"))
     save_sparse_checkpoint(best, ticket, out / "checkpoint-best-sparse", tokenizer=tokenizer, mask_id=mask_id)
     return mask_id

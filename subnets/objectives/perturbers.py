@@ -156,7 +156,7 @@ class RoASTPerturbation(Objective):
     def __init__(self, eps: float = 0.1, adv_weight: float = 0.5, kl_weight: float = 0.01,
                  loss_fn: LossFn = cross_entropy) -> None:
         if eps <= 0:
-            raise SubnetsError(f"RoAST needs a positive perturbation size (adv_lr), got {eps}.")
+            raise SubnetsError(f"RoAST needs a positive perturbation size (--roast_eps), got {eps}.")
         self.eps = eps
         self.adv_weight = adv_weight
         self.kl_weight = kl_weight

@@ -19,7 +19,7 @@ import torch
 from masks import MaskStore, UpdateLog, describe_model
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_json
-from subnets.sparsity import log_update_ratios
+from subnets.sparsity import update_ratio_scalars
 
 from .parameters import LayerParameter, UpdateRatioMeter
 
@@ -58,11 +58,9 @@ class UpdateMaskRecorder:
             stored = [m.clone() if m.dim() == 0 else m != 0 for m in masks]
             self.log.append(trainer.global_step, {s.name: m for s, m in zip(self.selected, stored)})
 
-    def write_ratios(self, trainer: Any) -> None:
-        """`update/ratio/layer_<i>`: mean over the steps since the last call (called at logging steps)."""
-        ratios = self.meter.mean() if self.meter is not None else []
-        if ratios:
-            log_update_ratios(trainer.writer, ratios, trainer.global_step)
+    def ratio_scalars(self) -> dict[str, float]:
+        """`update/ratio/layer_<i>`: the mean over the steps observed since the last call ({} if none were)."""
+        return update_ratio_scalars(self.meter.mean() if self.meter is not None else [])
 
     def state_dict(self) -> dict[str, Any]:
         """The open record's position (flushed to the store first), for the run's checkpoint."""
@@ -71,7 +69,7 @@ class UpdateMaskRecorder:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the record a checkpoint was logging to (main process)."""
         if self.meta is not None and state.get("update_log"):
-            self.log = UpdateLog.resume(MaskStore(self.store_path), state["update_log"])
+            self.log = MaskStore(self.store_path).resume_update_log(state["update_log"])
 
     def finish(self, trainer: Any) -> str | None:
         if self.log is None:

@@ -18,15 +18,15 @@ Fisher of the initial pass is kept, so the same child network is trained in ever
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from subnets.data import batch_reader
 from subnets.errors import SubnetsError
-from subnets.training import Callback, model_inputs
+from subnets.training import Callback, Trainer, model_inputs
 
 from .masked_adamw import MaskedAdamW
 from .parameters import LayerParameter, encoder_layer_parameters
@@ -158,24 +158,18 @@ class RoastAdamW(MaskedAdamW):
         return {p: m for p, m in zip(self.roast.params, self.roast.current) if p.grad is not None}
 
 
-def initial_fisher_pass(trainer: Any, fisher: FisherAccumulator, max_batches: int = 0) -> None:
+def initial_fisher_pass(trainer: Trainer, fisher: FisherAccumulator, max_batches: int = 0) -> None:
     """One pass of clean cross-entropy over (this rank's share of) the training set, squared gradients summed.
 
-    The model stays in training mode (dropout on), as in the epochs whose gradients later replace this estimate.
-    `max_batches` > 0 stops early (quick runs); gradients are cleared afterwards.
+    The batches and their precision are the trainer's (`Trainer.batches`, `Trainer.autocast`). The model stays
+    in training mode (dropout on), as in the epochs whose gradients later replace this estimate. `max_batches`
+    > 0 stops early (quick runs); gradients are cleared afterwards.
     """
-    model, args = trainer.model, trainer.args
-    read = batch_reader(trainer.train_dataset, trainer.collator)
-    indices = list(range(trainer.rank, len(trainer.train_dataset), trainer.world_size))
-    size = args.per_device_train_batch_size
-    batches = [indices[i:i + size] for i in range(0, len(indices), size)]
-    autocast = torch.autocast(trainer.device.type, dtype=torch.bfloat16,
-                              enabled=trainer.device.type == "cuda" and args.bf16)
+    model = trainer.model
     model.train()
-    for batch_indices in batches[:max_batches or None]:
-        batch = {k: v.to(trainer.device, non_blocking=True) for k, v in read(batch_indices).items()}
+    for batch in itertools.islice(trainer.batches(trainer.train_dataset), max_batches or None):
         model.zero_grad(set_to_none=True)
-        with autocast:
+        with trainer.autocast():
             logits = model(**model_inputs(batch)).logits
         F.cross_entropy(logits.float(), batch["labels"]).backward()
         fisher.add()
@@ -197,7 +191,9 @@ class RoastCallback(Callback):
             initial_fisher_pass(trainer, self.roast.fisher, self.fisher_batches)
         masks = self.roast.redraw(trainer.epoch)
         self.recorder.observe(trainer, masks, force=True)
-        self.recorder.write_ratios(trainer)
+
+    def log_scalars(self, trainer: Any) -> dict[str, float]:
+        return self.recorder.ratio_scalars()  # the epoch's masks, at the first logging step after they are drawn
 
     def on_after_backward(self, trainer: Any) -> None:
         if self.roast.refresh:

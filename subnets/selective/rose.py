@@ -5,7 +5,7 @@ Every optimizer step each scored tensor (a `.weight` inside an encoder layer) ge
 [q_lower, q_upper] of all scores gets M = 0 and is frozen for that step (see `MaskedAdamW`).
 
 * First order: score = ||grad_W KL_sym||_F, with KL_sym the symmetric KL divergence between the predictions of
-  two dropout forward passes, summed over the batch and divided by 4 (paper Eq. 3-4).
+  two dropout forward passes, summed over the batch and divided by 4 (paper Eq. 3-4; `ROSE_KL_SCALE`).
 * Second order: score = |(1 - beta1) ||g|| / ||m_prev|| - 1| with m the Adam first moment (paper Eq. 6); every
   tensor is kept at the first step, where m_prev = 0.
 * Ensemble: M = (1 - gamma) M_second + gamma M_first (paper Eq. 7), values in {0, gamma, 1 - gamma, 1}.
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from subnets.errors import SubnetsError
+from subnets.objectives.losses import symmetric_kl
 from subnets.objectives.modules import gradient_sync
 from subnets.training import Callback, Objective, model_inputs
 
@@ -37,6 +38,8 @@ ROSE_VARIANTS = ("first", "second", "ensemble")
 DEFAULT_SCORE_DIVISOR = 4
 # ||m_prev|| is floored here so that the second-order score stays finite where the momentum is exactly zero.
 MOMENTUM_NORM_FLOOR = 1e-12
+# ROSE Eq. 3: KL_sym = (KL(p_a || p_b) + KL(p_b || p_a)) / 4, summed over the batch (the scores are its gradient norms)
+ROSE_KL_SCALE = 0.25
 
 
 def band_mask(scores: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
@@ -62,14 +65,6 @@ def band_mask(scores: torch.Tensor, lower: float, upper: float) -> torch.Tensor:
 def second_order_scores(grad_size: torch.Tensor, momentum_size: torch.Tensor, beta1: float) -> torch.Tensor:
     """|(1 - beta1) |g| / |m_prev| - 1| for norms (per tensor) or magnitudes (element-wise)."""
     return ((1 - beta1) * grad_size / momentum_size.clamp_min(MOMENTUM_NORM_FLOOR) - 1).abs()
-
-
-def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """(KL(p_a || p_b) + KL(p_b || p_a)) summed over the batch, divided by 4 (ROSE Eq. 3)."""
-    log_a, log_b = F.log_softmax(logits_a.float(), -1), F.log_softmax(logits_b.float(), -1)
-    kl_ab = F.kl_div(log_b, log_a, reduction="sum", log_target=True)
-    kl_ba = F.kl_div(log_a, log_b, reduction="sum", log_target=True)
-    return (kl_ab + kl_ba) / 4
 
 
 class RoseMasks:
@@ -220,7 +215,8 @@ class RoseFirstObjective(Objective):
             scored = min(self.score_examples or size, size)
         head = {key: value[:scored] for key, value in inputs.items()}
         loss, logits_a, logits_b = self._dropout_pair(model, head, labels[:scored])
-        kl_gradients = torch.autograd.grad(symmetric_kl(logits_a, logits_b) * (loss_scale * size / scored),
+        kl = ROSE_KL_SCALE * symmetric_kl(logits_a, logits_b)
+        kl_gradients = torch.autograd.grad(kl * (loss_scale * size / scored),
                                            self.rose.params, retain_graph=True, materialize_grads=True)
         self.rose.add_first_order_gradients(kl_gradients)
         with gradient_sync(model, enabled=scored == size):
@@ -249,8 +245,7 @@ class RoseCallback(Callback):
             self.recorder.observe(trainer, self.rose.last)
 
     def log_scalars(self, trainer: Any) -> dict[str, float]:
-        self.recorder.write_ratios(trainer)  # one scalar per layer, through subnets.sparsity.log_update_ratios
-        return {}
+        return self.recorder.ratio_scalars()  # one scalar per layer, averaged over the steps since the last log
 
     def on_train_end(self, trainer: Any) -> None:
         self.recorder.finish(trainer)

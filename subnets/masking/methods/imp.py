@@ -1,0 +1,69 @@
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Chen et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ...models import load_classifier
+from ...weights import apply_masks
+from ..baselines import target_weights
+from ..callbacks import FixedMaskCallback
+from ..fixed import FixedMask
+from ..imp import imp_prune, imp_sparsity, rewind, snapshot
+from ..sources import init_path
+from .context import FoundMask, SearchContext
+
+
+@dataclass
+class IMPArguments:
+    config_group = "SearchArguments"
+
+    imp_rate: float = field(default=0.1, metadata={"help": "IMP: fraction of the remaining weights pruned per round."})
+    imp_rewind: str = field(default="pretrained", metadata={"help": "IMP: pretrained | finetuned | <step> | none"})
+    imp_prune_first: bool = field(default=False, metadata={"help": "IMP: prune at step 0 before the first training."})
+
+
+def search_imp(context: SearchContext) -> FoundMask:
+    """Rounds of (train, prune, rewind) -- or (prune, rewind, train) with `imp_prune_first` -- each with a new
+    Trainer (fresh optimizer and schedule), until the round sparsity reaches the target."""
+    options, model, targets = context.options[IMPArguments], context.model, context.targets
+    scope, out = context.search.scope, context.output_dir
+    rounds = max(1, math.ceil(math.log(1 - context.search.target_sparsity) / math.log(1 - options.imp_rate) - 1e-9))
+    reference = _rewind_reference(model, options.imp_rewind, context.source)
+    mask, metrics = None, {}
+    survived = {t.name: torch.zeros(t.shape) for t in targets}
+    for round_index in range(1, rounds + 1):
+        extra = [FixedMaskCallback(FixedMask(model, mask))] if mask is not None else []
+        if not options.imp_prune_first:
+            metrics = context.make_trainer(out / f"round-{round_index}", extra).train()
+        mask = imp_prune(model, targets, mask, round_index, scope=scope, rate=options.imp_rate)
+        for name, keep in mask.items():
+            survived[name] += keep.cpu().float()
+        if reference is not None:
+            rewind(model, reference, mask)
+        else:
+            apply_masks(model, mask)
+        if options.imp_prune_first:
+            fixed = [FixedMaskCallback(FixedMask(model, mask))]
+            metrics = context.make_trainer(out / f"round-{round_index}", fixed).train()
+    # State for drawing other sparsities: rounds survived, ties broken by the final magnitude (< 1).
+    weights = target_weights(model, targets)
+    state = {n: survived[n] + (weights[n].abs().float().cpu() / (weights[n].abs().max().float().cpu() + 1e-12)) * 0.5
+             for n in survived}
+    metrics["imp_rounds"] = rounds
+    metrics["imp_round_sparsity"] = imp_sparsity(rounds, options.imp_rate)
+    return FoundMask(mask, state, metrics)
+
+
+def _rewind_reference(model: torch.nn.Module, rewind_to: str, source: str) -> dict[str, torch.Tensor] | None:
+    if rewind_to == "none":
+        return None
+    path, _ = init_path(source, rewind_to)
+    if path == source:
+        return snapshot(model)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    reference, _ = load_classifier(path, labels)
+    return {n: p.to(next(model.parameters()).device) for n, p in snapshot(reference).items()}

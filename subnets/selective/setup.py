@@ -1,0 +1,37 @@
+"""What a selective method's builder receives (`SelectiveContext`) and returns (`SelectiveSetup`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from subnets.config import TrainingArguments
+from subnets.training import Callback, Objective, OptimizerFactory
+
+from .recording import UpdateMaskRecorder
+
+
+@dataclass
+class SelectiveSetup:
+    """What the training loop needs for the chosen method; all empty/None for `--selective none`."""
+
+    optimizer_factory: OptimizerFactory | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+    objective: Objective | None = None
+
+
+@dataclass
+class SelectiveContext:
+    """The chosen method's name, the run's seed, the writer of its update masks and the stage's objective options
+    (`ObjectiveArguments`, or None), for methods that replace the objective."""
+
+    name: str
+    seed: int
+    recorder: UpdateMaskRecorder
+    objective_args: Any = None
+
+
+def adamw_options(args: TrainingArguments) -> dict[str, Any]:
+    """The AdamW hyper-parameters of the training options (for the masked AdamW subclasses)."""
+    return dict(lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                weight_decay=args.weight_decay)
