@@ -55,6 +55,16 @@ def smoke_inputs(paper: Paper, out: Path) -> tuple[str, str]:
     return str(model_dir), str(data_dir)
 
 
+def choose_tasks(paper: Paper, budget: str, requested: Sequence[str] | None) -> tuple[str, ...]:
+    """The tasks whose tables are built: `requested` (each one the paper reports) or the budget's."""
+    reported = paper.budget_tasks["paper"]
+    unknown = [t for t in requested or () if t not in reported]
+    if unknown:
+        raise SubnetsError(f"--tasks {' '.join(unknown)}: not a task of {paper.name}; expected some of "
+                           f"{', '.join(reported)}.")
+    return tuple(requested or paper.budget_tasks[budget])
+
+
 def matches(point: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
     return all(k not in point or str(point[k]) == str(v) for k, v in where.items())
 
@@ -133,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_dir", default=None, help="Data folder (default $SUBNETS_DATA_DIR; smoke: toy data).")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--model_name_or_path", default=None, help="Override the budget's model.")
+    parser.add_argument("--tasks", nargs="+", default=None,
+                        help="Build only these tasks' tables (default: the budget's tasks; any of the paper budget's).")
     parser.add_argument("--executor", default="local", choices=EXECUTORS)
     parser.add_argument("--workers", type=int, default=1)
     return parser
@@ -141,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     paper, out = load_paper(args.paper), Path(args.output_dir)
+    tasks = choose_tasks(paper, args.budget, args.tasks)
     if args.budget == "smoke":
         model, data_dir = smoke_inputs(paper, out)
         data_dir = args.data_dir or data_dir
@@ -150,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             raise SubnetsError("No --data_dir given and SUBNETS_DATA_DIR is not set; expected the offline data folder "
                                "(the smoke budget makes its own toy data).")
     setting = Setting(args.budget, args.model_name_or_path or model, str(data_dir), tuple(args.seeds),
-                      TRAIN[args.budget], EVALUATE[args.budget])
+                      TRAIN[args.budget], EVALUATE[args.budget], tasks)
     tables = paper.tables(setting)
     plan = Plan(out)
     leaves: dict[str, dict[str, list[Leaf]]] = {}
@@ -161,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
     failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
               for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
-    parts = [f"# {paper.citation}\n\nModel `{setting.model}`, budget `{args.budget}`, seeds "
+    parts = [f"# {paper.citation}\n\nModel `{setting.model}`, budget `{args.budget}`, tasks {', '.join(tasks)}, seeds "
              f"{' '.join(map(str, args.seeds))}. Paper numbers: see `pipelines/papers/{paper.name}.py`; n/a = not "
              f"available offline or not implemented. Every cell's runs are listed in results.json (`runs`), "
              f"relative to this folder.\n"]

@@ -13,7 +13,8 @@ def smoke(paper: str, out):
                              "--executor", "inline"])
     assert not [o for o in result["outcomes"].values() if o["status"] in ("failed", "blocked")]
     module = reproduce.load_paper(paper)
-    setting = Setting("smoke", "tiny", "data", (1,), reproduce.TRAIN["smoke"], reproduce.EVALUATE["smoke"])
+    setting = Setting("smoke", "tiny", "data", (1,), reproduce.TRAIN["smoke"], reproduce.EVALUATE["smoke"],
+                      tuple(module.budget_tasks["smoke"]))
     tables = module.tables(setting)
     report = (out / "report.md").read_text()
     results = json.loads((out / "results.json").read_text())
@@ -92,3 +93,20 @@ def test_reproduce_roast_smoke_reports_every_perspective(tmp_path):
     child = json.loads((tmp_path / "roast" / results["sst2"]["Child-Tuning-D"]["ECE"]["runs"][0]
                         / "metrics.json").read_text())
     assert "ood_auroc" in next(iter(child.values()))["sst2"]
+
+
+def test_reproduce_tasks_builds_only_the_chosen_tasks_and_refuses_a_task_the_paper_lacks(tmp_path, capsys):
+    from pipelines.common import run_cli
+
+    out = tmp_path / "rose"
+    result = reproduce.main(["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out),
+                             "--executor", "inline", "--tasks", "rte"])
+    assert sorted(result["results"]["advglue"]["vanilla"]) == ["RTE AdvGLUE", "RTE dev"]
+    assert not any("sst2" in name for name in result["outcomes"])
+    assert "tasks rte" in (out / "report.md").read_text()
+
+    refused = tmp_path / "refused"
+    code = run_cli(lambda argv: reproduce.main(["rose", "--budget", "smoke", "--output_dir", str(refused),
+                                                "--tasks", "mnli"]))
+    assert code == 2 and not refused.exists()
+    assert "--tasks mnli: not a task of rose" in capsys.readouterr().err

@@ -56,6 +56,7 @@ class Setting:
     seeds: tuple[int, ...]
     train: Mapping[str, Any]  # options for every training stage (steps, samples, lengths)
     evaluate: Mapping[str, Any]  # options for evaluate (sample sizes)
+    tasks: tuple[str, ...]  # the tasks whose tables are built (the budget's, or those the user picked)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Paper:
     numbers: Mapping[str, Mapping[str, Mapping[str, float]]]  # {table: {row: {column: value}}}
     tasks: tuple[str, ...]  # tasks and evaluation sets its smoke data must hold
     models: Mapping[str, str]  # budget -> model name
+    budget_tasks: Mapping[str, Sequence[str]]  # budget -> the training tasks of its tables
     tables: Callable[[Setting], list[Table]]
 
 

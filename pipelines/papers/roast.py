@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipelines.papers import Column, Paper, Row, Setting, Table, finetune
-from pipelines.papers.robust_tickets import FREELB
+from pipelines.papers.robust_tickets import freelb
 
 CITATION = ("Kim et al., RoAST: Robustifying Language Models via Adversarial Perturbation with Selective Training, "
             "Findings of EMNLP 2023")
@@ -51,9 +51,8 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
     sets = ",".join([task, *SHIFT.get(task, {}).values(), f"advglue-{task}"])
     evaluate = {"tasks": sets, "ood_task": ANOMALY[task]}
     schedule = SCHEDULE[setting.budget]
-    freelb = {"adversary": "freelb", "adv_init_mag": 0.05, "adv_max_norm": 0.0, **FREELB.get(task, {})}
     return {"vanilla": finetune(setting, task, schedule, evaluate),
-            "FreeLB": finetune(setting, task, {**schedule, **freelb}, evaluate),
+            "FreeLB": finetune(setting, task, {**schedule, **freelb(setting, task)}, evaluate),
             "Child-Tuning-D": finetune(setting, task, {"recipe": f"roast_{task}", **schedule, **CHILD_TUNING_D},
                                        evaluate),
             "RoAST": finetune(setting, task, {"recipe": f"roast_{task}", **schedule}, evaluate)}
@@ -62,8 +61,8 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
 def tables(setting: Setting) -> list[Table]:
     return [Table(task, f"{task.upper()}: multi-perspective robustness (%; ECE lower is better)", columns(task),
                   [Row(name, c) for name, c in method_rows(setting, task).items()])
-            for task in BUDGET_TASKS[setting.budget]]
+            for task in setting.tasks]
 
 
 PAPER = Paper("roast", CITATION, NUMBERS, ("sst2", "qqp", "paws-qqp", "advglue-sst2", "advglue-qqp", "rte"),
-              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-large"}, tables)
+              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-large"}, BUDGET_TASKS, tables)

@@ -40,7 +40,7 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
 
 
 def tables(setting: Setting) -> list[Table]:
-    tasks = BUDGET_TASKS[setting.budget]
+    tasks = setting.tasks
     columns = [column for task in tasks
                for column in (Column(f"{task.upper()} dev", f"{task}/eval_accuracy"),
                               Column(f"{task.upper()} AdvGLUE", f"advglue-{task}/eval_accuracy"))]
@@ -53,4 +53,4 @@ def tables(setting: Setting) -> list[Table]:
 
 
 PAPER = Paper("rose", CITATION, NUMBERS, ("sst2", "rte", "advglue-sst2", "advglue-rte"),
-              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-base"}, tables)
+              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-base"}, BUDGET_TASKS, tables)
