@@ -73,6 +73,16 @@ def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_c
         evaluate = recorded_argv(tmp_path / "sr" / mnli[f"{loss} full model"]["MNLI"]["runs"][0])
         stage1 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
         assert ("--bias_predictions" in stage1) == debiased
+    # "from fine-tuned": PoE mask training searches with PoE on the CE full model's own stage-1 run (Table 6)
+    def option(argv, name):
+        return argv[argv.index(name) + 1]
+
+    ce_full = recorded_argv(tmp_path / "sr" / mnli["CE full model"]["MNLI"]["runs"][0])
+    poe_eval = recorded_argv(tmp_path / "sr" / mnli["PoE mask training (from fine-tuned)"]["MNLI"]["runs"][0])
+    search = recorded_argv(Path(option(poe_eval, "--checkpoint")))
+    assert option(search, "--debias") == "poe" and "--bias_predictions" in search
+    assert option(search, "--model_name_or_path") == option(ce_full, "--checkpoint")
+    assert mnli["PoE mask training (from fine-tuned)"]["HANS"]["paper"] == 75.17
     assert sorted(results["hans_curve"]) == sorted(f"{s}@{x}" for s in ("CE mask training", "PoE mask training",
                                                                          "PoE IMP") for x in (0.3, 0.5))
 
