@@ -27,11 +27,12 @@ from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli, run_task
 from subnets.attacks import ATTACKS
 from subnets.attacks.pipeline import AttackOptions, attack_examples, attack_tables, file_examples, is_attackable, task_examples
-from subnets.config import parse_args
+from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, compute_metrics, predict
 from subnets.io import atomic_write_json, atomic_write_text
+from subnets.registry import check_choice
 from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
@@ -66,6 +67,13 @@ class EvaluateArguments:
     attack_label_column: str = field(default="label", metadata={"help": "Label column of --attack_file (ids or label names)."})
     wordnet_dir: str | None = field(default=None, metadata={"help": "WordNet dict folder (default /usr/share/wordnet)."})
     ood_task: str | None = field(default=None, metadata={"help": "Task whose inputs are the out-of-distribution set."})
+
+    def __post_init__(self) -> None:
+        """Reject bad values while parsing, before anything is written."""
+        check_choice("attack", self.attack, ("none", *ATTACKS))
+        if self.attack_file and self.attack == "none":
+            raise SubnetsError("--attack_file was given without --attack; expected one of " + ", ".join(ATTACKS) + ".")
+        check_at_least_one(self, ("per_device_eval_batch_size",))
 
 
 FILE_SET_PREFIX = "file:"  # metrics.json key of an --attack_file's results: file:<file stem>
@@ -180,12 +188,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tasks = [get_task(t) for t in task_names] + (user_sets(files, args.checkpoint[0]) if files.given else [])
     if args.ood_task:
         get_task(args.ood_task)
-    if args.attack not in ("none", *ATTACKS):
-        raise SubnetsError(f"Unknown --attack '{args.attack}'; expected none or one of {', '.join(ATTACKS)}.")
-    if args.attack_file and args.attack == "none":
-        raise SubnetsError("--attack_file was given without --attack; expected one of " + ", ".join(ATTACKS) + ".")
-    if args.per_device_eval_batch_size < 1:
-        raise SubnetsError(f"--per_device_eval_batch_size must be at least 1; got {args.per_device_eval_batch_size}.")
     claim_output_dir(Path(args.output_dir), COMMAND)
     results = {name: evaluate_checkpoint(path, tasks, args, name)
                for name, path in zip(checkpoint_names(args.checkpoint), args.checkpoint)}

@@ -23,7 +23,7 @@ import torch
 
 from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli
-from subnets.config import parse_args
+from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, tokenize
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, predict, softmax
@@ -31,6 +31,7 @@ from subnets.io import atomic_write_json
 from subnets.models import checkpoint_labels, load_classifier
 from subnets.objectives.bias_model import BIAS_TYPES, train_bias_model
 from subnets.objectives.debias import PredictionCache, dataset_fingerprint
+from subnets.registry import check_choice
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_record, user_task
 
@@ -58,6 +59,13 @@ class BiasModelArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Teacher inputs are truncated to this length."})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "Teacher inference batch size."})
 
+    def __post_init__(self) -> None:
+        """Reject bad values while parsing, before anything is written."""
+        check_choice("bias_type", self.bias_type, BIAS_TYPES)
+        if not self.l2 >= 0:
+            raise SubnetsError(f"--l2 must be a non-negative penalty; got {self.l2}.")
+        check_at_least_one(self, ("per_device_eval_batch_size",))
+
 
 def load_teacher(model_path: str, task: TaskSpec) -> tuple[torch.nn.Module, Any]:
     """The fine-tuned teacher with its own head; refused if its labels are not the task's (a new random head
@@ -83,12 +91,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args, files = parse_args([BiasModelArguments, DataFileArguments], argv, recipe_dir=RECIPE_DIR).instances
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for the bias predictions.")
-    if args.bias_type not in BIAS_TYPES:
-        raise SubnetsError(f"--bias_type must be one of {', '.join(BIAS_TYPES)}, got '{args.bias_type}'.")
-    if not args.l2 >= 0:
-        raise SubnetsError(f"--l2 must be a non-negative penalty; got {args.l2}.")
-    if args.per_device_eval_batch_size < 1:
-        raise SubnetsError(f"--per_device_eval_batch_size must be at least 1; got {args.per_device_eval_batch_size}.")
     out = Path(args.output_dir)
     claim_output_dir(out, COMMAND)
     data_dir = args.data_dir or default_data_dir()

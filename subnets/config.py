@@ -49,6 +49,13 @@ class DataArguments:
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every input to max_seq_length."})
 
 
+def check_at_least_one(options: object, names: Sequence[str]) -> None:
+    """The one error of an option dataclass's counts (batch sizes, steps) that must be at least 1."""
+    for name in names:
+        if getattr(options, name) < 1:
+            raise SubnetsError(f"--{name} must be at least 1; got {getattr(options, name)}.")
+
+
 @dataclass
 class TrainingArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Run directory (required)."})
@@ -107,10 +114,8 @@ class TrainingArguments:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SubnetsError(f"Unknown --{name} '{getattr(self, name)}'; expected one of {', '.join(allowed)}.")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "eval_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise SubnetsError(f"--{name} must be at least 1; got {getattr(self, name)}.")
+        check_at_least_one(self, ("per_device_train_batch_size", "per_device_eval_batch_size",
+                                  "gradient_accumulation_steps", "eval_steps", "logging_steps"))
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
             raise SubnetsError(f"--num_train_epochs {self.num_train_epochs} trains nothing; expected a positive "
                                f"number of epochs (or --max_steps N > 0).")
