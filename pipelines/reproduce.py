@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from pipelines.common import run_cli
 from pipelines.papers import BUDGETS, Paper, Setting, Table
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
-from pipelines.sweeping.execute import EXECUTORS, SweepSettings, run_plan
+from pipelines.sweeping.execute import EXECUTORS, SweepSettings, is_finished, run_plan
 from pipelines.sweeping.plan import Leaf, Plan
 from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
@@ -96,12 +96,16 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
 def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> str:
     header = ["method"] + [f"{c.name} {who}" for c in table.columns for who in ("(paper)", "(ours)")]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    implemented = {row.name for row in table.rows if row.chains()}
     for row, cells in result.items():
         values = []
         for column in table.columns:
             cell = cells[column.name]
             values.append("n/a" if cell["paper"] is None else str(cell["paper"]))  # as the paper prints it
-            values.append(format_mean_sd(cell if cell["n"] else None) + (f" (n={cell['n']})" if cell["n"] else ""))
+            if cell["n"]:
+                values.append(f"{format_mean_sd(cell)} (n={cell['n']})")
+            else:
+                values.append("-" if row in implemented else "n/a")
         lines.append(f"| {row} | " + " | ".join(values) + " |")
     return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds.\n\n" + \
         "\n".join(lines) + "\n"
@@ -147,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Build only these tasks' tables (default: the budget's tasks; any of the paper budget's).")
     parser.add_argument("--executor", default="local", choices=EXECUTORS)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--report_only", action="store_true",
+                        help="Run nothing: write the report from the runs that finished (e.g. while a long budget runs).")
     return parser
 
 
@@ -170,14 +176,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for table in tables:
         for row in table.rows:
             leaves.setdefault(table.name, {})[row.name] = [leaf for c in row.chains() for leaf in plan.add(c)]
-    outcomes = run_plan(plan, SweepSettings(args.executor, args.workers))
+    outcomes = {} if args.report_only else run_plan(plan, SweepSettings(args.executor, args.workers))
+    finished = sum(is_finished(plan.directory(run), run) for run in plan.ordered())
     results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
     failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
               for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
     parts = [f"# {paper.citation}\n\nModel `{setting.model}`, budget `{args.budget}`, tasks {', '.join(tasks)}, seeds "
              f"{' '.join(map(str, args.seeds))}. Paper numbers: see `pipelines/papers/{paper.name}.py`; n/a = not "
-             f"available offline or not implemented. Every cell's runs are listed in results.json (`runs`), "
-             f"relative to this folder.\n"]
+             f"available offline or not implemented; - = its runs have not finished (or failed). Every cell's runs are listed in results.json (`runs`), "
+             f"relative to this folder. {finished} of {len(plan.runs)} runs finished"
+             f"{' (report only: nothing was run)' if args.report_only else ''}.\n"]
     for table in tables:
         parts.append(markdown_table(table, results[table.name], args.seeds))
         if table.plot:

@@ -120,3 +120,20 @@ def test_reproduce_tasks_builds_only_the_chosen_tasks_and_refuses_a_task_the_pap
                                                 "--tasks", "mnli"]))
     assert code == 2 and not refused.exists()
     assert "--tasks mnli: not a task of rose" in capsys.readouterr().err
+
+
+def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
+    """--report_only writes the report from what has finished: before any run every implemented cell reads -, and
+    no stage directory is created; after the runs, the same command reads their values."""
+    out = tmp_path / "rose"
+    argv = ["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out), "--executor", "inline",
+            "--tasks", "rte"]
+    before = reproduce.main(argv + ["--report_only"])
+    report = (out / "report.md").read_text()
+    assert before["outcomes"] == {} and not (out / "stage1").exists()
+    assert "0 of " in report and "| vanilla | n/a | - |" in report
+    assert all(cell["n"] == 0 for cell in before["results"]["advglue"]["vanilla"].values())
+    reproduce.main(argv)
+    after = reproduce.main(argv + ["--report_only"])
+    assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
+    assert "| - |" not in (out / "report.md").read_text()
