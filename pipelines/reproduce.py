@@ -132,7 +132,8 @@ def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> N
     ax.set_xlabel(f"{table.plot} (%)")
     ax.set_ylabel("%")
     ax.set_title(table.title, fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label before any run finished
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
