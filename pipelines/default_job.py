@@ -40,23 +40,24 @@ MODELS = ("dense", "ticket", "robust_ticket")
 SEARCH = {"method": "hard_concrete", "target_sparsity": SPARSITY, "controller": "lagrangian", "mask_lr": 0.1,
           "lagrangian_lr": 5.0}
 ADVERSARY = {"adversary": "freelb", "adv_steps": 2, "adv_lr": 0.03, "adv_init_mag": 0.05, "adv_max_norm": 0.0}
+TICKETS = {"ticket": ("ticket_search", {}), "robust_ticket": ("robust_search", ADVERSARY)}  # -> (search run, adds)
 
 
-def stage_options(data_dir: str, out: Path, name: str, train_samples: int, lr: float) -> list[str]:
+def stage_options(data_dir: str, out: Path, name: str, train_samples: int) -> list[str]:
     return ["--task_name", "sst2", "--data_dir", data_dir, "--output_dir", str(out / name),
             "--max_train_samples", str(train_samples), "--num_train_epochs", "1",
-            "--learning_rate", str(lr), "--max_seq_length", "64", "--per_device_train_batch_size", "32",
+            "--learning_rate", "5e-05", "--max_seq_length", "64", "--per_device_train_batch_size", "32",
             "--warmup_ratio", "0.1", "--logging_steps", "10"]
 
 
-def ticket(data_dir: str, out: Path, name: str, search: dict[str, Any], train_samples: int) -> dict[str, Any]:
-    """Stage 2 (`<name>` search on the fine-tuned model) -> stage 3 (draw at SPARSITY, rewind, retrain)."""
-    search_dir = "ticket_search" if name == "ticket" else "robust_search"
+def ticket(data_dir: str, out: Path, name: str, train_samples: int) -> dict[str, Any]:
+    """Stage 2 (the ticket's search on the fine-tuned model) -> stage 3 (draw at SPARSITY, rewind, retrain)."""
+    search_dir, search = TICKETS[name]
     store = ["--mask_store", str(out / "masks")]
     stage2_search.main(["--model_name_or_path", str(out / "dense"), *options_argv({**SEARCH, **search}), *store,
-                        *stage_options(data_dir, out, search_dir, train_samples // 2, 5e-5)])
+                        *stage_options(data_dir, out, search_dir, train_samples // 2)])
     return stage3_retrain.main(["--mask", str(out / search_dir), "--init", "pretrained", "--sparsity", str(SPARSITY),
-                                *store, *stage_options(data_dir, out, name, train_samples, 5e-5)])
+                                *store, *stage_options(data_dir, out, name, train_samples)])
 
 
 def summary_table(results: dict[str, dict[str, dict[str, float]]], sparsities: dict[str, float]) -> str:
@@ -86,9 +87,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     out, n = Path(args.output_dir), args.train_samples
     start = time.perf_counter()
     stage1_finetune.main(["--model_name_or_path", args.model_name_or_path,
-                          *stage_options(args.data_dir, out, "dense", n, 5e-5)])
-    tickets = {"ticket": ticket(args.data_dir, out, "ticket", {}, n),
-               "robust_ticket": ticket(args.data_dir, out, "robust_ticket", ADVERSARY, n)}
+                          *stage_options(args.data_dir, out, "dense", n)])
+    tickets = {name: ticket(args.data_dir, out, name, n) for name in TICKETS}
     results = evaluate.main(["--checkpoint", *(str(out / name) for name in MODELS),
                              "--tasks", "sst2,advglue-sst2", "--data_dir", args.data_dir, "--max_seq_length", "64",
                              "--attack", "textfooler", "--attack_samples", str(args.attack_samples),

@@ -77,7 +77,7 @@ def columns() -> list[Column]:
     return found
 
 
-def epochs(setting: Setting, stage: str) -> dict[str, float]:
+def stage_schedule(setting: Setting, stage: str) -> dict[str, float]:
     """The stage's epochs, and on the cpu budget the default job's learning rate (one epoch of 4,000 examples at
     the stages' default 2e-5 left the fine-tuned model at 73.5% SST-2 dev)."""
     schedule = EPOCHS[setting.budget]
@@ -89,9 +89,9 @@ def epochs(setting: Setting, stage: str) -> dict[str, float]:
 def ticket(setting: Setting, task: str, search: dict, sparsities: list[float], attacks: list[str]):
     """stage1 -> stage2 (search) -> stage3 (draw at each sparsity, rewind to pre-trained, retrain) -> evaluate."""
     return chain(setting, "stage1,stage2,stage3,evaluate",
-                 {"*": {"task_name": task}, "stage1": epochs(setting, "stage1"),
-                  "stage2": {**epochs(setting, "stage2"), **search},
-                  "stage3": {"init": "pretrained", **epochs(setting, "stage3")}, "evaluate": {"tasks": task}},
+                 {"*": {"task_name": task}, "stage1": stage_schedule(setting, "stage1"),
+                  "stage2": {**stage_schedule(setting, "stage2"), **search},
+                  "stage3": {"init": "pretrained", **stage_schedule(setting, "stage3")}, "evaluate": {"tasks": task}},
                  {"stage3.sparsity": sparsities, "evaluate.attack": attacks})
 
 
@@ -109,8 +109,8 @@ def method_rows(setting: Setting, task: str, sparsities: list[float], attacks: l
            **({"imp_rate": 1 - (1 - SPARSITY) ** (1 / CPU_IMP_ROUNDS), "num_train_epochs": 1} if cpu else {})}
     grid = {"evaluate.attack": attacks}
     return {
-        "fine-tune": finetune(setting, task, epochs(setting, "stage1"), {"tasks": task}, grid),
-        "FreeLB": finetune(setting, task, {**epochs(setting, "stage1"), **freelb(setting, task)}, {"tasks": task},
+        "fine-tune": finetune(setting, task, stage_schedule(setting, "stage1"), {"tasks": task}, grid),
+        "FreeLB": finetune(setting, task, {**stage_schedule(setting, "stage1"), **freelb(setting, task)}, {"tasks": task},
                            grid),
         "IMP ticket": ticket(setting, task, imp, sparsities, attacks),
         "random ticket": ticket(setting, task, {"method": "random", "target_sparsity": SPARSITY}, sparsities, attacks),
