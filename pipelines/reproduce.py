@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", default="local", choices=EXECUTORS)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--report_only", action="store_true",
-                        help="Run nothing: write the report from the runs that finished (e.g. while a long budget runs).")
+                        help="Run nothing: write the report from the runs that finished (e.g. while a long "
+                             "budget runs).")
     return parser
 
 
@@ -184,8 +185,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
     parts = [f"# {paper.citation}\n\nModel `{setting.model}`, budget `{args.budget}`, tasks {', '.join(tasks)}, seeds "
              f"{' '.join(map(str, args.seeds))}. Paper numbers: see `pipelines/papers/{paper.name}.py`; n/a = not "
-             f"available offline or not implemented; - = its runs have not finished (or failed). Every cell's runs are listed in results.json (`runs`), "
-             f"relative to this folder. {finished} of {len(plan.runs)} runs finished"
+             f"available offline or not implemented; - = its runs have not finished (or failed). Every cell's "
+             f"runs are listed in results.json (`runs`), relative to this folder. {finished} of {len(plan.runs)} "
+             f"runs finished"
              f"{' (report only: nothing was run)' if args.report_only else ''}.\n"]
     for table in tables:
         parts.append(markdown_table(table, results[table.name], args.seeds))

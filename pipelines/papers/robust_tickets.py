@@ -107,11 +107,10 @@ def method_rows(setting: Setting, task: str, sparsities: list[float], attacks: l
     robust = {"recipe": f"robust_tickets_{task}", "target_sparsity": SPARSITY, **(CPU_SEARCH if cpu else {})}
     imp = {"method": "imp", "target_sparsity": SPARSITY,
            **({"imp_rate": 1 - (1 - SPARSITY) ** (1 / CPU_IMP_ROUNDS), "num_train_epochs": 1} if cpu else {})}
-    grid = {"evaluate.attack": attacks}
+    grid, stage1 = {"evaluate.attack": attacks}, stage_schedule(setting, "stage1")
     return {
-        "fine-tune": finetune(setting, task, stage_schedule(setting, "stage1"), {"tasks": task}, grid),
-        "FreeLB": finetune(setting, task, {**stage_schedule(setting, "stage1"), **freelb(setting, task)}, {"tasks": task},
-                           grid),
+        "fine-tune": finetune(setting, task, stage1, {"tasks": task}, grid),
+        "FreeLB": finetune(setting, task, {**stage1, **freelb(setting, task)}, {"tasks": task}, grid),
         "IMP ticket": ticket(setting, task, imp, sparsities, attacks),
         "random ticket": ticket(setting, task, {"method": "random", "target_sparsity": SPARSITY}, sparsities, attacks),
         "robust ticket": ticket(setting, task, robust, sparsities, attacks),
