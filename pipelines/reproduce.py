@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -131,7 +132,7 @@ def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> N
             ax.errorbar([100 * x for x in xs], ys, yerr=sds, marker="o", capsize=3, label=f"{name} ({column.name})")
     ax.set_xlabel(f"{table.plot} (%)")
     ax.set_ylabel("%")
-    ax.set_title(table.title, fontsize=9)
+    ax.set_title(textwrap.fill(table.title, 60), fontsize=9)  # long titles would be cut at the figure's edge
     if ax.get_legend_handles_labels()[0]:  # nothing to label before any run finished
         ax.legend(fontsize=7)
     fig.tight_layout()
