@@ -57,11 +57,12 @@ NUMBERS = {"mnli": {"CE full model": {"MNLI": 87.14, "HANS": 68.33},  # Table 6,
 BUDGET_TASKS = {"smoke": ["mnli"], "cpu": ["mnli"], "paper": list(TASKS)}
 CURVE_SPARSITIES = {"smoke": [0.3, 0.5], "cpu": [0.3, 0.5, 0.7], "paper": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}
 IMP_ROUNDS = {"smoke": 1, "cpu": 2, "paper": 7}
+CPU_WEIGHT_TRAINING = {"learning_rate": 1e-4, "warmup_ratio": 0.06, "num_train_epochs": 2}  # stage 1 and stage 3
 STAGES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {},
-    "cpu": {"stage1": {"learning_rate": 1e-4, "warmup_ratio": 0.06, "num_train_epochs": 2},
+    "cpu": {"stage1": CPU_WEIGHT_TRAINING,
             "stage2": {"num_train_epochs": 1, "score_init": "soft", "mask_lr": 1e-4},
-            "stage3": {"learning_rate": 1e-4, "warmup_ratio": 0.06, "num_train_epochs": 2}},
+            "stage3": CPU_WEIGHT_TRAINING},
     "paper": {"stage1": {"learning_rate": 5e-5, "warmup_ratio": 0.06, "num_train_epochs": 3},
               "stage2": {"num_train_epochs": 5},
               "stage3": {"learning_rate": 5e-5, "num_train_epochs": 3}},
