@@ -19,11 +19,11 @@ dev-matched / HANS accuracy, means of 4 runs; read in a Markdown transcription o
 stored public-GitHub file index): full model "std" (our "CE full model") 87.14 / 68.33, full model "poe" ("PoE
 full model") 86.56 / 76.15, and "mask train 0.5", PoE mask training on the standard (CE) fine-tuned model at 50%
 ("PoE mask training (from fine-tuned)") 85.40 / 75.17 (its "0.7" row, 83.48 / 68.63, is not a 50% cell; the
-curve's PoE mask training at 70% would be, but the curve has no paper column). Every other cell reads n/a: the paper's main results
-(BERT-base: Figures 2-5, the HANS-vs-sparsity curves) are plots whose values the paper does not print (it points
-to its code repository, llyx97/sparse-and-robust-PLM, whose README and files hold none); it reports QQP / PAWS as
-F1, not accuracy; its fact-verification task is FEVER, not VitaminC; Table 5 (90% subnetworks, gradual sparsity)
-matches no row here.
+curve's PoE mask training at 70% would be, but the curve has no paper column). Every other cell reads n/a: the
+paper's main results (BERT-base: Figures 2-5, the HANS-vs-sparsity curves) are plots whose values the paper does
+not print (it points to its code repository, llyx97/sparse-and-robust-PLM, whose README and files hold none); it
+reports QQP / PAWS as F1, not accuracy; its fact-verification task is FEVER, not VitaminC; Table 5 (90%
+subnetworks, gradual sparsity) matches no row here.
 """
 
 from __future__ import annotations
