@@ -65,6 +65,9 @@ class EvaluateArguments:
     attack_file: str | None = field(default=None, metadata={"help": "Attack this TSV/CSV/JSONL instead of the evaluation sets."})
     attack_text_columns: str = field(default="sentence", metadata={"help": "Text column(s) of --attack_file: a or a,b (only b is modified)."})
     attack_label_column: str = field(default="label", metadata={"help": "Label column of --attack_file (ids or label names)."})
+    attack_batch_size: int | None = field(default=None, metadata={
+        "help": "Examples attacked together, their candidates scored in shared model batches (results as one at a "
+                "time; default: 32 on CUDA, 8 on CPU)."})
     wordnet_dir: str | None = field(default=None, metadata={"help": "WordNet dict folder (default /usr/share/wordnet)."})
     ood_task: str | None = field(default=None, metadata={"help": "Task whose inputs are the out-of-distribution set."})
 
@@ -73,6 +76,11 @@ class EvaluateArguments:
         check_choice("attack", self.attack, ("none", *ATTACKS))
         if self.attack_file and self.attack == "none":
             raise SubnetsError("--attack_file was given without --attack; expected one of " + ", ".join(ATTACKS) + ".")
+        if self.attack_batch_size is not None:
+            if self.attack == "none":
+                raise SubnetsError("--attack_batch_size was given without --attack; expected one of "
+                                   + ", ".join(ATTACKS) + ".")
+            check_at_least_one(self, ("attack_batch_size",))
         check_at_least_one(self, ("per_device_eval_batch_size",))
 
 
@@ -154,7 +162,7 @@ def attack_options(args: EvaluateArguments) -> AttackOptions:
                          query_budget=args.attack_budget, max_ratio=args.attack_max_ratio,
                          max_candidates=args.attack_max_candidates, embeddings=args.attack_embeddings,
                          disable=tuple(c for c in args.attack_disable.split(",") if c), data_dir=args.data_dir,
-                         wordnet_dir=args.wordnet_dir, bf16=args.bf16)
+                         wordnet_dir=args.wordnet_dir, bf16=args.bf16, batch_size=args.attack_batch_size)
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]],

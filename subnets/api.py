@@ -130,8 +130,8 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Tas
            **options: Any) -> dict[str, Any]:
     """Attack the evaluation split, resumably, writing TextAttack's outputs at `output_prefix` (.jsonl, _results.csv,
     _results_summary.json). Options as `subnets.attacks.pipeline.AttackOptions` (samples, seed, data_dir,
-    query_budget, max_ratio, embeddings, disable, ...; `data_dir`, for the shipped neighbour lists, defaults to
-    $SUBNETS_DATA_DIR); returns clean accuracy, accuracy under attack, ... and
+    query_budget, max_ratio, embeddings, disable, batch_size (examples attacked together), ...; `data_dir`, for the
+    shipped neighbour lists, defaults to $SUBNETS_DATA_DIR); returns clean accuracy, accuracy under attack, ... and
     the `attack_config`."""
     from .attacks.pipeline import AttackOptions, attack_examples, task_examples
 

@@ -3,6 +3,7 @@
 Per attacked set, under `<output_dir>/attacks/<checkpoint>/<set>_<attack>`: `.jsonl` (every finished example,
 appended as it ends; the run resumes from it), `.jsonl.config.json`, `_results_summary.json`, `_summary.txt` and
 `_results.csv` (TextAttack's outputs). Ctrl-C writes the TextAttack outputs of the finished examples, then stops.
+The resume checks the model's weights fingerprint (`masks.record.model_fingerprint`), recorded in the config file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from masks import model_fingerprint
 
 from ..data import USER_FORMATS, read_user_file
 from ..errors import SubnetsError
@@ -36,6 +40,12 @@ class AttackOptions:
     data_dir: str | None = None
     wordnet_dir: str | None = None
     bf16: bool = True  # bf16 autocast of the model's forward passes on CUDA
+    batch_size: int | None = None  # examples attacked together (default: DEVICE_BATCHING's for the model's device)
+
+
+# Per device: (examples attacked together, rows per model forward). Every forward has `rows` rows (wrapper.py), so
+# a GPU gets full batches from many examples' candidates; on a CPU a padding row costs as much as a real one.
+DEVICE_BATCHING = {"cuda": (32, 64), "cpu": (8, 16)}
 
 
 def is_attackable(task: TaskSpec, model_labels: list[str]) -> bool:
@@ -83,19 +93,22 @@ def file_examples(path: str | os.PathLike, text_columns: Sequence[str], label_co
 
 
 def attack_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example],
-                    options: AttackOptions, prefix: str | os.PathLike, *, max_length: int = 128,
-                    batch_size: int = 64) -> dict:
+                    options: AttackOptions, prefix: str | os.PathLike, *, max_length: int = 128) -> dict:
     """Attack the examples (resuming from `<prefix>.jsonl`), write TextAttack's outputs next to it, print its
     table and return the summary with `attack_config`."""
-    classifier = HFClassifier(model, tokenizer, batch_size=batch_size, max_length=max_length,
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    in_flight, rows = DEVICE_BATCHING.get(device.type, DEVICE_BATCHING["cpu"])
+    classifier = HFClassifier(model, tokenizer, batch_size=rows, max_length=max_length, device=device,
                               bf16=options.bf16)
     attack = build_attack(options.attack, classifier, data_dir=options.data_dir, embeddings=options.embeddings,
                           wordnet_dir=options.wordnet_dir, query_budget=options.query_budget,
                           max_ratio=options.max_ratio, max_candidates=options.max_candidates,
                           disable=options.disable, seed=options.seed)
+    attack.config["model_fingerprint"] = model_fingerprint(model)
     jsonl = Path(f"{prefix}.jsonl")
     try:
-        results = run_attack(attack, examples, jsonl_path=jsonl, progress=True)
+        results = run_attack(attack, examples, jsonl_path=jsonl, progress=True,
+                             batch_size=in_flight if options.batch_size is None else options.batch_size)
     except KeyboardInterrupt:
         write_textattack_outputs(prefix, read_results(jsonl))
         print(f"\ninterrupted: the finished examples are in {jsonl}; the same command resumes the attack.")

@@ -14,13 +14,17 @@ UntargetedClassification, score(x) = 1 - p_y(x), and success when the prediction
 4. the attack *fails* when the ranking is used up or the query budget is spent.
 Queries are counted as TextAttack counts them: every text sent to the goal function, the original included
 (a text scored twice counts twice but runs the model once).
+
+`GreedyWordSwapWIR.search` is the attack of one example as a generator: it yields each list of texts it needs
+scored and is sent back their probabilities, so that a scheduler (`runner.run_attack`) can score the requests of
+several examples in one model call; `attack` drives it alone. Both give the same result for an example.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from typing import Literal, Sequence
+from typing import Generator, Literal, Sequence
 
 import numpy as np
 
@@ -63,11 +67,13 @@ class AttackResult:
         return cls(**{**fields, "original": tuple(fields["original"]), "perturbed": tuple(fields["perturbed"])})
 
 
-class QueryCounter:
-    """The goal function's view of the model for one example: query count, budget, and a cache of outputs."""
+Scoring = Generator[list[tuple[str, ...]], np.ndarray, "np.ndarray"]  # yields texts, is sent their probabilities
 
-    def __init__(self, classifier: Classifier, budget: int | None):
-        self.classifier = classifier
+
+class QueryCounter:
+    """The goal function's bookkeeping for one example: query count, budget, and a cache of model outputs."""
+
+    def __init__(self, budget: int | None):
         self.budget = budget
         self.queries = 0
         self._cache: dict[tuple[str, ...], np.ndarray] = {}
@@ -76,14 +82,15 @@ class QueryCounter:
     def search_over(self) -> bool:
         return self.budget is not None and self.queries >= self.budget
 
-    def probs(self, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
-        """Probabilities for the longest prefix of `texts` the budget allows (all of them without a budget)."""
+    def probs(self, texts: Sequence[tuple[str, ...]]) -> Scoring:
+        """Probabilities for the longest prefix of `texts` the budget allows (all of them without a budget); yields
+        the texts not scored before and expects their probabilities sent back."""
         if self.budget is not None:
             texts = texts[:max(self.budget - self.queries, 0)]
         self.queries += len(texts)
         new = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if new:
-            self._cache.update(zip(new, self.classifier.predict_proba(new)))
+            self._cache.update(zip(new, (yield new)))
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
@@ -136,10 +143,10 @@ class GreedyWordSwapWIR:
         return options, similarity
 
     def _rank(self, text: AttackText, positions: list[int], label: int, counter: QueryCounter,
-              idx: int) -> list[int]:
+              idx: int) -> Generator[list[tuple[str, ...]], np.ndarray, list[int]]:
         """Modifiable positions, most important first (ties keep text order)."""
         filler = "" if self.ranking == "delete" else self.unk_token
-        probs = counter.probs([text.replace(p, filler).fields for p in positions])
+        probs = yield from counter.probs([text.replace(p, filler).fields for p in positions])
         scored = positions[: len(probs)]
         if not scored:
             return []
@@ -151,7 +158,7 @@ class GreedyWordSwapWIR:
                 if counter.search_over:
                     break
                 options, _ = self.transformations(text, text, p, idx)
-                swapped = counter.probs([o.fields for o in options])
+                swapped = yield from counter.probs([o.fields for o in options])
                 if len(swapped):
                     best_swap[i] = float(np.max(1.0 - swapped[:, label]))
             importance = weights / weights.sum() * best_swap
@@ -159,22 +166,34 @@ class GreedyWordSwapWIR:
         return [scored[i] for i in order]
 
     def attack(self, fields: Sequence[str], label: int, idx: int = 0) -> AttackResult:
+        """Attack one example, every request scored by the classifier as it comes."""
+        search = self.search(fields, label, idx)
+        try:
+            texts = next(search)
+            while True:
+                texts = search.send(self.classifier.predict_proba(texts))
+        except StopIteration as finished:
+            return finished.value
+
+    def search(self, fields: Sequence[str], label: int,
+               idx: int = 0) -> Generator[list[tuple[str, ...]], np.ndarray, AttackResult]:
+        """The attack of one example as a generator: yields lists of texts to score, returns the result."""
         text = AttackText.from_fields(tuple(fields))
-        counter = QueryCounter(self.classifier, self.query_budget)
-        probs = counter.probs([text.fields])[0]
+        counter = QueryCounter(self.query_budget)
+        probs = (yield from counter.probs([text.fields]))[0]
         prediction = int(probs.argmax())
         current, current_probs, status = text, probs, FAILED
         if prediction != label:
             status = SKIPPED
         else:
-            order = self._rank(text, self.modifiable_positions(text), label, counter, idx)
+            order = yield from self._rank(text, self.modifiable_positions(text), label, counter, idx)
             for position in order:
                 if counter.search_over:
                     break
                 options, similarity = self.transformations(text, current, position, idx)
                 if not options:
                     continue
-                scored = counter.probs([o.fields for o in options])
+                scored = yield from counter.probs([o.fields for o in options])
                 if len(scored) == 0:
                     break
                 by_score = np.argsort(scored[:, label], kind="stable")  # highest 1 - p_y first

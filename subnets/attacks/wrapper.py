@@ -1,10 +1,16 @@
 """The attacks' view of a model: `predict_proba(list of text tuples) -> probabilities`, batched efficiently.
 
 `HFClassifier` wraps a `transformers` sequence classifier and its tokenizer: it tokenises a whole query list at
-once (fast tokenizer, truncation at `max_length`), sorts it by length so each batch pads little, pads each batch
-only to its own longest input, runs under `torch.inference_mode` (bf16 autocast on CUDA) and copies the
-probabilities to the host once per call. It keeps counters the benchmark reads (queries, seconds preparing
-inputs and seconds in model forwards).
+once (fast tokenizer, truncation at `max_length`), runs under `torch.inference_mode` (bf16 autocast on CUDA) and
+copies the probabilities to the host once per call. It keeps counters the benchmark reads (queries, seconds
+preparing inputs and seconds in model forwards).
+
+A text's probabilities depend on the text alone, never on the other texts of the call: matrix kernels round
+differently for different batch shapes (a text scored beside others of another length, or in a batch of another
+size, changes in its last bits), so every forward has a canonical shape. A text is padded to its length rounded up
+to a multiple of `PAD_MULTIPLE` tokens (at most `max_length`), texts of one padded length are batched together, and
+every batch has exactly `batch_size` rows (a short batch repeats its first row). Attacks therefore give the same
+result for an example whichever examples share its model calls (`runner.run_attack`'s `batch_size`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import SubnetsError
 from ..precision import autocast
+
+PAD_MULTIPLE = 8  # texts are padded to a multiple of 8 tokens (tensor-core friendly, little padding)
 
 
 class Classifier(Protocol):
@@ -62,27 +70,31 @@ class HFClassifier:
         return self.tokenizer(*columns, truncation=True, max_length=self.max_length, return_attention_mask=False)
 
     @staticmethod
-    def _padded(sequences: list[list[int]], pad: int) -> torch.Tensor:
-        length = max(len(s) for s in sequences)
+    def _padded(sequences: list[list[int]], pad: int, length: int, rows: int) -> torch.Tensor:
+        """`sequences` padded to `length`, with the first one repeated until there are `rows`."""
+        sequences = sequences + [sequences[0]] * (rows - len(sequences))
         return torch.tensor([s + [pad] * (length - len(s)) for s in sequences], dtype=torch.long)
 
     def _batches(self, inputs: Sequence[tuple[str, ...]]) -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        """(row indices, padded model inputs) per batch, inputs sorted by token length."""
+        """(row indices, model inputs of the canonical shape) per batch; see the module docstring."""
         encoded = self._tokenize(inputs)
         ids = encoded["input_ids"]
         type_ids = encoded.get("token_type_ids")
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        padded_length = [min(-(-len(s) // PAD_MULTIPLE) * PAD_MULTIPLE, self.max_length) for s in ids]
+        groups: dict[int, list[int]] = {}
+        for i in sorted(range(len(ids)), key=lambda i: padded_length[i]):
+            groups.setdefault(padded_length[i], []).append(i)
         pad = self.tokenizer.pad_token_id or 0
         batches = []
-        for begin in range(0, len(order), self.batch_size):
-            rows = order[begin:begin + self.batch_size]
-            input_ids = self._padded([ids[i] for i in rows], pad)
-            lengths = torch.tensor([len(ids[i]) for i in rows])
-            batch = {"input_ids": input_ids,
-                     "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()}
-            if type_ids is not None:
-                batch["token_type_ids"] = self._padded([type_ids[i] for i in rows], 0)
-            batches.append((torch.tensor(rows), batch))
+        for length, members in groups.items():
+            for begin in range(0, len(members), self.batch_size):
+                rows = members[begin:begin + self.batch_size]
+                input_ids = self._padded([ids[i] for i in rows], pad, length, self.batch_size)
+                lengths = self._padded([[len(ids[i])] for i in rows], 0, 1, self.batch_size)
+                batch = {"input_ids": input_ids, "attention_mask": (torch.arange(length)[None, :] < lengths).long()}
+                if type_ids is not None:
+                    batch["token_type_ids"] = self._padded([type_ids[i] for i in rows], 0, length, self.batch_size)
+                batches.append((torch.tensor(rows), batch))
         return batches
 
     def predict_proba(self, inputs: Sequence[tuple[str, ...]]) -> np.ndarray:
@@ -95,7 +107,7 @@ class HFClassifier:
         with torch.inference_mode(), autocast(self.device, self.bf16):
             for rows, batch in batches:
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                logits = self.model(**batch).logits
+                logits = self.model(**batch).logits[:len(rows)]
                 probs[rows.to(self.device, non_blocking=True)] = logits.float().softmax(-1)
         result = probs.cpu().numpy()
         self.stats.queries += len(inputs)
