@@ -147,3 +147,25 @@ def test_bad_batch_size(tmp_path, data_dir, tiny_bert):
         with pytest.raises(SubnetsError, match="attack batch size"):
             run_attack(attack, [(0, ("good film",), 1)], jsonl_path=tmp_path / "never.jsonl", batch_size=bad)
     assert not (tmp_path / "never.jsonl").exists()
+
+
+def test_api_attack_takes_the_batch_size(tmp_path, tiny_data_dir):
+    import subnets
+    from subnets.models import tiny_model
+    from subnets.toydata import write_toy_neighbours
+
+    model, tokenizer = tiny_model("bert", label_names=("negative", "positive"))
+    write_toy_neighbours(tiny_data_dir)
+    task = subnets.load_task("sst2")
+    data = subnets.load_data(task, tokenizer, data_dir=tiny_data_dir)
+    lines = {}
+    for batch_size in (1, 4):
+        prefix = tmp_path / f"attack-{batch_size}"
+        subnets.attack(model, tokenizer, task, data, attack="textbugger", samples=8, data_dir=str(tiny_data_dir),
+                       output_prefix=prefix, batch_size=batch_size)
+        lines[batch_size] = Path(f"{prefix}.jsonl").read_text()
+    assert lines[1] == lines[4] and len(lines[1].splitlines()) == 8
+    with pytest.raises(SubnetsError, match="attack batch size"):
+        subnets.attack(model, tokenizer, task, data, attack="textbugger", samples=8, data_dir=str(tiny_data_dir),
+                       output_prefix=tmp_path / "bad", batch_size=0)
+    assert not (tmp_path / "bad.jsonl").exists()

@@ -63,6 +63,13 @@ def test_evaluate_rejects_unknown_attack(setup):
     with pytest.raises(SubnetsError, match="Unknown --attack"):
         main(["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
               "--output_dir", str(setup / "eval"), "--attack", "hotflip"])
+    base = ["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
+            "--output_dir", str(setup / "eval")]
+    with pytest.raises(SubnetsError, match="--attack_batch_size was given without --attack"):
+        main(base + ["--attack_batch_size", "4"])
+    with pytest.raises(SubnetsError, match="--attack_batch_size must be at least 1"):
+        main(base + ["--attack", "textfooler", "--attack_batch_size", "0"])
+    assert not (setup / "eval").exists()
 
 
 def test_textattack_outputs_equal_metrics_and_attack_file_round_trip(setup):
@@ -116,9 +123,10 @@ def test_ctrl_c_writes_finished_examples_then_same_command_resumes(setup, monkey
     from pipelines.evaluate import main
     from subnets.attacks.wrapper import HFClassifier
 
-    def command(out):
+    def command(out):  # two examples in flight, so that the kill at the 7th model call falls mid-run
         return ["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
-                "--output_dir", str(out), "--attack", "textfooler", "--attack_disable", "pos,use"]
+                "--output_dir", str(out), "--attack", "textfooler", "--attack_disable", "pos,use",
+                "--attack_batch_size", "2"]
 
     args = command(setup / "eval")
     real = HFClassifier.predict_proba
@@ -159,3 +167,24 @@ def test_attack_file_reads_a_byte_order_mark_and_crlf(tmp_path, suffix):
     path.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
     examples = file_examples(path, ["text"], "label", ["neg", "pos"], AttackOptions(attack="pwws"))
     assert [(fields, label) for _, fields, label in examples] == [(("a fine film",), 1), (("a dull film",), 0)]
+
+
+def test_resume_refuses_the_results_of_another_model_in_the_same_folder(setup):
+    """Defect 28.5: the results of a resumed attack are keyed on the model's weights, not its folder's name."""
+    import shutil
+
+    from pipelines.evaluate import main
+
+    args = ["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
+            "--output_dir", str(setup / "eval"), "--attack", "textfooler", "--attack_disable", "pos,use"]
+    main(args)
+    jsonl = setup / "eval" / "attacks" / "ckpt" / "sst2_textfooler.jsonl"
+    first = jsonl.read_text()
+    main(args)  # the same model resumes: nothing attacked again
+    assert jsonl.read_text() == first
+    other, tokenizer = tiny_model("bert", seed=1, label_names=("negative", "positive"))
+    shutil.rmtree(setup / "ckpt")
+    save_plain_model(other, tokenizer, setup / "ckpt")
+    with pytest.raises(SubnetsError, match="attack on another model"):
+        main(args)
+    assert jsonl.read_text() == first
