@@ -1,7 +1,7 @@
 """Benchmark: per recipe, the share of attack wall time in model forwards, in USE and in POS tagging, and queries/s.
 
     python benchmarks/bench_attack.py --data_dir DATA [--checkpoint DIR] [--examples 100] [--repeats 3] \
-        [--recipes textfooler,pwws,textbugger,bae]
+        [--recipes textfooler,pwws,textbugger,bae] [--attack_batch_size 1,8]
 
 Without --checkpoint, `minilm` is first fine-tuned briefly on SST-2 (150 steps of 32) so that the attack
 meets a real decision boundary (a random head would be attacked trivially or not at all). The attack then runs
@@ -10,6 +10,9 @@ meets a real decision boundary (a random head would be attacked trivially or not
 * prepare share: seconds tokenising and padding / attack wall time;
 * USE share / POS share: seconds encoding windows with the Universal Sentence Encoder / tagging with spaCy;
 * queries per second: TextAttack-counted queries (every text sent to the goal function) / attack wall time.
+Each recipe runs once per `--attack_batch_size` (examples attacked together, `run_attack(batch_size=...)`), the
+repetitions interleaved; the last line per recipe says whether every per-example result equals that of the first
+batch size.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_device_option, device_from  # noqa: E402
 
 from subnets.attacks import ATTACKS, HFClassifier, build_attack, run_attack, summarize  # noqa: E402
+from subnets.attacks.pipeline import DEVICE_BATCHING  # noqa: E402
 from subnets.attacks.recipes import shared_encoder, shared_tagger  # noqa: E402
 from subnets.data import load_split  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
@@ -61,7 +64,8 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--finetune_steps", type=int, default=150)
-    parser.add_argument("--batch_size", type=int, default=64, help="attack query batch size")
+    parser.add_argument("--batch_size", type=int, help="rows per model forward (default: the device's, pipeline.py)")
+    parser.add_argument("--attack_batch_size", default="1,8", help="comma-separated examples attacked together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipes", default=",".join(ATTACKS))
     add_device_option(parser)
@@ -83,28 +87,39 @@ def main() -> None:
 
 
 def bench_recipe(recipe: str, model, tokenizer, examples, args) -> None:
-    shares, prepare_shares, use_shares, pos_shares, rates, walls = [], [], [], [], [], []
+    sizes = [int(n) for n in args.attack_batch_size.split(",")]
+    rows = args.batch_size or DEVICE_BATCHING.get(device_from(args).type, DEVICE_BATCHING["cpu"])[1]
+    measured: dict[int, dict[str, list[float]]] = {n: {} for n in sizes}
+    records: dict[int, list[dict]] = {}
     for _ in range(args.repeats):
-        classifier = HFClassifier(model, tokenizer, batch_size=args.batch_size, device=device_from(args))
-        attack = build_attack(recipe, classifier, data_dir=args.data_dir, seed=args.seed)
-        use_before, pos_before = shared_encoder().seconds, shared_tagger().seconds
-        begin = time.perf_counter()
-        results = run_attack(attack, examples)
-        wall = time.perf_counter() - begin
-        walls.append(wall)
-        shares.append(classifier.stats.model_seconds / wall)
-        prepare_shares.append(classifier.stats.tokenize_seconds / wall)
-        use_shares.append((shared_encoder().seconds - use_before) / wall)
-        pos_shares.append((shared_tagger().seconds - pos_before) / wall)
-        rates.append(sum(r.queries for r in results) / wall)
+        for n in sizes:
+            classifier = HFClassifier(model, tokenizer, batch_size=rows, device=device_from(args))
+            attack = build_attack(recipe, classifier, data_dir=args.data_dir, seed=args.seed)
+            use_before, pos_before = shared_encoder().seconds, shared_tagger().seconds
+            begin = time.perf_counter()
+            results = run_attack(attack, examples, batch_size=n)
+            wall = time.perf_counter() - begin
+            for key, value in (("wall", wall), ("forward", classifier.stats.model_seconds / wall),
+                               ("prepare", classifier.stats.tokenize_seconds / wall),
+                               ("use", (shared_encoder().seconds - use_before) / wall),
+                               ("pos", (shared_tagger().seconds - pos_before) / wall),
+                               ("queries", sum(r.queries for r in results) / wall),
+                               ("examples", len(results) / wall), ("calls", classifier.stats.calls)):
+                measured[n].setdefault(key, []).append(value)
+            records[n] = [r.to_json() for r in results]
     summary = summarize(results)
-    print(f"[{recipe}] examples {len(examples)}, repeats {args.repeats}: Clean {100 * summary['clean_accuracy']:.1f}% "
-          f"Aua {100 * summary['accuracy_under_attack']:.1f}% Suc {100 * summary['attack_success_rate']:.1f}% "
-          f"avg queries {summary['avg_queries']:.1f}")
-    print(f"[{recipe}] median wall {statistics.median(walls):.2f}s, forward share {statistics.median(shares):.3f}, "
-          f"prepare share {statistics.median(prepare_shares):.3f}, USE share {statistics.median(use_shares):.3f}, "
-          f"POS share {statistics.median(pos_shares):.3f}, queries/s {statistics.median(rates):.1f}")
-    print(f"[{recipe}] forward share per repeat {np.round(shares, 3).tolist()}")
+    print(f"[{recipe}] examples {len(examples)}, repeats {args.repeats}, rows per forward {rows}: "
+          f"Clean {100 * summary['clean_accuracy']:.1f}% Aua {100 * summary['accuracy_under_attack']:.1f}% "
+          f"Suc {100 * summary['attack_success_rate']:.1f}% avg queries {summary['avg_queries']:.1f}")
+    for n, m in measured.items():
+        median = {key: statistics.median(values) for key, values in m.items()}
+        print(f"[{recipe}] attack batch {n}: median wall {median['wall']:.2f}s, model calls {median['calls']:.0f}, "
+              f"forward share {median['forward']:.3f}, prepare share {median['prepare']:.3f}, "
+              f"USE share {median['use']:.3f}, POS share {median['pos']:.3f}, queries/s {median['queries']:.1f}, "
+              f"examples/s {median['examples']:.2f}")
+    same = all(records[n] == records[sizes[0]] for n in sizes)
+    print(f"[{recipe}] per-example results identical for attack batch sizes {args.attack_batch_size}: {same}")
+
 
 if __name__ == "__main__":
     main()

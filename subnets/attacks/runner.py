@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Generator, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import SubnetsError
 from ..io import atomic_write_json
-from .search import AttackResult, GreedyWordSwapWIR
+from .search import AttackResult, GreedyWordSwapWIR, Search
 
 Example = tuple[int, Sequence[str], int]
 
@@ -75,9 +75,6 @@ def _resume_point(jsonl_path: Path, config: dict, examples: list[Example]) -> li
         raise SubnetsError(f"{jsonl_path} holds {len(done)} examples, more than the {len(examples)} of this run; "
                            f"expected the same --attack_samples to resume.")
     return done
-
-
-Search = Generator[list[tuple[str, ...]], np.ndarray, AttackResult]
 
 
 def _advance(search: Search, probs: np.ndarray | None) -> list[tuple[str, ...]] | AttackResult:

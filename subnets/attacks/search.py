@@ -67,7 +67,9 @@ class AttackResult:
         return cls(**{**fields, "original": tuple(fields["original"]), "perturbed": tuple(fields["perturbed"])})
 
 
-Scoring = Generator[list[tuple[str, ...]], np.ndarray, "np.ndarray"]  # yields texts, is sent their probabilities
+# Generators that yield lists of texts to score, are sent their probabilities, and return their value.
+Scoring = Generator[list[tuple[str, ...]], np.ndarray, np.ndarray]
+Search = Generator[list[tuple[str, ...]], np.ndarray, AttackResult]
 
 
 class QueryCounter:
@@ -175,8 +177,7 @@ class GreedyWordSwapWIR:
         except StopIteration as finished:
             return finished.value
 
-    def search(self, fields: Sequence[str], label: int,
-               idx: int = 0) -> Generator[list[tuple[str, ...]], np.ndarray, AttackResult]:
+    def search(self, fields: Sequence[str], label: int, idx: int = 0) -> Search:
         """The attack of one example as a generator: yields lists of texts to score, returns the result."""
         text = AttackText.from_fields(tuple(fields))
         counter = QueryCounter(self.query_budget)
