@@ -9,7 +9,8 @@ meets a real decision boundary (a random head would be attacked trivially or not
 * forward share: seconds inside `HFClassifier` forwards (incl. the host copy) / attack wall time;
 * prepare share: seconds tokenising and padding / attack wall time;
 * USE share / POS share: seconds encoding windows with the Universal Sentence Encoder / tagging with spaCy;
-* queries per second: TextAttack-counted queries (every text sent to the goal function) / attack wall time.
+* queries per second: TextAttack-counted queries (every text sent to the goal function) / attack wall time;
+* queries per CPU second: the same per second of this process's CPU time (steadier on a shared machine).
 Each recipe runs once per `--attack_batch_size` (examples attacked together, `run_attack(batch_size=...)`), the
 repetitions interleaved; the last line per recipe says whether every per-example result equals that of the first
 batch size.
@@ -29,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_device_option, device_from  # noqa: E402
 
 from subnets.attacks import ATTACKS, HFClassifier, build_attack, run_attack, summarize  # noqa: E402
-from subnets.attacks.pipeline import DEVICE_BATCHING  # noqa: E402
 from subnets.attacks.recipes import shared_encoder, shared_tagger  # noqa: E402
 from subnets.data import load_split  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--finetune_steps", type=int, default=150)
-    parser.add_argument("--batch_size", type=int, help="rows per model forward (default: the device's, pipeline.py)")
+    parser.add_argument("--batch_size", type=int, help="rows per model forward (default: the device's, wrapper.py)")
     parser.add_argument("--attack_batch_size", default="1,8", help="comma-separated examples attacked together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recipes", default=",".join(ATTACKS))
@@ -88,18 +88,18 @@ def main() -> None:
 
 def bench_recipe(recipe: str, model, tokenizer, examples, args) -> None:
     sizes = [int(n) for n in args.attack_batch_size.split(",")]
-    rows = args.batch_size or DEVICE_BATCHING.get(device_from(args).type, DEVICE_BATCHING["cpu"])[1]
     measured: dict[int, dict[str, list[float]]] = {n: {} for n in sizes}
     records: dict[int, list[dict]] = {}
     for _ in range(args.repeats):
         for n in sizes:
-            classifier = HFClassifier(model, tokenizer, batch_size=rows, device=device_from(args))
+            classifier = HFClassifier(model, tokenizer, batch_size=args.batch_size, device=device_from(args))
             attack = build_attack(recipe, classifier, data_dir=args.data_dir, seed=args.seed)
             use_before, pos_before = shared_encoder().seconds, shared_tagger().seconds
-            begin = time.perf_counter()
+            begin, cpu_begin = time.perf_counter(), time.process_time()
             results = run_attack(attack, examples, batch_size=n)
-            wall = time.perf_counter() - begin
-            for key, value in (("wall", wall), ("forward", classifier.stats.model_seconds / wall),
+            wall, cpu = time.perf_counter() - begin, time.process_time() - cpu_begin
+            for key, value in (("wall", wall), ("cpu", cpu), ("cpu_queries", sum(r.queries for r in results) / cpu),
+                               ("forward", classifier.stats.model_seconds / wall),
                                ("prepare", classifier.stats.tokenize_seconds / wall),
                                ("use", (shared_encoder().seconds - use_before) / wall),
                                ("pos", (shared_tagger().seconds - pos_before) / wall),
@@ -108,12 +108,13 @@ def bench_recipe(recipe: str, model, tokenizer, examples, args) -> None:
                 measured[n].setdefault(key, []).append(value)
             records[n] = [r.to_json() for r in results]
     summary = summarize(results)
-    print(f"[{recipe}] examples {len(examples)}, repeats {args.repeats}, rows per forward {rows}: "
+    print(f"[{recipe}] examples {len(examples)}, repeats {args.repeats}, rows per forward {classifier.batch_size}: "
           f"Clean {100 * summary['clean_accuracy']:.1f}% Aua {100 * summary['accuracy_under_attack']:.1f}% "
           f"Suc {100 * summary['attack_success_rate']:.1f}% avg queries {summary['avg_queries']:.1f}")
     for n, m in measured.items():
         median = {key: statistics.median(values) for key, values in m.items()}
-        print(f"[{recipe}] attack batch {n}: median wall {median['wall']:.2f}s, model calls {median['calls']:.0f}, "
+        print(f"[{recipe}] attack batch {n}: median wall {median['wall']:.2f}s, process CPU {median['cpu']:.2f}s, "
+              f"model calls {median['calls']:.0f}, queries per CPU second {median['cpu_queries']:.1f}, "
               f"forward share {median['forward']:.3f}, prepare share {median['prepare']:.3f}, "
               f"USE share {median['use']:.3f}, POS share {median['pos']:.3f}, queries/s {median['queries']:.1f}, "
               f"examples/s {median['examples']:.2f}")

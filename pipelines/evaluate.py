@@ -67,7 +67,7 @@ class EvaluateArguments:
     attack_label_column: str = field(default="label", metadata={"help": "Label column of --attack_file (ids or label names)."})
     attack_batch_size: int | None = field(default=None, metadata={
         "help": "Examples attacked together, their candidates scored in shared model batches (results as one at a "
-                "time; default: 32 on CUDA, 8 on CPU)."})
+                "time; default: 64 on CUDA, 32 on CPU)."})
     wordnet_dir: str | None = field(default=None, metadata={"help": "WordNet dict folder (default /usr/share/wordnet)."})
     ood_task: str | None = field(default=None, metadata={"help": "Task whose inputs are the out-of-distribution set."})
 

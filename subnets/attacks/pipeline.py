@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from masks import model_fingerprint
@@ -40,12 +39,11 @@ class AttackOptions:
     data_dir: str | None = None
     wordnet_dir: str | None = None
     bf16: bool = True  # bf16 autocast of the model's forward passes on CUDA
-    batch_size: int | None = None  # examples attacked together (default: DEVICE_BATCHING's for the model's device)
+    batch_size: int | None = None  # examples attacked together (default: DEFAULT_IN_FLIGHT for the device)
 
 
-# Per device: (examples attacked together, rows per model forward). Every forward has `rows` rows (wrapper.py), so
-# a GPU gets full batches from many examples' candidates; on a CPU a padding row costs as much as a real one.
-DEVICE_BATCHING = {"cuda": (32, 64), "cpu": (8, 16)}
+# Examples attacked together by default, per device: enough candidates to fill the model's batches of each length.
+DEFAULT_IN_FLIGHT = {"cuda": 64, "cpu": 32}
 
 
 def is_attackable(task: TaskSpec, model_labels: list[str]) -> bool:
@@ -96,10 +94,8 @@ def attack_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     options: AttackOptions, prefix: str | os.PathLike, *, max_length: int = 128) -> dict:
     """Attack the examples (resuming from `<prefix>.jsonl`), write TextAttack's outputs next to it, print its
     table and return the summary with `attack_config`."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    in_flight, rows = DEVICE_BATCHING.get(device.type, DEVICE_BATCHING["cpu"])
-    classifier = HFClassifier(model, tokenizer, batch_size=rows, max_length=max_length, device=device,
-                              bf16=options.bf16)
+    classifier = HFClassifier(model, tokenizer, max_length=max_length, bf16=options.bf16)
+    in_flight = DEFAULT_IN_FLIGHT.get(classifier.device.type, DEFAULT_IN_FLIGHT["cpu"])
     attack = build_attack(options.attack, classifier, data_dir=options.data_dir, embeddings=options.embeddings,
                           wordnet_dir=options.wordnet_dir, query_budget=options.query_budget,
                           max_ratio=options.max_ratio, max_candidates=options.max_candidates,

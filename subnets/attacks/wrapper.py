@@ -9,8 +9,9 @@ A text's probabilities depend on the text alone, never on the other texts of the
 differently for different batch shapes (a text scored beside others of another length, or in a batch of another
 size, changes in its last bits), so every forward has a canonical shape. A text is padded to its length rounded up
 to a multiple of `PAD_MULTIPLE` tokens (at most `max_length`), texts of one padded length are batched together, and
-every batch has exactly `batch_size` rows (a short batch repeats its first row). Attacks therefore give the same
-result for an example whichever examples share its model calls (`runner.run_attack`'s `batch_size`).
+every batch has exactly `batch_size` rows (a short batch repeats its first row; default `DEFAULT_ROWS`). Attacks
+therefore give the same result for an example whichever examples share its model calls (`runner.run_attack`'s
+`batch_size`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from ..errors import SubnetsError
 from ..precision import autocast
 
 PAD_MULTIPLE = 8  # texts are padded to a multiple of 8 tokens (tensor-core friendly, little padding)
+# Rows per forward by device: a GPU runs 64 rows about as fast as 8; on a CPU a filler row costs as much as a
+# real one, and 4 rows cost no more per row than 64 (docs/performance.md).
+DEFAULT_ROWS = {"cuda": 64, "cpu": 4}
 
 
 class Classifier(Protocol):
@@ -44,11 +48,12 @@ class QueryStats:
 class HFClassifier:
     """Batched black-box access to a sequence classifier (single sentences or sentence pairs)."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int = 64,
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int | None = None,
                  max_length: int = 128, device: str | torch.device | None = None, bf16: bool = True):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        batch_size = batch_size or DEFAULT_ROWS.get(self.device.type, DEFAULT_ROWS["cpu"])
         if batch_size < 1 or max_length < 2:
             raise SubnetsError(f"batch_size must be >= 1 and max_length >= 2; got {batch_size} and {max_length}.")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
