@@ -18,6 +18,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.fixture(autouse=True)
+def on_cuda(monkeypatch):
+    """The suite runs on the CPU (tests/conftest.py); these tests ask for CUDA."""
+    monkeypatch.setenv("SUBNETS_USE_CPU", "0")
+
+
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     return make_workspace(tmp_path_factory.mktemp("cuda"))

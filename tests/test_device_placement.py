@@ -131,3 +131,24 @@ def test_every_tensor_follows_the_model_and_steps_run_off_the_host(family, place
     assert guard.checked == 1
     assert guard.problems == []
     assert guard.guarded_steps == MAX_STEPS - WARMUP_STEPS
+
+
+def test_the_suite_runs_on_the_cpu_where_cuda_is_available(monkeypatch):
+    from subnets.config import TrainingArguments
+    from subnets.distributed import USE_CPU_ENV, pick_device
+    from subnets.models import tiny_model
+    from subnets.tasks import get_task
+    from subnets.training import Trainer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs, simulated
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device() == torch.device("cpu")  # tests/conftest.py sets $SUBNETS_USE_CPU
+    assert Distributed.current().device == torch.device("cpu")
+    monkeypatch.setenv(USE_CPU_ENV, "0")
+    assert pick_device() == torch.device("cuda:0")
+    assert pick_device(local_rank=3) == torch.device("cuda:1")  # ranks share the GPUs round-robin
+    assert pick_device(use_cpu=True) == torch.device("cpu")
+    task = get_task("sst2")
+    model, tokenizer = tiny_model("bert", label_names=task.label_names)
+    args = TrainingArguments(output_dir="unused", use_cpu=True)
+    assert Trainer(model, args, task, None, None, tokenizer).device == torch.device("cpu")
