@@ -102,3 +102,50 @@ def test_submitit_local_executor_runs_a_two_run_grid(tmp_path, tiny_model_dir, t
     for name in result["outcomes"]:
         assert json.loads((out / name / "metrics.json").read_text())["train_steps"] == 6
     assert result["cells"]["all"]["seeds"] == ["1", "2"]
+
+
+def test_local_workers_get_gpus_round_robin():
+    from pipelines.sweeping.execute import worker_gpus
+
+    assert worker_gpus(3, 1, ["3", "5"]) == ["3", "5", "3"]
+    assert worker_gpus(2, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3"]
+    assert worker_gpus(2, 2, ["0", "1", "2"]) == ["0,1", "2,0"]
+    assert worker_gpus(4, 1, []) is None
+
+
+def _report_gpus(sync_dir: str, workers: int) -> str:
+    """In a worker: wait until every worker holds a task (so that each answers once), then report its GPUs."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(sync_dir, str(os.getpid())).touch()
+    while len(list(Path(sync_dir).iterdir())) < workers:
+        time.sleep(0.05)
+    return os.environ["CUDA_VISIBLE_DEVICES"]
+
+
+def test_each_local_worker_sees_its_own_gpus(tmp_path, monkeypatch):
+    from pipelines.sweeping.execute import LocalExecutor
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # two GPUs, as the sweep's parent sees them
+    executor = LocalExecutor(2)
+    try:
+        handles = [executor.submit(_report_gpus, str(tmp_path), 2) for _ in range(2)]
+        assert sorted(h.result() for h in handles) == ["3", "5"]
+    finally:
+        executor.close()
+
+
+def test_torchrun_runs_get_a_rendezvous_of_their_own(monkeypatch):
+    from pipelines.sweeping import execute
+
+    commands = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(execute.subprocess, "run", lambda command, **kwargs: commands.append(command) or Done())
+    monkeypatch.setattr(execute, "atomic_write_json", lambda *args: None)
+    execute.execute_run("stage1", ["--output_dir", "x"], "x", {}, nproc_per_run=2)
+    assert commands[0][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]

@@ -61,8 +61,9 @@ def execute_run(stage_name: str, argv: list[str], directory: str, record: dict[s
     start = time.perf_counter()
     try:
         if nproc_per_run > 1:
-            command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc_per_run),
-                       "-m", stage.module, *argv]
+            # --standalone: a rendezvous of its own on a free port (runs in flight at once never share one)
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                       str(nproc_per_run), "-m", stage.module, *argv]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")] or \
@@ -107,12 +108,44 @@ class InlineExecutor:
         pass
 
 
-class LocalExecutor:
-    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang)."""
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: $CUDA_VISIBLE_DEVICES if set, else every device torch counts."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
 
-    def __init__(self, workers: int):
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_gpus(workers: int, nproc_per_run: int, gpus: list[str]) -> list[str] | None:
+    """$CUDA_VISIBLE_DEVICES of each local worker: `nproc_per_run` GPUs each, dealt round-robin over `gpus` (so
+    that workers share GPUs only when there are fewer GPUs than processes); None without GPUs."""
+    if not gpus:
+        return None
+    return [",".join(gpus[(w * nproc_per_run + i) % len(gpus)] for i in range(nproc_per_run)) for w in range(workers)]
+
+
+def _take_gpus(slots: Any) -> None:
+    """Worker start-up: take one slot's GPUs before anything in this process touches CUDA."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = slots.get()
+
+
+class LocalExecutor:
+    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang);
+    with GPUs, each worker sees its own (`worker_gpus`), for its whole life."""
+
+    def __init__(self, workers: int, nproc_per_run: int = 1):
         self.capacity = workers
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        context = multiprocessing.get_context("spawn")
+        devices = worker_gpus(workers, nproc_per_run, visible_gpus())
+        setup: dict[str, Any] = {}
+        if devices is not None:
+            slots = context.Queue()
+            for device in devices:
+                slots.put(device)
+            setup = {"initializer": _take_gpus, "initargs": (slots,)}
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, **setup)
 
     def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle:
         return self.pool.submit(fn, *args)
@@ -168,7 +201,7 @@ class SweepSettings:
                                     self.submitit_parameters)
         if self.executor == "inline" or self.workers == 1:
             return InlineExecutor()
-        return LocalExecutor(self.workers)
+        return LocalExecutor(self.workers, self.nproc_per_run)
 
     def threads(self) -> int | None:
         if self.executor == "submitit":
