@@ -198,6 +198,8 @@ class Trainer:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.model = model.to(self.device)
         use_sync_free_attention(self.model)  # no host sync per forward (bitwise-identical outputs)
+        if args.torch_compile:  # in place (nn.Module.compile): the model keeps its type, DDP and hooks see it
+            self.model.compile(backend=args.torch_compile_backend)
         self.collator = Collator(tokenizer, pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.output_dir = Path(args.output_dir)
         if metric_logger is None:
