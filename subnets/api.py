@@ -78,7 +78,8 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: T
              output_dir: PathLike, **training: Any) -> dict[str, Any]:
     """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed(args.use_cpu, args.ddp_backend)).train()
+    distributed = init_distributed(args.use_cpu, args.ddp_backend)
+    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=distributed).train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,

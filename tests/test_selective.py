@@ -308,7 +308,7 @@ def test_one_symmetric_kl_for_roast_and_rose(tiny_bert):
 def test_update_ratio_meter_counts_updated_elements_per_layer():
     from subnets.selective import LayerParameter, UpdateRatioMeter
 
-    params = [torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(6))]
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in (4, (2, 3), 6)]
     selected = [LayerParameter("a", params[0], 0), LayerParameter("b", params[1], 0), LayerParameter("c", params[2], 1)]
     meter = UpdateRatioMeter(selected, "cpu")
     meter.add([torch.tensor([0.0, 2.5, -1.0, 0.0]), torch.tensor([[1.0, 0, 0], [0, 0, 0]]), torch.ones(6)])
