@@ -162,6 +162,7 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
     out = Path(args.output_dir)
     check_writable_dir(out)
     config_path = out / RUN_CONFIG_FILE
+    edited: list[dict[str, str | None]] = []
     if config_path.exists() and not args.overwrite_output_dir:
         try:
             old = json.loads(config_path.read_text())
@@ -184,6 +185,9 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
           and not args.overwrite_output_dir):
         raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new directory "
                            f"(or --overwrite_output_dir).")
+    if args.allow_changed_data and not edited:
+        print(f"warning: --allow_changed_data has no effect: {out} holds no run whose data files changed.",
+              file=sys.stderr)
     return out
 
 

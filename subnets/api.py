@@ -76,6 +76,8 @@ def load_model(name_or_path: PathLike, task: TaskSpec, *, seed: int = 42) -> tup
     from .models import load_classifier
 
     _check_arguments("load_model", task=task)
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SubnetsError(f"load_model: seed {seed!r} is out of range; expected an integer in [0, 2**32 - 1].")
     set_seed(seed)
     return load_classifier(str(name_or_path), task.label_names)
 

@@ -208,9 +208,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml.safe_load, with `_unique_keys` mappings."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)  # merge keys (<<) first, as SafeLoader does
-        return _unique_keys([(self.construct_object(k, deep=deep), self.construct_object(v, deep=deep))
-                             for k, v in node.value])
+        # the keys written in this mapping (a merge `<<: *base` may be overridden, as YAML defines)
+        _unique_keys([(self.construct_object(k, deep=deep), None) for k, _ in node.value
+                      if k.tag != "tag:yaml.org,2002:merge"])
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_recipe(name_or_path: str, recipe_dir: Path | None = None) -> dict[str, Any]:

@@ -124,8 +124,8 @@ def read_user_file(path: Path, reader: str) -> Rows:
         ds = datasets.load_dataset("json" if reader == "user_json" else "csv", data_files=str(path), split="train",
                                    **options)
     except UnicodeDecodeError as e:
-        raise SubnetsError(f"{path} is not UTF-8 text (byte {e.start}); expected a UTF-8 {kind} file (convert it, "
-                           f"e.g. `iconv -f latin1 -t utf-8`).") from e
+        raise SubnetsError(f"{path} is not UTF-8 text ({e.reason}); expected a UTF-8 {kind} file (convert it, e.g. "
+                           f"with `iconv -f latin1 -t utf-8`).") from e
     except SubnetsError:
         raise
     except Exception as e:  # csv, pandas and pyarrow raise many types for malformed files

@@ -60,9 +60,10 @@ def _load_weights(path: str | os.PathLike, name_or_path: str | os.PathLike | Non
     base = f"{model.base_model_prefix}."  # the head: what lies outside the base model (classifier, pooler, ...)
     new = sorted(k for k in [*info["missing_keys"], *mismatched] if not new_head or k.startswith(base))
     if new:
-        kind = model.config.model_type
+        kind, unused = model.config.model_type, sorted(info["unexpected_keys"])
+        other = f", while it holds weights the {kind} classifier does not use (e.g. {unused[0]})" if unused else ""
         raise SubnetsError(f"Model '{name_or_path or path}' has no weights of the right shape for {len(new)} "
-                           f"parameter(s) of its {kind} classifier (e.g. {new[0]}), which would start random; "
+                           f"parameter(s) of its {kind} classifier (e.g. {new[0]}), which would start random{other}; "
                            f"expected weights of the architecture its config.json names (only the classifier head "
                            f"of a new task may be new).")
     return model

@@ -54,7 +54,8 @@ def test_api_calls_with_wrong_arguments_are_one_clear_error(tiny_bert):
              "put_mask: argument mask is list": lambda: api.put_mask([1], model, task=task),
              "put_mask: argument mask holds values that are not tensors": lambda: api.put_mask({"a": 3}, model,
                                                                                                  task=task),
-             "load_task: name is int": lambda: api.load_task(5)}
+             "load_task: name is int": lambda: api.load_task(5),
+             "load_model: seed -1 is out of range": lambda: api.load_model("minilm", task, seed=-1)}
     for message, call in calls.items():
         with pytest.raises(SubnetsError, match=message):
             call()

@@ -255,6 +255,6 @@ def test_unreadable_user_files_are_one_clear_error(tmp_path, case):
     else:
         path = tmp_path / "train.csv"
         path.write_bytes("text,label\ncaf\u00e9 cr\u00e8me,pos\nbad,neg\n".encode("latin-1"))
-        message = r"train.csv is not UTF-8 text \(byte \d+\); expected a UTF-8 CSV file"
+        message = r"train.csv is not UTF-8 text \(invalid continuation byte\); expected a UTF-8 CSV file"
     with pytest.raises(SubnetsError, match=message):
         user_task(DataFileArguments(train_file=str(path), text_columns="text"))
