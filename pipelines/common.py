@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 from pipelines import RECIPE_DIR
 from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
 from subnets.data import data_hashes, default_data_dir, load_split, subsample, tokenize
+from subnets.distributed import is_main_process
 from subnets.errors import SubnetsError
 from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock
 from subnets.models import MINILM_ALIAS
@@ -40,7 +41,8 @@ DEFAULT_TASK = "sst2"
 
 # Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
 RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
-                       "per_device_eval_batch_size", "save_steps", "num_threads", "allow_changed_data"}
+                       "per_device_eval_batch_size", "save_steps", "num_threads", "use_cpu", "torch_compile",
+                       "torch_compile_backend", "ddp_backend", "allow_changed_data"}
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
 # the same folder seen from another working directory are one run.
 PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions",
@@ -157,9 +159,12 @@ def claim_output_dir(out: Path, command: str) -> None:
 def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
     """Refuse a run directory holding a different run (or other files); writes nothing.
 
-    The same config means "resume": the training loop continues from checkpoint-last.
+    The same config means "resume": the training loop continues from checkpoint-last. Under torchrun rank 0
+    checks (the others would race with its writes); its refusal ends the launch.
     """
     out = Path(args.output_dir)
+    if not is_main_process():
+        return out
     check_writable_dir(out)
     config_path = out / RUN_CONFIG_FILE
     edited: list[dict[str, str | None]] = []
@@ -193,8 +198,10 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
 
 
 def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
-    """Check the run directory (see `check_run_dir`), create it and write run_config.json."""
+    """Check the run directory (see `check_run_dir`), create it and write run_config.json (main process only)."""
     out = check_run_dir(args, stage, task)
+    if not is_main_process():
+        return out  # rank 0 writes the config
     if args.overwrite_output_dir and out.exists():
         for stale in ("checkpoint-last", "checkpoint-best", "metrics.json", RESULTS_FILE, STATE_FILE):
             if (out / stale).exists():
@@ -212,9 +219,9 @@ def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -
 def run_directory(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Iterator[Path]:
     """`prepare_run_dir` under the run lock, held until the block ends: call it once every input is checked.
 
-    Under torchrun only the first process locks (the others write nothing but the same config).
+    Under torchrun only the first process locks and writes.
     """
-    with directory_lock(args.output_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
+    with directory_lock(args.output_dir, enabled=is_main_process()):
         yield prepare_run_dir(args, stage, task)
 
 
@@ -258,7 +265,10 @@ def build_training_setup(args: StageArgs, task: TaskSpec, data: TaskData) -> Tra
 
 
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
-    """The stage's final metrics: metrics.json and, under HF's name, all_results.json (the same dict)."""
+    """The stage's final metrics: metrics.json and, under HF's name, all_results.json (the same dict); written by
+    the main process only (under torchrun the other ranks may hold no eval_* metrics)."""
+    if not is_main_process():
+        return
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / RESULTS_FILE, metrics)
 

@@ -102,7 +102,7 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: T
     """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
     _check_arguments("finetune", model=model, tokenizer=tokenizer, task=task, data=data)
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed()).train()
+    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed(args.use_cpu, args.ddp_backend)).train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,

@@ -25,6 +25,7 @@ from .errors import SubnetsError
 LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 REPORT_TO = ("tensorboard", "none")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
+DDP_BACKENDS = ("nccl", "gloo")
 
 
 @dataclass
@@ -122,6 +123,13 @@ class TrainingArguments:
     label_smoothing_factor: float = field(
         default=0.0, metadata={"help": "Cross-entropy against (1 - f) one-hot + f / num_labels targets."})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
+    use_cpu: bool = field(default=False, metadata={
+        "help": "Train and evaluate on the CPU even where CUDA is available (also $SUBNETS_USE_CPU=1)."})
+    torch_compile: bool = field(default=False, metadata={
+        "help": "torch.compile the model for training and evaluation (off until shown faster: docs/performance.md)."})
+    torch_compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend."})
+    ddp_backend: str | None = field(default=None, metadata={
+        "help": "torch.distributed backend under torchrun: nccl | gloo (default: nccl on CUDA, gloo on the CPU)."})
     dataloader_num_workers: int = 0
     num_threads: int | None = field(default=None, metadata={
         "help": "Intra-op CPU threads (default: $OMP_NUM_THREADS if set, else the cores this process may use); a "
@@ -131,9 +139,11 @@ class TrainingArguments:
 
     def __post_init__(self) -> None:
         """Reject values that would train nothing or fail mid-run, while parsing (before anything is written)."""
-        choices = {"lr_scheduler_type": LR_SCHEDULERS, "report_to": REPORT_TO, "eval_strategy": EVAL_STRATEGIES}
+        choices = {"lr_scheduler_type": LR_SCHEDULERS, "report_to": REPORT_TO, "eval_strategy": EVAL_STRATEGIES,
+                   "ddp_backend": (None, *DDP_BACKENDS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
+                allowed = [a for a in allowed if a is not None]
                 raise SubnetsError(f"Unknown --{name} '{getattr(self, name)}'; expected one of {', '.join(allowed)}.")
         check_finite(self)
         check_at_least_one(self, ("per_device_train_batch_size", "per_device_eval_batch_size",

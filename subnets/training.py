@@ -75,6 +75,18 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
 
 
+def _nested_tensors(state: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) for each tensor inside nested dicts, lists and tuples."""
+    if isinstance(state, torch.Tensor):
+        yield prefix, state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from _nested_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            yield from _nested_tensors(value, f"{prefix}[{i}]")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -171,6 +183,8 @@ class Trainer:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         check_label_compatibility(labels, task, task, f"model {type(model).__name__}")
         self.distributed = distributed or Distributed.current()
+        if args.use_cpu:
+            self.distributed = self.distributed.on_cpu()
         self.rank, self.world_size = self.distributed.rank, self.distributed.world_size
         self.is_main_process = self.distributed.is_main_process
         self.device = self.distributed.device
@@ -327,7 +341,12 @@ class Trainer:
         if self.optimizer is not None:
             named += [(f"optimizer group {i} parameter {j}", p) for i, g in enumerate(self.optimizer.param_groups)
                       for j, p in enumerate(g["params"])]
-        finite = torch.stack([torch.isfinite(t).all() for _, t in named]) if named else torch.ones(1, dtype=torch.bool)
+        for name, cb in zip(callback_names(self.callbacks), self.callbacks):  # what callbacks hold and save
+            named += [(f"callback {name} {key}", t) for key, t in _nested_tensors(cb.state_dict())
+                      if t.is_floating_point()]
+        # one flag per tensor, gathered on the model's device (a callback's state may live elsewhere)
+        finite = (torch.stack([torch.isfinite(t).all().to(self.device) for _, t in named]) if named
+                  else torch.ones(1, dtype=torch.bool))
         if not bool(finite.all()):
             self._diverged(f"The weights became non-finite (first: {named[int((~finite).nonzero()[0])][0]})")
 

@@ -102,9 +102,13 @@ class Lagrangian(MaskSearchCallback):
                  weight_decay: float = 0.0, lagrangian_lr: float = 0.1, warmup_fraction: float = 0.5):
         super().__init__(gates, lr=lr, weight_decay=weight_decay)
         self.target, self.lagrangian_lr, self.warmup_fraction = target, lagrangian_lr, warmup_fraction
-        device = next(iter(gates.values())).log_alpha.device
-        self.multipliers = torch.nn.Parameter(torch.zeros(2, device=device))
+        self.multipliers = torch.nn.Parameter(torch.zeros(2))
         self._expected = torch.zeros(())
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        # The Trainer has placed the model (and so the gates): the multipliers join them before the optimizer is
+        # built, so that the penalty, its gradient and the optimizer state stay on the model's device.
+        self.multipliers = torch.nn.Parameter(self.multipliers.detach().to(trainer.device))
 
     def current_target(self, trainer: Trainer) -> float:
         return self.target * _ramp(trainer.global_step, trainer.max_steps, 0.0, self.warmup_fraction)
@@ -175,7 +179,7 @@ class FixedMaskCallback(Callback):
         self.fixed = fixed
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        self.fixed.zero_weights()
+        self.fixed.bind(trainer.model)  # after the Trainer placed the model: multipliers on its device
 
     def on_after_backward(self, trainer: Trainer) -> None:
         self.fixed.zero_grads()

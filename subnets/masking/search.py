@@ -19,6 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from masks import MaskStore
 
 from ..config import TrainingArguments
+from ..distributed import is_main_process
 from ..errors import SubnetsError
 from ..io import atomic_write_json
 from ..registry import OptionGroups, check_choice, option_groups
@@ -95,6 +96,9 @@ def search_mask(
 
 def _store(out: Path, model: torch.nn.Module, found: FoundMask, config: dict[str, Any], task: TaskSpec,
            source: str, seed: int, mask_store: MaskStoreArguments) -> dict[str, str]:
+    """Put the ticket (and state) in the store and list their ids in masks.json: main process only ({} elsewhere)."""
+    if not is_main_process():
+        return {}
     store = MaskStore(mask_store.root)
     meta = record_meta(model, task.name, config["method"], model_name=source, parent=source, seed=seed,
                        step=found.metrics.get("best_step"), target_sparsity=config["target_sparsity"],
