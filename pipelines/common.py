@@ -167,8 +167,6 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
         return out
     check_writable_dir(out)
     config_path = out / RUN_CONFIG_FILE
-    edited: list[dict[str, str | None]] = []
-    allow_changed_data = getattr(args, "allow_changed_data", False)  # a stage without DataArguments reads no data
     if config_path.exists() and not args.overwrite_output_dir:
         try:
             old = json.loads(config_path.read_text())
@@ -183,7 +181,7 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
             raise SubnetsError(f"Output directory {out} already holds a different run ({what}); expected a new "
                                f"--output_dir, the same options to resume, or --overwrite_output_dir.")
         edited = data_changes(old, config)
-        if edited and not allow_changed_data:
+        if edited and not getattr(args, "allow_changed_data", False):  # a stage without DataArguments reads no data
             raise SubnetsError(f"Data file {edited[0]['file']} changed since the run in {out} started (its content "
                                f"hash differs); expected the same data to resume it, --allow_changed_data to resume on "
                                f"the changed data (recorded in its run_config.json), or a new --output_dir.")
@@ -191,9 +189,6 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
           and not args.overwrite_output_dir):
         raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new directory "
                            f"(or --overwrite_output_dir).")
-    if allow_changed_data and not edited:
-        print(f"warning: --allow_changed_data has no effect: {out} holds no run whose data files changed.",
-              file=sys.stderr)
     return out
 
 
@@ -206,11 +201,15 @@ def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -
         for stale in ("checkpoint-last", "checkpoint-best", "metrics.json", RESULTS_FILE, STATE_FILE):
             if (out / stale).exists():
                 shutil.rmtree(out / stale) if (out / stale).is_dir() else (out / stale).unlink()
-    config = build_run_config(args, stage, task)
+    config, edited = build_run_config(args, stage, task), []
     if (out / RUN_CONFIG_FILE).exists() and not args.overwrite_output_dir:  # a resume: keep the accepted changes
         old = json.loads((out / RUN_CONFIG_FILE).read_text())
-        accepted = old.get(DATA_CHANGES, []) + data_changes(old, config)
+        edited = data_changes(old, config)
+        accepted = old.get(DATA_CHANGES, []) + edited
         config.update({DATA_CHANGES: accepted} if accepted else {})
+    if getattr(args, "allow_changed_data", False) and not edited:
+        print(f"warning: --allow_changed_data has no effect: {out} holds no run whose data files changed.",
+              file=sys.stderr)
     atomic_write_json(out / RUN_CONFIG_FILE, config)
     return out
 
