@@ -344,7 +344,8 @@ def test_a_data_file_changed_before_a_resume_is_refused_or_accepted_on_request(c
     assert config["accepted_data_changes"] == [{"file": str(train.resolve()), "before": recorded[str(train.resolve())],
                                                "after": config["data_files"][str(train.resolve())]}]
     assert config["DataArguments"]["allow_changed_data"] is True
-    code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(model, tiny_data_dir, out, "--allow_changed_data", "true"))
+    code, err = cli(capsys, monkeypatch, "stage1",
+                    stage1_argv(model, tiny_data_dir, out, "--allow_changed_data", "true"))
     assert code == 0 and "warning: --allow_changed_data has no effect" in err  # nothing changed since
 
 
