@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from pipelines import RECIPE_DIR
 from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
-from subnets.data import default_data_dir, load_split, subsample, tokenize
+from subnets.data import data_hashes, default_data_dir, load_split, subsample, tokenize
 from subnets.distributed import is_main_process
 from subnets.errors import SubnetsError
 from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock
@@ -42,12 +42,14 @@ DEFAULT_TASK = "sst2"
 # Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
 RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
                        "per_device_eval_batch_size", "save_steps", "num_threads", "use_cpu", "torch_compile",
-                       "torch_compile_backend", "ddp_backend"}
+                       "torch_compile_backend", "ddp_backend", "allow_changed_data"}
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
 # the same folder seen from another working directory are one run.
 PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions",
                 "teacher_predictions", "wordnet_dir"}
 RUN_CONFIG_FILE = "run_config.json"
+DATA_FILES = "data_files"  # run_config.json: {path: sha256} of the data files the run reads
+DATA_CHANGES = "accepted_data_changes"  # run_config.json: the changed files --allow_changed_data accepted
 
 
 def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> StageArgs:
@@ -108,7 +110,8 @@ def build_run_config(args: StageArgs, stage: str, task: TaskSpec | None = None) 
     """The config recorded in run_config.json: every option (with the user task, if any, under "task"), paths
     made absolute, through JSON (tuples become lists) so that values compare as they read back."""
     user = {"task": task_record(task)} if task is not None and task.user else {}
-    config = {"stage": stage, **args.to_dict(), **user}
+    data = {DATA_FILES: data_hashes(task, ("train", task.eval_split), args.data_dir)} if task is not None else {}
+    config = {"stage": stage, **args.to_dict(), **user, **data}
     for values in config.values():
         if isinstance(values, dict):
             values.update({k: absolute_path(v) for k, v in values.items() if k in PATH_OPTIONS})
@@ -117,7 +120,18 @@ def build_run_config(args: StageArgs, stage: str, task: TaskSpec | None = None) 
 
 def _comparable(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {f"{group}.{k}": absolute_path(v) if k in PATH_OPTIONS else v for group, values in config.items()
-            if isinstance(values, dict) for k, v in values.items() if k not in RUN_NEUTRAL_OPTIONS}
+            if isinstance(values, dict) and group not in (DATA_FILES, DATA_CHANGES)
+            for k, v in values.items() if k not in RUN_NEUTRAL_OPTIONS}
+
+
+def data_changes(old: dict[str, Any], now: dict[str, Any]) -> list[dict[str, str | None]]:
+    """The data files whose content differs from what a run recorded when it started (none for a run recorded
+    without hashes)."""
+    before, after = old.get(DATA_FILES), now.get(DATA_FILES, {})
+    if before is None:
+        return []
+    return [{"file": f, "before": before.get(f), "after": after.get(f)} for f in sorted(set(before) | set(after))
+            if before.get(f) != after.get(f)]
 
 
 def read_run_stage(out: Path) -> str | None:
@@ -158,13 +172,19 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
             old = json.loads(config_path.read_text())
         except json.JSONDecodeError as e:
             raise SubnetsError(f"{config_path} is not valid JSON; expected the config of a previous run.") from e
-        before, now = _comparable(old), _comparable(build_run_config(args, stage, task))
+        config = build_run_config(args, stage, task)
+        before, now = _comparable(old), _comparable(config)
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if old.get("stage") != stage or changed:
             what = f"stage {old.get('stage')}" if old.get("stage") != stage else \
                 f"{changed[0]} = {before.get(changed[0])!r} there, {now.get(changed[0])!r} here"
             raise SubnetsError(f"Output directory {out} already holds a different run ({what}); expected a new "
                                f"--output_dir, the same options to resume, or --overwrite_output_dir.")
+        edited = data_changes(old, config)
+        if edited and not getattr(args, "allow_changed_data", False):  # a stage without DataArguments reads no data
+            raise SubnetsError(f"Data file {edited[0]['file']} changed since the run in {out} started (its content "
+                               f"hash differs); expected the same data to resume it, --allow_changed_data to resume on "
+                               f"the changed data (recorded in its run_config.json), or a new --output_dir.")
     elif (out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not config_path.exists()
           and not args.overwrite_output_dir):
         raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new directory "
@@ -181,7 +201,16 @@ def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -
         for stale in ("checkpoint-last", "checkpoint-best", "metrics.json", RESULTS_FILE, STATE_FILE):
             if (out / stale).exists():
                 shutil.rmtree(out / stale) if (out / stale).is_dir() else (out / stale).unlink()
-    atomic_write_json(out / RUN_CONFIG_FILE, build_run_config(args, stage, task))
+    config, edited = build_run_config(args, stage, task), []
+    if (out / RUN_CONFIG_FILE).exists() and not args.overwrite_output_dir:  # a resume: keep the accepted changes
+        old = json.loads((out / RUN_CONFIG_FILE).read_text())
+        edited = data_changes(old, config)
+        accepted = old.get(DATA_CHANGES, []) + edited
+        config.update({DATA_CHANGES: accepted} if accepted else {})
+    if getattr(args, "allow_changed_data", False) and not edited:
+        print(f"warning: --allow_changed_data has no effect: {out} holds no run whose data files changed.",
+              file=sys.stderr)
+    atomic_write_json(out / RUN_CONFIG_FILE, config)
     return out
 
 

@@ -76,7 +76,7 @@ class EvaluateArguments:
         check_choice("attack", self.attack, ("none", *ATTACKS))
         if self.attack_file and self.attack == "none":
             raise SubnetsError("--attack_file was given without --attack; expected one of " + ", ".join(ATTACKS) + ".")
-        check_at_least_one(self, ("per_device_eval_batch_size",))
+        check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
 FILE_SET_PREFIX = "file:"  # metrics.json key of an --attack_file's results: file:<file stem>

@@ -67,7 +67,7 @@ class BiasModelArguments:
         check_choice("bias_type", self.bias_type, BIAS_TYPES)
         if not self.l2 >= 0:
             raise SubnetsError(f"--l2 must be a non-negative penalty; got {self.l2}.")
-        check_at_least_one(self, ("per_device_eval_batch_size",))
+        check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
 def load_teacher(model_path: str, task: TaskSpec) -> tuple[torch.nn.Module, Any]:

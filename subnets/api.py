@@ -43,10 +43,27 @@ def _options(cls: type, options: dict[str, Any], **fixed: Any) -> Any:
     return cls(**options, **fixed)
 
 
+def _check_arguments(function: str, **given: Any) -> None:
+    """One clear error for an argument of the wrong kind (a task name where a TaskSpec is expected, ...)."""
+    kinds = {"model": (PreTrainedModel, "a model from load_model"),
+             "tokenizer": (PreTrainedTokenizerBase, "a tokenizer from load_model"),
+             "task": (TaskSpec, "a task from load_task"), "data": (TaskData, "the splits load_data returns"),
+             "mask": (dict, "a dict of tensors by parameter name")}
+    for name, value in given.items():
+        kind, expected = kinds[name]
+        if not isinstance(value, kind):
+            raise SubnetsError(f"{function}: argument {name} is {type(value).__name__}; expected {expected}.")
+    if isinstance(given.get("mask"), dict) and not all(isinstance(t, torch.Tensor) for t in given["mask"].values()):
+        raise SubnetsError(f"{function}: argument mask holds values that are not tensors; expected "
+                           f"{kinds['mask'][1]}.")
+
+
 def load_task(name: str | None = None, **files: Any) -> TaskSpec:
     """A built-in task by name (`load_task("sst2")`), or one read from your own files:
     `load_task(train_file="train.csv", validation_file="dev.csv", text_columns="sentence")` (options as the
     stages' --train_file, --validation_file, --test_file, --text_columns, --label_column, --label_names)."""
+    if name is not None and not isinstance(name, str):
+        raise SubnetsError(f"load_task: name is {type(name).__name__}; expected a task name such as 'sst2'.")
     if files:
         return user_task(_options(DataFileArguments, files), name)
     return get_task(name or "sst2")
@@ -58,6 +75,9 @@ def load_model(name_or_path: PathLike, task: TaskSpec, *, seed: int = 42) -> tup
     a new classifier head is initialised from `seed`, as the stages do with --seed."""
     from .models import load_classifier
 
+    _check_arguments("load_model", task=task)
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SubnetsError(f"load_model: seed {seed!r} is out of range; expected an integer in [0, 2**32 - 1].")
     set_seed(seed)
     return load_classifier(str(name_or_path), task.label_names)
 
@@ -65,7 +85,10 @@ def load_model(name_or_path: PathLike, task: TaskSpec, *, seed: int = 42) -> tup
 def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: PathLike | None = None,
               max_seq_length: int = 128, max_train_samples: int | None = None,
               max_eval_samples: int | None = None) -> TaskData:
-    """The task's train split (if it has one) and evaluation split, tokenised as the stages do."""
+    """The task's train split (if it has one) and evaluation split, tokenised as the stages do; `data_dir`
+    defaults to $SUBNETS_DATA_DIR (else the hub), as in the stages."""
+    _check_arguments("load_data", task=task, tokenizer=tokenizer)
+    data_dir = default_data_dir() if data_dir is None else data_dir
     raw_eval = subsample(load_split(task, task.eval_split, data_dir), max_eval_samples, shuffle=False)
     train = None
     if task.trainable:
@@ -77,6 +100,7 @@ def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: P
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
              output_dir: PathLike, **training: Any) -> dict[str, Any]:
     """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
+    _check_arguments("finetune", model=model, tokenizer=tokenizer, task=task, data=data)
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
     distributed = init_distributed(args.use_cpu, args.ddp_backend)
     return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=distributed).train()
@@ -91,6 +115,7 @@ def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task
     from .registry import OptionGroups
     from .store_options import MaskStoreArguments
 
+    _check_arguments("search_mask", model=model, tokenizer=tokenizer, task=task, data=data)
     groups = []
     for cls in [*search_arguments(), MaskStoreArguments]:
         names = {f.name for f in dataclasses.fields(cls)}
@@ -110,6 +135,7 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
     from .store_options import MaskStoreArguments
 
     if isinstance(mask, dict):
+        _check_arguments("draw_ticket", mask=mask)
         if sparsity is None:
             raise SubnetsError("draw_ticket needs a sparsity to draw from a mask given as tensors.")
         return draw_mask({n: t.float() for n, t in mask.items()}, sparsity, scope=scope)
@@ -122,6 +148,7 @@ def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: 
     """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity."""
     from .masking.retrain import retrain_ticket, ticket_trainer
 
+    _check_arguments("retrain", model=model, tokenizer=tokenizer, mask=ticket, task=task, data=data)
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
     return retrain_ticket(ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args), ticket)
 
@@ -136,6 +163,7 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Tas
     the `attack_config`."""
     from .attacks.pipeline import AttackOptions, attack_examples, task_examples
 
+    _check_arguments("attack", model=model, tokenizer=tokenizer, task=task, data=data)
     chosen = AttackOptions(attack=attack, **{"data_dir": default_data_dir(), **options})
     return attack_examples(model, tokenizer, task_examples(task, data.eval_text, chosen), chosen, output_prefix,
                            max_length=max_length)
@@ -150,6 +178,7 @@ def put_mask(mask: dict[str, torch.Tensor], model: PreTrainedModel, *, task: Tas
 
     from .masking.sources import record_meta
 
+    _check_arguments("put_mask", mask=mask, model=model)
     binary = all(t.dtype == torch.bool for t in mask.values())
     task_name = task if isinstance(task, str) else task.name
     record = record_meta(model, task_name, method, model_name=model_name, parent=model_name, seed=seed, **meta)

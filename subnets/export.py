@@ -323,7 +323,7 @@ def load_compact(directory: str | os.PathLike) -> PreTrainedModel:
     """Rebuild the shrunk architecture recorded in `directory/config.json` and load its weights (in eval mode)."""
     directory = Path(directory)
     try:
-        config = AutoConfig.from_pretrained(directory)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise SubnetsError(f"Could not read a model config from '{directory}'; expected a directory written by save_compact.") from e
     structure = getattr(config, COMPACT_CONFIG_KEY, None)

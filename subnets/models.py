@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -44,14 +45,69 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def _load_weights(path: str | os.PathLike, name_or_path: str | os.PathLike | None = None, **kwargs) -> PreTrainedModel:
-    """`AutoModelForSequenceClassification.from_pretrained`, with one clear error for missing or broken weights."""
+def _load_weights(path: str | os.PathLike, name_or_path: str | os.PathLike | None = None, *, new_head: bool,
+                  **kwargs) -> PreTrainedModel:
+    """`AutoModelForSequenceClassification.from_pretrained`, with one clear error for missing, broken or mis-shaped
+    weights: only the classifier head of a new task (`new_head`) may be missing or of another shape."""
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=False, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
         raise SubnetsError(f"Could not load the weights of model '{name_or_path or path}' ({reason}); expected a "
                            f"model directory with complete weights (model.safetensors).") from e
+    mismatched = [key if isinstance(key, str) else key[0] for key in info["mismatched_keys"]]
+    base = f"{model.base_model_prefix}."  # the head: what lies outside the base model (classifier, pooler, ...)
+    new = sorted(k for k in [*info["missing_keys"], *mismatched] if not new_head or k.startswith(base))
+    if new:
+        kind, unused = model.config.model_type, sorted(info["unexpected_keys"])
+        other = f", while it holds weights the {kind} classifier does not use (e.g. {unused[0]})" if unused else ""
+        raise SubnetsError(f"Model '{name_or_path or path}' has no weights of the right shape for {len(new)} "
+                           f"parameter(s) of its {kind} classifier (e.g. {new[0]}), which would start random{other}; "
+                           f"expected weights of the architecture its config.json names (only the classifier head "
+                           f"of a new task may be new).")
+    return model
+
+
+def _check_no_custom_code(path: str) -> None:
+    """Refuse a model folder whose config or tokenizer config names code shipped with it (`auto_map`)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = Path(path) / name
+        try:
+            declares_code = file.is_file() and "auto_map" in json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, TypeError):
+            continue  # not JSON (or not an object): transformers reports it when loading
+        if declares_code:
+            raise SubnetsError(f"Model folder {path} ships its own code ('auto_map' in {name}); subnets never runs "
+                               f"code from a model folder: expected a model of an architecture transformers provides.")
+
+
+def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, name_or_path: object) -> None:
+    """Refuse a tokenizer without a vocabulary (a folder with no tokenizer files: every word would be [UNK]) or
+    with ids beyond the model's embeddings; give it the model's position limit as its `model_max_length`."""
+    if len(tokenizer) - len(set(tokenizer.all_special_ids)) < 2:
+        raise SubnetsError(f"Model '{name_or_path}' has no tokenizer vocabulary (no tokenizer files), so every word "
+                           f"would be unknown; expected tokenizer files (tokenizer.json, vocab.txt, ...) beside the "
+                           f"model.")
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise SubnetsError(f"The tokenizer of model '{name_or_path}' has {len(tokenizer)} tokens but the model embeds "
+                           f"{rows}; expected the tokenizer the model was trained with.")
+    limit = position_limit(model)
+    if limit is not None:
+        tokenizer.model_max_length = limit
+
+
+def position_limit(model: PreTrainedModel) -> int | None:
+    """The longest input the model's absolute position embeddings take (None: relative positions only).
+
+    RoBERTa-style embeddings number positions from padding_idx + 1, so they hold padding_idx + 1 fewer."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or getattr(config, "position_biased_input", True) is False:  # DeBERTa-v2/v3: relative only
+        return None
+    padding_idx = getattr(getattr(model.base_model, "embeddings", None), "padding_idx", None)
+    return limit - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
 
 
 def checkpoint_labels(name_or_path: str) -> tuple[str, list[str]]:
@@ -61,8 +117,9 @@ def checkpoint_labels(name_or_path: str) -> tuple[str, list[str]]:
     if not (Path(path) / "config.json").exists():
         raise SubnetsError(f"Checkpoint {name_or_path} has no config.json (nor checkpoint-best/config.json); expected "
                            f"a from_pretrained directory or a stage run directory.")
+    _check_no_custom_code(path)
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
         return path, [config.id2label[i] for i in range(config.num_labels)]
     except (OSError, ValueError, KeyError) as e:
         raise SubnetsError(f"Could not read the config of checkpoint {name_or_path} ({e.__class__.__name__}); "
@@ -80,9 +137,10 @@ def load_classifier(
     `fresh_head=True` re-initialises the classification head (e.g. for a pre-trained init in stage 3).
     """
     path = resolve_model_path(str(name_or_path))
+    _check_no_custom_code(path)
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise SubnetsError(
             f"Could not load model '{name_or_path}': expected a directory with config.json and tokenizer files, "
@@ -95,7 +153,9 @@ def load_classifier(
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {n: i for i, n in enumerate(labels)}
-    model = _load_weights(path, name_or_path, config=config, ignore_mismatched_sizes=not head_matches)
+    model = _load_weights(path, name_or_path, config=config, ignore_mismatched_sizes=not head_matches,
+                          new_head=label_names is not None)
+    _check_tokenizer(tokenizer, model, name_or_path)
     if fresh_head:
         reset_classifier(model)
     return model, tokenizer

@@ -36,3 +36,34 @@ def test_import_subnets_is_light():
     code = "import sys, subnets; print('torch' in sys.modules, callable(subnets.draw_ticket))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_api_calls_with_wrong_arguments_are_one_clear_error(tiny_bert):
+    import pytest
+
+    from subnets import api
+    from subnets.errors import SubnetsError
+
+    model, tokenizer = tiny_bert
+    task = api.load_task("sst2")
+    calls = {"load_model: argument task is str": lambda: api.load_model("minilm", "sst2"),
+             "load_data: argument task is str": lambda: api.load_data("sst2", tokenizer),
+             "load_data: argument tokenizer is NoneType": lambda: api.load_data(task, None),
+             "finetune: argument data is NoneType": lambda: api.finetune(model, tokenizer, task, None, "out"),
+             "attack: argument data is NoneType": lambda: api.attack(model, tokenizer, task, None),
+             "put_mask: argument mask is list": lambda: api.put_mask([1], model, task=task),
+             "put_mask: argument mask holds values that are not tensors": lambda: api.put_mask({"a": 3}, model,
+                                                                                                 task=task),
+             "load_task: name is int": lambda: api.load_task(5),
+             "load_model: seed -1 is out of range": lambda: api.load_model("minilm", task, seed=-1)}
+    for message, call in calls.items():
+        with pytest.raises(SubnetsError, match=message):
+            call()
+
+
+def test_load_data_reads_the_data_folder_of_subnets_data_dir(tiny_bert, tiny_data_dir, monkeypatch):
+    from subnets import api
+
+    monkeypatch.setenv("SUBNETS_DATA_DIR", str(tiny_data_dir))
+    data = api.load_data(api.load_task("sst2"), tiny_bert[1], max_seq_length=16)
+    assert len(data.train) == 96 and len(data.eval) == 32  # the toy folder's sizes, not the hub's

@@ -189,3 +189,27 @@ def test_no_checkpoint_is_written_from_a_callback_state_that_diverged(tmp_path, 
                                            r"by step 4.*checkpoint-last is kept at step 2"):
         trainer.train()
     assert strict_json(tmp_path / "run" / "checkpoint-last" / "trainer_state.json")["global_step"] == 2
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_last_good_checkpoint(tmp_path, tiny_data_dir, monkeypatch):
+    import subnets.checkpointing as checkpointing
+    from safetensors import SafetensorError
+
+    real_save, calls, kept = checkpointing.save_file, [], {}
+    last = tmp_path / "run" / "checkpoint-last"
+
+    def disk_fills_up(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 2:  # the second checkpoint-last: safetensors' own error for ENOSPC
+            kept.update({p.name: p.read_bytes() for p in last.iterdir()})
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing, "save_file", disk_fills_up)
+    with pytest.raises(SubnetsError, match=r"No space left to write .*checkpoint-last .*the last complete "
+                                           r"checkpoint-last is kept: free some space and rerun"):
+        make_trainer(tmp_path, tiny_data_dir, save_steps=4).train()
+    assert {p.name: p.read_bytes() for p in last.iterdir()} == kept
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(checkpointing, "save_file", real_save)
+    assert make_trainer(tmp_path, tiny_data_dir, save_steps=4).train()["train_steps"] == 18  # resumes to the end

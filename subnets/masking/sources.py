@@ -84,8 +84,15 @@ def load_mask(spec: str, store_root: Path, *, prefer: str = "state") -> tuple[di
         listing = path / RUN_MASKS_FILE
         if not listing.is_file():
             raise SubnetsError(f"{path} has no {RUN_MASKS_FILE}; expected a stage-2 run directory.")
-        entries = json.loads(listing.read_text())
-        mask, meta = load_mask(entries.get(prefer) or entries["ticket"], Path(entries.get("store", store_root)))
+        try:
+            entries = json.loads(listing.read_text())
+            chosen, store = entries.get(prefer) or entries["ticket"], Path(entries.get("store", store_root))
+            if not isinstance(chosen, str):
+                raise TypeError(chosen)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise SubnetsError(f"{listing} is damaged ({e.__class__.__name__}); expected the masks.json a stage-2 run "
+                               f"writes: {{\"ticket\": id, \"state\": id, \"store\": folder}}.") from e
+        mask, meta = load_mask(chosen, store)
         return mask, {**meta, "source_run": str(path)}
     if path.is_file():
         try:
