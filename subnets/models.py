@@ -104,15 +104,16 @@ def load_classifier(
 
 def set_padding(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Give a tokenizer without a pad token its end-of-sequence token as pad (as Hugging Face's classification
-    examples do for decoders) and tell the model which id pads: decoder heads pool the last token that is not padding
-    (`config.pad_token_id`), which works with the tokenizer's own padding side. Decoders need no key/value cache
-    when classifying, so it is turned off."""
+    examples do for decoders) and tell the model which id pads: decoder heads pool the last token that is not
+    padding (`config.pad_token_id`, set here where the config has none), which works with the tokenizer's own
+    padding side. Decoders need no key/value cache when classifying, so it is turned off."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise SubnetsError(f"The tokenizer of {type(model).__name__} has neither a pad nor an end-of-sequence "
                                "token; expected one of them to pad batches with.")
         tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False
 
@@ -174,7 +175,9 @@ def tiny_model(
     decoders it has no pad token of its own ([SEP] ends a sequence), as GPT-2's and Llama's tokenizers, and gets one
     from `set_padding`. `label_names` (default LABEL_0..) sets the labels and their number.
     """
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    # decoders and ModernBERT take no token type ids (their own tokenizers make none)
+    no_types = dict(model_input_names=["input_ids", "attention_mask"]) if kind in (*DECODER_KINDS, "modernbert") else {}
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), **no_types)
     names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(num_labels)]
     config = _tiny_config(kind, tokenizer, len(names), num_layers)
     if kind in DECODER_KINDS:
