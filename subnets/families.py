@@ -15,8 +15,9 @@ relative-position projections), so a compact export removes their rows with the 
 integer attributes of the attention module that its forward reads and that a compact export must set: to the kept
 number of query `heads`, of `kv_heads`, or to the kept query `width` (heads x head_dim); a name starting with
 `config.` is an attribute of the config the attention module reads (Phi-3), which the export gives each block its
-own copy of. Head counts come from the config (`num_attention_heads`, and `num_key_value_heads` for grouped-query
-attention); the head dimension is the query width divided by the number of heads.
+own copy of. `last_token_head`: the classification head pools the last token that is not padding, which it finds
+from `input_ids` (decoders). Head counts come from the config (`num_attention_heads`, and `num_key_value_heads`
+for grouped-query attention); the head dimension is the query width divided by the number of heads.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Family:
     coupled_rows: tuple[str, ...] = ()
     size_attributes: dict[str, str] = field(default_factory=dict)
     kv_heads: str | None = None
+    last_token_head: bool = False
 
     def role_paths(self) -> dict[str, str]:
         """Module path within a block -> role (fused roles under their fused name)."""
@@ -70,21 +72,21 @@ _MODERNBERT = Family(
 _GPT2 = Family(
     layers="h", attention="attn",
     roles={"qkv": "attn.c_attn", "attn_out": "attn.c_proj", "ffn_in": "mlp.c_fc", "ffn_out": "mlp.c_proj"},
-    size_attributes={"num_heads": "heads", "split_size": "width"},
+    size_attributes={"num_heads": "heads", "split_size": "width"}, last_token_head=True,
 )
 _LLAMA = Family(
     layers="layers", attention="self_attn",
     roles={"query": "self_attn.q_proj", "key": "self_attn.k_proj", "value": "self_attn.v_proj",
            "attn_out": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_in": "mlp.up_proj",
            "ffn_out": "mlp.down_proj"},
-    kv_heads="num_key_value_heads",
+    kv_heads="num_key_value_heads", last_token_head=True,
 )
 _PHI3 = Family(
     layers="layers", attention="self_attn",
     roles={"qkv": "self_attn.qkv_proj", "attn_out": "self_attn.o_proj", "ffn_gate_up": "mlp.gate_up_proj",
            "ffn_out": "mlp.down_proj"},
     size_attributes={"config.num_attention_heads": "heads", "num_key_value_heads": "kv_heads"},
-    kv_heads="num_key_value_heads",
+    kv_heads="num_key_value_heads", last_token_head=True,
 )
 
 FAMILIES: dict[str, Family] = {

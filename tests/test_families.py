@@ -98,7 +98,8 @@ def test_targets_have_the_right_roles_and_shapes(kind):
         assert {k: v for k, v in out_sizes.items() if k not in ("attn_out", "ffn_out")} == expected
         for t in in_layer:
             assert params[t.name].shape == t.shape
-            assert t.shape[1 - t.out_axis] == {"attn_out": HEADS * HEAD_DIM, "ffn_out": INTERMEDIATE}.get(t.kind, HIDDEN)
+            in_features = {"attn_out": HEADS * HEAD_DIM, "ffn_out": INTERMEDIATE}.get(t.kind, HIDDEN)
+            assert t.shape[1 - t.out_axis] == in_features
             assert classify_parameter(model, t.name) == (t.layer, t.kind)
     recovered = targets_from_names({t.name: t.shape for t in targets})
     assert [t.kind for t in recovered] == [t.kind for t in targets]
@@ -247,6 +248,20 @@ def test_a_decoder_without_a_pad_token_gets_eos_and_pools_its_last_real_token(ki
     dataset = tokenize(datasets.Dataset.from_dict({"sentence": TEXTS, "label": [0, 1, 0]}), loaded_tokenizer, task, 6)
     assert max(len(ids) for ids in dataset["input_ids"]) == 6  # --max_seq_length truncates
     assert set(dataset.column_names) == {"input_ids", "attention_mask", "labels"}
+
+
+@pytest.mark.parametrize("objective", ["freelb", "pgd"])
+def test_embedding_adversaries_refuse_a_last_token_head(objective):
+    from subnets.objectives.perturbers import PGD, FreeLB, PerturbationConfig
+
+    model, tokenizer = tiny_model("llama")
+    batch = {**inputs(tokenizer), "labels": torch.tensor([0, 1, 0])}
+    config = PerturbationConfig(steps=1, max_norm=0.1)
+    adversary = FreeLB(config) if objective == "freelb" else PGD(config)
+    with pytest.raises(SubnetsError, match="last non-padding token"):
+        adversary(model, batch)
+    encoder, encoder_tokenizer = tiny_model("modernbert")
+    assert adversary(encoder, {**inputs(encoder_tokenizer), "labels": torch.tensor([0, 1, 0])}).isfinite()
 
 
 # --- stage 1 -> stage 2 -> stage 3 -> evaluate --attack textbugger -------------------------------------------------
