@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from .errors import SubnetsError
+from .targets import model_family
 
 MINILM_ALIAS = "minilm"
 DEFAULT_MODEL = MINILM_ALIAS
@@ -114,7 +115,8 @@ def set_padding(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> N
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if getattr(model.config, "use_cache", None):
+    family = model_family(model)
+    if family is not None and family.last_token_head:
         model.config.use_cache = False
 
 

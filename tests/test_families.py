@@ -204,6 +204,19 @@ def test_a_fused_projection_is_masked_and_reported_per_role(kind):
         assert layout_for(gate_up[0], "neuron").segments == ((INTERMEDIATE, 1), (INTERMEDIATE, 1))
 
 
+def test_mask_search_logs_a_fused_projection_per_role():
+    from types import SimpleNamespace
+
+    from subnets.masking.callbacks import MaskSearchCallback
+
+    model, _ = tiny_model("phi3")
+    gates = attach_hard_concrete(model, find_targets(model), granularity="weight")
+    model.eval()
+    scalars = MaskSearchCallback(gates, lr=0.1).log_scalars(SimpleNamespace(model=model))
+    roles = {tag.rsplit("/", 1)[1] for tag in scalars if tag.startswith("sparsity/kind/")}
+    assert roles == {"query", "key", "value", "attn_out", "ffn_gate", "ffn_in", "ffn_out"}
+
+
 def tiny_opt():
     config = OPTConfig(vocab_size=200, hidden_size=16, num_hidden_layers=2, ffn_dim=32, num_attention_heads=2,
                        max_position_embeddings=64, word_embed_proj_dim=16)
