@@ -197,13 +197,10 @@ def _select(module: torch.nn.Module, axis: int, index: torch.Tensor) -> None:
     if axis == out_axis and module.bias is not None:
         module.bias = torch.nn.Parameter(module.bias.index_select(0, index.to(weight.device)).clone(),
                                          requires_grad=module.bias.requires_grad)
-    size = module.weight.shape[axis]
-    if isinstance(module, Conv1D):
-        module.nf = module.weight.shape[1]
-    elif axis == 0:
-        module.out_features = size
+    if isinstance(module, Conv1D):  # weight [in, out]
+        module.nx, module.nf = module.weight.shape
     else:
-        module.in_features = size
+        module.out_features, module.in_features = module.weight.shape
 
 
 def _set_sizes(model: PreTrainedModel, attention: torch.nn.Module, layer: EncoderLayer, units: int) -> None:
@@ -260,7 +257,7 @@ def compact_export(
     setattr(compact.config, COMPACT_CONFIG_KEY, {
         "loader": LOADER_NAME,
         "kept_heads": [m.nonzero().flatten().tolist() for m in heads],
-        "query_heads_per_unit": layers[0].group_size if layers else 1,
+        "query_heads_per_unit": layers[0].group_size,
         "kept_neurons": [int(m.sum()) for m in neurons],
         "num_heads": [len(k) for k in kept_heads],
         "intermediate_sizes": [len(k) for k in kept_neurons],
