@@ -34,7 +34,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .errors import SubnetsError
 from .masking.layout import EncoderLayer, UnitMasks, UnitSlice, encoder_layers
-from .targets import Target, canonical_parameter_name, model_family
+from .targets import canonical_parameter_name, model_family
 from .weights import require_plain, save_plain_model
 
 COMPACT_CONFIG_KEY = "compact_structure"

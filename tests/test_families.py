@@ -20,11 +20,11 @@ from subnets.export import (
     save_compact,
     structured_masks_from_weight_masks,
 )
-from subnets.families import FAMILIES, FUSED_ROLES, role_of_path
+from subnets.families import FAMILIES, role_of_path
 from subnets.masking import attach_hard_concrete, binary_mask
 from subnets.masking.hard_concrete import expected_density
 from subnets.masking.layout import encoder_layers, layout_for
-from subnets.models import DECODER_KINDS, TINY_FAMILIES, load_classifier, tiny_model
+from subnets.models import TINY_FAMILIES, load_classifier, tiny_model
 from subnets.sparsity import sparsity_report
 from subnets.tasks import get_task
 from subnets.targets import classify_parameter, find_encoder_layers, find_targets, targets_from_names
