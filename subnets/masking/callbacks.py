@@ -17,6 +17,7 @@ import torch
 
 from ..io import atomic_write_bytes
 from ..sparsity import flip_rate, gate_scalars, sparsity_report, sparsity_scalars
+from ..targets import Target, find_targets
 from ..training import Callback, Trainer
 from .base import MaskParametrization, binary_mask, mask_states
 from .fixed import FixedMask
@@ -40,6 +41,7 @@ class MaskSearchCallback(Callback):
         self.masks, self.lr, self.weight_decay = masks, lr, weight_decay
         self.evaluated: dict[str, torch.Tensor] | None = None
         self._previous: dict[str, torch.Tensor] | None = None
+        self._targets: list[Target] | None = None
 
     def param_groups(self, trainer: Trainer) -> list[dict[str, Any]]:
         params = [p for m in self.masks.values() for p in m.parameters()]
@@ -49,7 +51,10 @@ class MaskSearchCallback(Callback):
         current = binary_mask(self.masks)
         flip = flip_rate(self._previous, current) if self._previous is not None else None
         self._previous = current
-        return sparsity_scalars(sparsity_report(current), flip=flip)
+        if self._targets is None:  # the model's targets, so that fused projections are reported per role
+            found = {t.name: t for t in find_targets(trainer.model, pooler=True, classifier=True, word_embeddings=True)}
+            self._targets = [found[name] for name in current] if set(current) <= set(found) else []
+        return sparsity_scalars(sparsity_report(current, self._targets or None), flip=flip)
 
     def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.evaluated = binary_mask(self.masks)

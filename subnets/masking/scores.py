@@ -48,7 +48,7 @@ def group_magnitude(weight: torch.Tensor, layout: Layout) -> torch.Tensor:
     if layout.axis is None:
         return magnitude
     per_line = magnitude.mean(dim=1 - layout.axis)
-    return per_line.view(-1, layout.repeat).mean(dim=1)
+    return layout.group_means(per_line)
 
 
 def initial_scores(weight: torch.Tensor, layout: Layout, init: str, sparsity: float) -> torch.Tensor:

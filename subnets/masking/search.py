@@ -15,6 +15,7 @@ from typing import Any, Literal, Sequence
 import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
 
 from masks import MaskStore
 
@@ -29,9 +30,11 @@ from ..targets import Target, find_targets
 from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .draw import SCOPES
-from .layout import GRANULARITIES
+from .layout import GRANULARITIES, head_counts, layout_for
 from .methods import MASK_METHODS, FoundMask, MaskMethodName, SearchContext
 from .sources import RUN_MASKS_FILE, record_meta
+
+logger = logging.get_logger("subnets")
 
 
 @dataclass
@@ -64,7 +67,17 @@ def search_arguments() -> list[type]:
 
 
 def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Target]:
-    return find_targets(model, pooler=search.mask_pooler, classifier=search.mask_classifier)
+    """The targets the search masks and counts: at a structured granularity, those it has heads or neurons in."""
+    targets = find_targets(model, pooler=search.mask_pooler, classifier=search.mask_classifier)
+    if search.granularity == "weight":
+        return targets
+    counts = head_counts(model, search.granularity)
+    kept = [t for t in targets if layout_for(t, search.granularity, *counts) is not None]
+    left_out = sorted({t.kind for t in targets if t.layer is None} - {t.kind for t in kept})
+    if left_out:
+        logger.warning(f"--granularity {search.granularity} masks attention heads and FFN neurons only: the "
+                       f"{' and '.join(left_out)} stays unmasked and is not counted in the sparsity.")
+    return kept
 
 
 def search_mask(
