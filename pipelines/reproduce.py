@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from pipelines.common import run_cli
 from pipelines.papers import BUDGETS, Paper, Setting, Table
+from pipelines.sweep import require_success
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
 from pipelines.sweeping.execute import EXECUTORS, SweepSettings, is_finished, run_plan
 from pipelines.sweeping.plan import Leaf, Plan
@@ -204,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    return run_cli(main)
+    return run_cli(lambda argv: require_success(main(argv)["outcomes"]))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 import json
 import re
+import sys
 
 import pytest
 
@@ -102,3 +103,22 @@ def test_submitit_local_executor_runs_a_two_run_grid(tmp_path, tiny_model_dir, t
     for name in result["outcomes"]:
         assert json.loads((out / name / "metrics.json").read_text())["train_steps"] == 6
     assert result["cells"]["all"]["seeds"] == ["1", "2"]
+
+
+def test_sweep_and_reproduce_exit_non_zero_listing_failed_and_blocked_runs(tmp_path, tiny_data_dir, monkeypatch,
+                                                                         capsys):
+    """Issue 28, defect 17: `sweep` and `reproduce` exited 0 when runs failed or were blocked."""
+    from pipelines import reproduce
+
+    missing = tmp_path / "no-such-model"
+    argv = sweep_argv(missing, tiny_data_dir, tmp_path / "sweep", "--executor", "inline", grid=("seed=1",))
+    monkeypatch.setattr(sys, "argv", ["sweep", *argv])
+    assert sweep.cli() == 2
+    err = capsys.readouterr().err
+    assert "2 of 2 runs failed or were blocked" in err and "stage1/seed=1" in err and "(blocked)" in err
+    monkeypatch.setattr(sys, "argv", ["reproduce", "robust_tickets", "--budget", "smoke", "--seeds", "1",
+                                      "--tasks", "sst2", "--model_name_or_path", str(missing), "--executor", "inline",
+                                      "--output_dir", str(tmp_path / "reproduce")])
+    assert reproduce.cli() == 2
+    assert "runs failed or were blocked" in capsys.readouterr().err
+    assert (tmp_path / "reproduce" / "report.md").is_file()  # the report is still written
