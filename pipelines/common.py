@@ -23,7 +23,7 @@ from subnets.errors import SubnetsError
 from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock
 from subnets.models import MINILM_ALIAS
 from subnets.objectives import ObjectiveArguments, build_objective, objective_arguments
-from subnets.masking.sources import run_config
+from subnets.masking.sources import run_chain
 from subnets.registry import OptionGroups
 from subnets.selective import SelectiveArguments, build_selective, selective_arguments
 from subnets.store_options import MaskStoreArguments
@@ -65,14 +65,12 @@ def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> Stage
 
 def run_task(path: str | None) -> TaskSpec | None:
     """The task a stage run directory (or the run it started from) trained on; None for anything else."""
-    config = run_config(path) if path else None
-    while config is not None:
+    for _, config in run_chain(path) if path else []:
         if "task" in config:
             return task_from_record(config["task"])
         name = config.get("DataArguments", {}).get("task_name")
         if name:
             return get_task(name)
-        config = run_config(config.get("ModelArguments", {}).get("model_name_or_path") or "")
     return None
 
 
