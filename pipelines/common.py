@@ -30,7 +30,7 @@ from subnets.store_options import MaskStoreArguments
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_from_record, task_record, user_task
 from subnets.threads import configure_threads
-from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, STATE_FILE, best_metric
+from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, best_metric
 
 # Argument dataclasses every training stage takes (the method registries' option groups included); method
 # packages append theirs.
@@ -141,37 +141,56 @@ def claim_output_dir(out: Path, command: str) -> None:
 def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
     """Refuse a run directory holding a different run (or other files); writes nothing.
 
-    The same config means "resume": the training loop continues from checkpoint-last.
+    The same config means "resume": the training loop continues from checkpoint-last. With
+    --overwrite_output_dir a folder holding a run of this toolkit is emptied (`prepare_run_dir`), never a
+    foreign folder, nor one that holds an input of this run.
     """
     out = Path(args.output_dir)
     check_writable_dir(out)
     config_path = out / RUN_CONFIG_FILE
-    if config_path.exists() and not args.overwrite_output_dir:
-        try:
-            old = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise SubnetsError(f"{config_path} is not valid JSON; expected the config of a previous run.") from e
-        before, now = _comparable(old), _comparable(build_run_config(args, stage, task))
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        if old.get("stage") != stage or changed:
-            what = f"stage {old.get('stage')}" if old.get("stage") != stage else \
-                f"{changed[0]} = {before.get(changed[0])!r} there, {now.get(changed[0])!r} here"
-            raise SubnetsError(f"Output directory {out} already holds a different run ({what}); expected a new "
-                               f"--output_dir, the same options to resume, or --overwrite_output_dir.")
-    elif (out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()) and not config_path.exists()
-          and not args.overwrite_output_dir):
-        raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new directory "
-                           f"(or --overwrite_output_dir).")
+    if not config_path.exists():
+        if out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+            raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new "
+                               f"directory (--overwrite_output_dir only replaces a run of this toolkit).")
+        return out
+    config = build_run_config(args, stage, task)
+    if args.overwrite_output_dir:
+        read_run_stage(out)  # a damaged run config: not a folder to empty
+        inside = [f"--{key} {value}" for values in config.values() if isinstance(values, dict)
+                  for key, value in values.items() if key in PATH_OPTIONS and _lies_in(value, out)]
+        if inside:
+            raise SubnetsError(f"--overwrite_output_dir would delete {inside[0]}, which lies in the output directory "
+                               f"{out}; expected this run's inputs outside the folder it replaces.")
+        return out
+    try:
+        old = json.loads(config_path.read_text())
+    except json.JSONDecodeError as e:
+        raise SubnetsError(f"{config_path} is not valid JSON; expected the config of a previous run.") from e
+    before, now = _comparable(old), _comparable(config)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    if old.get("stage") != stage or changed:
+        what = f"stage {old.get('stage')}" if old.get("stage") != stage else \
+            f"{changed[0]} = {before.get(changed[0])!r} there, {now.get(changed[0])!r} here"
+        raise SubnetsError(f"Output directory {out} already holds a different run ({what}); expected a new "
+                           f"--output_dir, the same options to resume, or --overwrite_output_dir.")
     return out
 
 
+def _lies_in(value: Any, directory: Path) -> bool:
+    """Whether a path option's value is an existing file or folder in `directory` (or the directory itself)."""
+    if not isinstance(value, str) or not value or not Path(value).exists():
+        return False
+    return Path(value).resolve().is_relative_to(directory.resolve())
+
+
 def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> Path:
-    """Check the run directory (see `check_run_dir`), create it and write run_config.json."""
+    """Check the run directory (see `check_run_dir`), create it and write run_config.json; with
+    --overwrite_output_dir the earlier run's files go first (all of them: a run is what its command says)."""
     out = check_run_dir(args, stage, task)
-    if args.overwrite_output_dir and out.exists():
-        for stale in ("checkpoint-last", "checkpoint-best", "metrics.json", RESULTS_FILE, STATE_FILE):
-            if (out / stale).exists():
-                shutil.rmtree(out / stale) if (out / stale).is_dir() else (out / stale).unlink()
+    if args.overwrite_output_dir and out.exists() and int(os.environ.get("RANK", "0")) == 0:
+        for stale in out.iterdir():
+            if stale.name != LOCK_FILE:
+                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
     atomic_write_json(out / RUN_CONFIG_FILE, build_run_config(args, stage, task))
     return out
 
