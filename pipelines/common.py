@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pipelines import RECIPE_DIR
 from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
 from subnets.data import default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
-from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock
+from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock, empty_run_folder
 from subnets.models import MINILM_ALIAS
 from subnets.objectives import ObjectiveArguments, build_objective, objective_arguments
 from subnets.masking.sources import run_chain
@@ -188,9 +187,7 @@ def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -
     --overwrite_output_dir the earlier run's files go first (all of them: a run is what its command says)."""
     out = check_run_dir(args, stage, task)
     if args.overwrite_output_dir and out.exists() and int(os.environ.get("RANK", "0")) == 0:
-        for stale in out.iterdir():
-            if stale.name != LOCK_FILE:
-                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+        empty_run_folder(out)
     atomic_write_json(out / RUN_CONFIG_FILE, build_run_config(args, stage, task))
     return out
 
