@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -155,8 +155,11 @@ class UpdateLog:
         self.chunks += 1
         self.buffer, self.buffer_counts = [], {}
 
-    def close(self) -> str:
-        """Flush, record per-tensor update counts, rename to the content-hash id and return it."""
+    def close(self, announce: Callable[[str], None] | None = None) -> str:
+        """Flush, record per-tensor update counts, rename to the content-hash id and return it.
+
+        `announce(id)` is called with the final id before the rename, so that a writer killed in between can
+        find the closed record (a run writes it beside its checkpoints)."""
         if self.closed_id is not None:
             return self.closed_id
         self.flush()
@@ -169,6 +172,8 @@ class UpdateLog:
         self.meta["complete"] = True
         record_id = content_id(self.meta, {name: f["sha256"] for name, f in files.items()})
         final = records_dir(self.root) / record_id
+        if announce is not None:
+            announce(record_id)
         if final.exists():  # an identical run already logged the same content: keep that record
             discard(self.root, self.directory)
         else:
