@@ -13,11 +13,14 @@ SLURM or submitit's local mode). With `nproc_per_run` > 1 each run is launched u
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -107,12 +110,34 @@ class InlineExecutor:
         pass
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a Linux process gets when the thread that started it ends
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker when the sweep that started it (`parent`) dies, even by kill -9, so that no run goes on
+    without its sweep, holding its run lock: Linux delivers SIGKILL (PR_SET_PDEATHSIG); elsewhere a thread
+    watches the parent."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the sweep died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class LocalExecutor:
-    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang)."""
+    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang),
+    which die with the sweep (`die_with_parent`)."""
 
     def __init__(self, workers: int):
         self.capacity = workers
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=die_with_parent, initargs=(os.getpid(),))
 
     def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle:
         return self.pool.submit(fn, *args)
