@@ -117,8 +117,9 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: T
     """Stage 1: fine-tune `model` in place; returns the HF-style metrics. A folder holding this very call's
     run resumes it; one holding another run is refused (see `_claim_run_dir`)."""
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    _claim_run_dir("finetune", args, model, task, data)
-    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed()).train()
+    trainer = Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed())
+    _claim_run_dir("finetune", args, model, task, data)  # once the trainer has checked its inputs
+    return trainer.train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
@@ -166,8 +167,9 @@ def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: 
     from masks import model_fingerprint
 
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    _claim_run_dir("retrain", args, model, task, data, ticket=model_fingerprint(ticket))
-    return retrain_ticket(ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args), ticket)
+    trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args)
+    _claim_run_dir("retrain", args, model, task, data, ticket=model_fingerprint(ticket))  # inputs checked
+    return retrain_ticket(trainer, ticket)
 
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData, *,
