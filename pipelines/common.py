@@ -16,7 +16,8 @@ from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from pipelines import RECIPE_DIR
-from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
+from subnets.config import (RUN_NEUTRAL_OPTIONS, DataArguments, ModelArguments, StageArgs, TrainingArguments,
+                            parse_args)
 from subnets.data import default_data_dir, load_split, subsample, tokenize
 from subnets.errors import SubnetsError
 from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock, empty_run_folder
@@ -37,9 +38,6 @@ STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, DataFileArguments,
                                MaskStoreArguments, *objective_arguments(), *selective_arguments()]
 DEFAULT_TASK = "sst2"
 
-# Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
-RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
-                       "per_device_eval_batch_size", "save_steps", "num_threads"}
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
 # the same folder seen from another working directory are one run.
 PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions",

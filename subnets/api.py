@@ -17,7 +17,7 @@ import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import TrainingArguments
+from .config import RUN_NEUTRAL_OPTIONS, TrainingArguments
 from .data import default_data_dir, load_split, subsample, tokenize
 from .distributed import init_distributed
 from .errors import SubnetsError
@@ -88,7 +88,7 @@ def _claim_run_dir(command: str, args: TrainingArguments, model: torch.nn.Module
 
     out = Path(args.output_dir)
     check_writable_dir(out)
-    options = {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_dir", "overwrite_output_dir")}
+    options = {k: v for k, v in dataclasses.asdict(args).items() if k not in RUN_NEUTRAL_OPTIONS}
     config = json.loads(json.dumps({
         "stage": f"api.{command}", "task": task.name, "model_fingerprint": model_fingerprint(model),
         "examples": [0 if data.train is None else len(data.train), len(data.eval)], "options": options, **inputs,
