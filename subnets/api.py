@@ -8,22 +8,26 @@ options (`TrainingArguments` field names and the stage's option names) given as 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import TrainingArguments
+from .config import RUN_NEUTRAL_OPTIONS, TrainingArguments
 from .data import default_data_dir, load_split, subsample, tokenize
 from .distributed import init_distributed
 from .errors import SubnetsError
+from .io import LOCK_FILE, atomic_write_json, check_writable_dir, empty_run_folder
 from .tasks import TaskSpec, get_task
 from .training import Trainer, set_seed
 from .user_data import DataFileArguments, user_task
 
 PathLike = str | os.PathLike
+RUN_CONFIG_FILE = "run_config.json"
 
 
 class TaskData(NamedTuple):
@@ -97,13 +101,50 @@ def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: P
     return TaskData(train, tokenize(raw_eval, tokenizer, task, max_seq_length), raw_eval)
 
 
+def _claim_run_dir(command: str, args: TrainingArguments, model: torch.nn.Module, task: TaskSpec, data: TaskData,
+                   **inputs: Any) -> None:
+    """The stages' rule for a run folder: a run is resumed only by the call that made it. A new or empty folder
+    is claimed (its run_config.json names the call, its options, task, data sizes and the starting weights'
+    fingerprint); the same call resumes the run there; any other run, or a folder holding something else, is
+    refused; `overwrite_output_dir=True` first empties a folder that holds a run of this toolkit."""
+    from masks import model_fingerprint
+
+    out = Path(args.output_dir)
+    check_writable_dir(out)
+    options = {k: v for k, v in dataclasses.asdict(args).items() if k not in RUN_NEUTRAL_OPTIONS}
+    config = json.loads(json.dumps({
+        "stage": f"api.{command}", "task": task.name, "model_fingerprint": model_fingerprint(model),
+        "examples": [0 if data.train is None else len(data.train), len(data.eval)], "options": options, **inputs,
+    }, default=str))
+    path = out / RUN_CONFIG_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise SubnetsError(f"{path} is not valid JSON; expected the config of a previous run.") from e
+        if args.overwrite_output_dir:
+            empty_run_folder(out)
+        elif old != config:
+            what = (f"a {old.get('stage')} run" if old.get("stage") != config["stage"] else
+                    "a run of other " + ", ".join(k for k in config if old.get(k) != config[k]))
+            raise SubnetsError(f"Output directory {out} already holds {what}; expected a new output_dir, the same "
+                               f"call to resume that run, or overwrite_output_dir=True.")
+    elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new "
+                           f"directory (overwrite_output_dir=True only replaces a run of this toolkit).")
+    atomic_write_json(path, config)
+
+
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
              output_dir: PathLike, **training: Any) -> dict[str, Any]:
-    """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
+    """Stage 1: fine-tune `model` in place; returns the HF-style metrics. A folder holding this very call's
+    run resumes it; one holding another run is refused (see `_claim_run_dir`)."""
     _check_arguments("finetune", model=model, tokenizer=tokenizer, task=task, data=data)
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
     distributed = init_distributed(args.use_cpu, args.ddp_backend)
-    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=distributed).train()
+    trainer = Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=distributed)
+    _claim_run_dir("finetune", args, model, task, data)  # once the trainer has checked its inputs
+    return trainer.train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
@@ -121,6 +162,8 @@ def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task
         names = {f.name for f in dataclasses.fields(cls)}
         groups.append(cls(**{k: options.pop(k) for k in list(options) if k in names}))
     args = _options(TrainingArguments, options, output_dir=str(output_dir))
+    _claim_run_dir("search_mask", args, model, task, data, source=source,
+                   search={type(g).__name__: dataclasses.asdict(g) for g in groups})
     chosen = OptionGroups(groups)
     return run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
                       options=chosen, mask_store=chosen[MaskStoreArguments])
@@ -148,9 +191,13 @@ def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: 
     """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity."""
     from .masking.retrain import retrain_ticket, ticket_trainer
 
+    from masks import model_fingerprint
+
     _check_arguments("retrain", model=model, tokenizer=tokenizer, mask=ticket, task=task, data=data)
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return retrain_ticket(ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args), ticket)
+    trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args)
+    _claim_run_dir("retrain", args, model, task, data, ticket=model_fingerprint(ticket))  # inputs checked
+    return retrain_ticket(trainer, ticket)
 
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData, *,

@@ -26,6 +26,10 @@ LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 REPORT_TO = ("tensorboard", "none")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
 DDP_BACKENDS = ("nccl", "gloo")
+# Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
+RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
+                       "per_device_eval_batch_size", "save_steps", "num_threads", "use_cpu", "torch_compile",
+                       "torch_compile_backend", "ddp_backend", "allow_changed_data"}
 
 
 @dataclass

@@ -128,6 +128,14 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[str]:
     return removed
 
 
+def empty_run_folder(directory: str | os.PathLike) -> None:
+    """Remove everything in a run folder but its lock (`--overwrite_output_dir`: a run is what its command says),
+    once the caller has checked that the folder holds a run of this toolkit and none of the run's inputs."""
+    for entry in Path(directory).iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
 def check_writable_dir(path: str | os.PathLike, what: str = "Output directory") -> None:
     """Refuse, before anything is written, a folder that is a file, lies under a file or cannot be written."""
     path = Path(path).absolute()

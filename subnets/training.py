@@ -279,6 +279,7 @@ class Trainer:
                  "last_eval_step": self.last_eval_step, "runtime": self.runtime, "samples_seen": self.samples_seen,
                  "log_history": self.log_history, "train_loss_sum": self.train_loss_sum,
                  "train_loss_count": self.train_loss_count,
+                 "pending_loss": {"sum": self._loss_sum, "count": self._loss_count},  # steps since the last log
                  "rng": rng, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "callbacks": callbacks}
 
@@ -332,6 +333,9 @@ class Trainer:
         for key in ("global_step", "epoch", "step_in_epoch", "best", "last_eval", "last_eval_step", "runtime",
                     "samples_seen", "log_history", "train_loss_sum", "train_loss_count"):
             setattr(self, key, state[key])
+        if "pending_loss" in state:  # absent from checkpoints written before it was kept
+            self._loss_sum = state["pending_loss"]["sum"].to(self.device)
+            self._loss_count = state["pending_loss"]["count"]
         self.saved_step = self.global_step
         return True
 

@@ -67,3 +67,38 @@ def test_load_data_reads_the_data_folder_of_subnets_data_dir(tiny_bert, tiny_dat
     monkeypatch.setenv("SUBNETS_DATA_DIR", str(tiny_data_dir))
     data = api.load_data(api.load_task("sst2"), tiny_bert[1], max_seq_length=16)
     assert len(data.train) == 96 and len(data.eval) == 32  # the toy folder's sizes, not the hub's
+
+
+def test_finetune_into_an_existing_run_folder_resumes_only_the_same_call(tmp_path, tiny_model_dir, tiny_data_dir):
+    """Issue 28, defect 4: `finetune` into another run's folder loaded that run's checkpoint into the model passed in
+    and returned its metrics without training."""
+    import pytest
+    import torch
+
+    import subnets
+    from pipelines import stage1_finetune
+    from subnets.errors import SubnetsError
+
+    task = subnets.load_task("sst2")
+    model_dir, out = tiny_model_dir(), tmp_path / "run"
+    model, tokenizer = subnets.load_model(model_dir, task)
+    data = subnets.load_data(task, tokenizer, data_dir=tiny_data_dir)
+    quick = dict(max_steps=2, per_device_train_batch_size=16, disable_tqdm=True, report_to="none")
+    first = subnets.finetune(model, tokenizer, task, data, out, learning_rate=1e-3, **quick)
+    other, _ = subnets.load_model(model_dir, task)
+    with torch.no_grad():
+        other.classifier.weight.add_(0.5)  # another starting model
+    with pytest.raises(SubnetsError, match="already holds a run of other model_fingerprint"):
+        subnets.finetune(other, tokenizer, task, data, out, learning_rate=1e-3, **quick)
+    before = {n: p.clone() for n, p in other.state_dict().items()}
+    with pytest.raises(SubnetsError, match="already holds a run of other model_fingerprint, options"):
+        subnets.finetune(other, tokenizer, task, data, out, learning_rate=3e-3, **quick)
+    assert all(torch.equal(before[n], p) for n, p in other.state_dict().items())  # nothing was loaded into it
+    again, _ = subnets.load_model(model_dir, task)  # the same call: the finished run is resumed, not retrained
+    assert subnets.finetune(again, tokenizer, task, data, out, learning_rate=1e-3, **quick) == first
+    replaced = subnets.finetune(other, tokenizer, task, data, out, learning_rate=3e-3, overwrite_output_dir=True,
+                                **quick)
+    assert replaced["train_steps"] == 2 and replaced["train_loss"] != first["train_loss"]
+    with pytest.raises(SubnetsError, match="holds a different run"):  # the CLI resumes only its own runs too
+        stage1_finetune.main(["--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir",
+                              str(tiny_data_dir), "--output_dir", str(out), "--max_steps", "2"])

@@ -13,11 +13,14 @@ SLURM or submitit's local mode). With `nproc_per_run` > 1 each run is launched u
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -108,6 +111,26 @@ class InlineExecutor:
         pass
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a Linux process gets when the thread that started it ends
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker when the sweep that started it (`parent`) dies, even by kill -9, so that no run goes on
+    without its sweep, holding its run lock: Linux delivers SIGKILL (PR_SET_PDEATHSIG); elsewhere a thread
+    watches the parent."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the sweep died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this process may use: $CUDA_VISIBLE_DEVICES if set, else every device torch counts."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -126,26 +149,30 @@ def worker_gpus(workers: int, nproc_per_run: int, gpus: list[str]) -> list[str] 
     return [",".join(gpus[(w * nproc_per_run + i) % len(gpus)] for i in range(nproc_per_run)) for w in range(workers)]
 
 
-def _take_gpus(slots: Any) -> None:
-    """Worker start-up: take one slot's GPUs before anything in this process touches CUDA."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = slots.get()
+def start_worker(parent: int, gpu_slots: Any) -> None:
+    """A local worker's start-up: die with the sweep, and take one slot's GPUs (if any) before anything in this
+    process touches CUDA."""
+    die_with_parent(parent)
+    if gpu_slots is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_slots.get()
 
 
 class LocalExecutor:
-    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang);
-    with GPUs, each worker sees its own (`worker_gpus`), for its whole life."""
+    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang),
+    which die with the sweep (`die_with_parent`); with GPUs, each worker sees its own (`worker_gpus`) for its
+    whole life."""
 
     def __init__(self, workers: int, nproc_per_run: int = 1):
         self.capacity = workers
         context = multiprocessing.get_context("spawn")
         devices = worker_gpus(workers, nproc_per_run, visible_gpus())
-        setup: dict[str, Any] = {}
+        slots = None
         if devices is not None:
             slots = context.Queue()
             for device in devices:
                 slots.put(device)
-            setup = {"initializer": _take_gpus, "initargs": (slots,)}
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, **setup)
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker,
+                                           initargs=(os.getpid(), slots))
 
     def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle:
         return self.pool.submit(fn, *args)

@@ -56,6 +56,14 @@ class MaskSearchCallback(Callback):
             self._targets = [found[name] for name in current] if set(current) <= set(found) else []
         return sparsity_scalars(sparsity_report(current, self._targets or None), flip=flip)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The mask of the last logging step, so that a resumed run's first log has its flip rate."""
+        return {"previous": self._previous} if self._previous is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = next(p for m in self.masks.values() for p in m.parameters()).device
+        self._previous = {n: t.to(device) for n, t in state["previous"].items()} if "previous" in state else None
+
     def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.evaluated = binary_mask(self.masks)
         if trainer.is_main_process:
@@ -138,9 +146,10 @@ class Lagrangian(MaskSearchCallback):
                 "train/expected_sparsity": float(self._expected.detach())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"multipliers": self.multipliers.detach().cpu()}
+        return {**super().state_dict(), "multipliers": self.multipliers.detach().cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         with torch.no_grad():
             self.multipliers.copy_(state["multipliers"])
 
