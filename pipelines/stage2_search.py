@@ -1,4 +1,5 @@
-"""Stage 2: search a mask (hard-concrete L0 gates, straight-through scores, IMP, or a random/magnitude baseline).
+"""Stage 2: search a mask (hard-concrete L0 gates, straight-through scores, IMP, a random baseline, or one-shot
+magnitude / Wanda / SparseGPT pruning).
 
     python pipelines/stage2_search.py --model_name_or_path runs/sst2-ft --task_name sst2 \
         --output_dir runs/sst2-hc --method hard_concrete --target_sparsity 0.3

@@ -62,8 +62,17 @@ def draw_ticket(retrain: RetrainArguments, mask_store: MaskStoreArguments | None
     return draw_mask(state, retrain.sparsity, scope=retrain.draw_scope), meta
 
 
-def load_initialisation(source: str, init: str, label_names: Sequence[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Pre-trained weights with a fresh classifier, the fine-tuned weights, or a stage-1 step snapshot."""
+def load_initialisation(source: str, init: str, label_names: Sequence[str], weights: str | None = None,
+                        ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Pre-trained weights with a fresh classifier, the fine-tuned weights, or a stage-1 step snapshot.
+
+    `weights`: the folder a ticket's record names as its own weights (a one-shot run's checkpoint-best/, e.g.
+    SparseGPT's updated weights); `finetuned` then starts from them."""
+    if init == "finetuned" and weights is not None:
+        if not Path(weights, "config.json").is_file():
+            raise SubnetsError(f"The mask's weights {weights} are gone; expected the one-shot run's checkpoint-best/ "
+                               f"(or --init pretrained).")
+        return load_classifier(weights, label_names)
     path, fresh_head = init_path(source, init)
     return load_classifier(path, label_names, fresh_head=fresh_head)
 

@@ -85,7 +85,8 @@ def search_mask(
 
     out = Path(training_args.output_dir)
     method = MASK_METHODS[search.method]
-    found = method.build(SearchContext(model, targets, search, options, source, out, make_trainer))
+    found = method.build(SearchContext(model, targets, search, options, source, out, make_trainer, train=train,
+                                       tokenizer=tokenizer, task=task, seed=training_args.seed))
     report = sparsity_report({n: m.bool().cpu() for n, m in found.ticket.items()}, targets)
     config = {**dataclasses.asdict(search), **options.used_by(method)}
     ids = _store(out, model, found, config, task, source, training_args.seed, mask_store or MaskStoreArguments())
@@ -99,6 +100,8 @@ def _store(out: Path, model: torch.nn.Module, found: FoundMask, config: dict[str
     meta = record_meta(model, task.name, config["method"], model_name=source, parent=source, seed=seed,
                        step=found.metrics.get("best_step"), target_sparsity=config["target_sparsity"],
                        granularity=config["granularity"], run_dir=str(out.resolve()), config=config)
+    if found.weights is not None:
+        meta["weights"] = found.weights  # the ticket's own weights (stage 3 --init finetuned retrains them)
     ids = {"ticket": store.put({n: m.bool().cpu() for n, m in found.ticket.items()}, dict(meta, kind="ticket"))}
     if found.state is not None:
         ids["state"] = store.put({n: s.float().cpu() for n, s in found.state.items()}, dict(meta, kind="state"))

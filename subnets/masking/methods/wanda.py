@@ -1,0 +1,22 @@
+"""Wanda (Sun et al. 2023): prune the lowest |W_ij| * ||X_j||_2 within each output row, no weight update."""
+
+from __future__ import annotations
+
+import torch
+
+from ..calibration import InputStatistics
+from ..oneshot import MatrixPruner, Pattern, PrunedMatrix, select, wanda_scores
+from .context import FoundMask, SearchContext
+from .oneshot import search_one_shot
+
+
+def _wanda(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float, pattern: Pattern) -> PrunedMatrix:
+    scores = wanda_scores(weight, stats.norms)
+    return PrunedMatrix(select(scores, sparsity, pattern, per_row=True), state=scores)
+
+
+WANDA = MatrixPruner("norms", _wanda)
+
+
+def search_wanda(context: SearchContext) -> FoundMask:
+    return search_one_shot(context, WANDA)
