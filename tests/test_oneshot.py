@@ -18,14 +18,15 @@ from subnets.errors import SubnetsError
 from subnets.masking.calibration import calibration_batches, freelb_perturb, input_statistics, read_calibration_file
 from subnets.masking.methods import MASK_METHODS
 from subnets.masking.methods.baselines import MAGNITUDE
-from subnets.masking.methods.oneshot import OneShotArguments, search_one_shot
+from subnets.masking.methods.oneshot import OneShotArguments, OneShotSearch
 from subnets.masking.methods.sparsegpt import SPARSEGPT
 from subnets.masking.methods.wanda import WANDA
-from subnets.masking.oneshot import (MatrixPruner, PrunedMatrix, lowest_pruned, nm_mask, owl_sparsities,
-                                     parse_pattern, prune_one_shot, sparsegpt_prune, wanda_scores)
+from subnets.masking.oneshot import (MatrixPruner, PrunedMatrix, lowest_pruned, owl_sparsities, prune_one_shot,
+                                     sparsegpt_prune, wanda_scores)
 from subnets.models import load_classifier, tiny_model
 from subnets.objectives import PerturbationConfig
 from subnets.registry import Method
+from subnets.sparsity import nm_mask, parse_pattern, pattern_violations
 from subnets.targets import find_targets
 from subnets.tasks import get_task
 
@@ -108,6 +109,8 @@ def test_nm_masks_and_pattern_parsing():
             parse_pattern(bad)
     with pytest.raises(SubnetsError, match="multiple of 8"):
         nm_mask(torch.zeros(2, 12), 4, 8)
+    assert pattern_violations({"a": kept}, (2, 4)) == [] and pattern_violations({"a": kept}, (1, 4)) == ["a"]
+    assert pattern_violations({"a": kept}, (2, 8)) == ["a"]  # 12 inputs cannot hold groups of 8
 
 
 def test_owl_budgets_average_to_the_target_and_follow_the_outliers():
@@ -209,8 +212,7 @@ def test_a_new_one_shot_method_is_one_registry_line(monkeypatch, tmp_path, tiny_
         return PrunedMatrix(lowest_pruned(scores, sparsity, dim=1))
 
     quiet = MatrixPruner("norms", largest_first_inputs)
-    monkeypatch.setitem(MASK_METHODS, "quiet", Method(lambda context: search_one_shot(context, quiet),
-                                                      (OneShotArguments,)))
+    monkeypatch.setitem(MASK_METHODS, "quiet", Method(OneShotSearch(quiet), (OneShotArguments,)))
     task = subnets.load_task("sst2")
     model, tokenizer = subnets.load_model(tiny_model_dir("bert"), task)
     data = subnets.load_data(task, tokenizer, data_dir=tiny_data_dir, max_seq_length=16, max_eval_samples=16)
@@ -227,11 +229,12 @@ def test_one_shot_options_that_do_nothing_or_contradict_are_refused(tmp_path, ti
     cases = [("magnitude", ["--calibration_perturb", "freelb"], "reads no calibration data"),
              ("wanda", ["--pattern", "2:4", "--target_sparsity", "0.3"], "prunes exactly 0.5"),
              ("wanda", ["--scope", "global"], "--scope global"),
-             ("sparsegpt", ["--layer_budget", "owl", "--pattern", "2:4"], "unstructured")]
+             ("sparsegpt", ["--layer_budget", "owl", "--pattern", "2:4"], "unstructured"),
+             ("hard_concrete", ["--pattern", "2:4"], "apply to the one-shot methods")]
     for i, (method, extra, message) in enumerate(cases):
         with pytest.raises(SubnetsError, match=message):
             stage2_search.main(_argv(model, tiny_data_dir, tmp_path / f"run{i}", method, *extra))
-        assert not (tmp_path / f"run{i}" / "checkpoint-best").exists()
+        assert not (tmp_path / f"run{i}").exists()
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
@@ -249,11 +252,14 @@ def test_stage2_stage3_evaluate_on_a_one_shot_ticket(tmp_path, tiny_model_dir, t
     changed = not torch.equal(pruned.state_dict()[name][kept], dense.state_dict()[name][kept])
     assert changed == (method == "sparsegpt")  # SparseGPT updates the weights it keeps, Wanda does not
     ticket = tmp_path / "ticket"
-    # learning rate 0: the retrained model is its initialisation, which must be the one-shot run's weights
-    stage3_retrain.main([str(a) for a in ["--mask", search, "--init", "finetuned", "--task_name", "sst2", "--data_dir",
-                                          tiny_data_dir, "--output_dir", ticket, "--max_steps", "1",
-                                          "--learning_rate", "0", "--max_seq_length", "16", "--disable_tqdm", "true",
-                                          "--report_to", "none", "--mask_store", tmp_path / "store"]])
+    # learning rate 0: the retrained model is its initialisation, which must be the one-shot run's weights; the
+    # 2:4 ticket is drawn from Wanda's scores (the same per-row groups: the same ticket) or is SparseGPT's own
+    retrained_metrics = stage3_retrain.main([str(a) for a in [
+        "--mask", search, "--init", "finetuned", "--pattern", "2:4", "--task_name", "sst2", "--data_dir",
+        tiny_data_dir, "--output_dir", ticket, "--max_steps", "1", "--learning_rate", "0", "--max_seq_length", "16",
+        "--disable_tqdm", "true", "--report_to", "none", "--mask_store", tmp_path / "store"]])
+    drawn = MaskStore(tmp_path / "store").get(retrained_metrics["ticket_id"])
+    assert drawn.meta["pattern"] == "2:4" and all(torch.equal(drawn.masks[n], m) for n, m in record.masks.items())
     retrained = load_file(ticket / "checkpoint-best" / "model.safetensors")
     torch.testing.assert_close(retrained[name], pruned.state_dict()[name])
     results = evaluate.main([str(a) for a in ["--checkpoint", search, "--checkpoint", ticket, "--tasks", "sst2",
@@ -261,3 +267,31 @@ def test_stage2_stage3_evaluate_on_a_one_shot_ticket(tmp_path, tiny_model_dir, t
                                               "--max_seq_length", "16", "--max_eval_samples", "16"]])
     accuracies = [sets["sst2"]["eval_accuracy"] for sets in results.values()]
     assert accuracies == [pytest.approx(metrics["eval_accuracy"])] * 2
+
+
+def test_stage3_draws_an_nm_ticket_from_a_state_and_the_store_checks_the_pattern(capsys, tmp_path):
+    from masks.cli import main as masks_cli
+    from subnets.masking.retrain import RetrainArguments, draw_ticket
+    from subnets.store_options import MaskStoreArguments
+
+    store = MaskStore(tmp_path / "store")
+    state = {"enc.layer.0.attention.self.query.weight": torch.randn(4, 16),
+             "enc.layer.0.output.dense.weight": torch.randn(8, 8)}  # e.g. hard-concrete log_alpha
+    state_id = store.put(state, {"kind": "state", "method": "hard_concrete"})
+    where = MaskStoreArguments(str(tmp_path / "store"))
+    ticket, _ = draw_ticket(RetrainArguments(mask=state_id, pattern="4:8"), where)
+    assert pattern_violations(ticket, (4, 8)) == []
+    for name, kept in ticket.items():  # the four highest values of every group of eight
+        groups = state[name].reshape(kept.shape[0], -1, 8)
+        assert torch.equal(kept.reshape(groups.shape), groups >= groups.topk(4, dim=-1).values[..., -1:])
+    with pytest.raises(SubnetsError, match="prunes exactly 0.5"):
+        RetrainArguments(mask=state_id, pattern="2:4", sparsity=0.3)
+    unstructured = store.put({n: torch.rand(m.shape) > 0.5 for n, m in state.items()}, {"kind": "ticket"})
+    with pytest.raises(SubnetsError, match="without the 2:4 pattern"):
+        draw_ticket(RetrainArguments(mask=unstructured, pattern="2:4"), where)
+    with pytest.raises(SubnetsError, match="declares pattern 2:4"):
+        store.put({n: torch.rand(m.shape) > 0.5 for n, m in state.items()}, {"kind": "ticket", "pattern": "2:4"})
+    ticket_id = store.put(ticket, {"kind": "ticket", "pattern": "4:8"})
+    assert masks_cli(["--root", str(tmp_path / "store"), "show", ticket_id]) == 0
+    assert "pattern:   4:8 (checked: every group of 8 consecutive input weights keeps 4, in all 2 tensors)" in \
+        capsys.readouterr().out

@@ -7,19 +7,16 @@ pattern `N:M` keeps N weights in every group of M consecutive input weights of a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 
 from ..errors import SubnetsError
+from ..sparsity import Pattern, format_pattern, nm_mask
 from ..targets import Target, find_encoder_layers
 from ..weights import require_plain
 from .calibration import Batch, InputStatistics, input_statistics
-
-Pattern = tuple[int, int] | None  # (N, M) or None (unstructured)
-UNSTRUCTURED = "unstructured"
 
 # SparseGPT (Frantar & Alistarh 2023): columns are processed in lazy batches of B = 128 (Sec. 3.3, "Lazy batch
 # updates"), and the Hessian is dampened by 1% of its mean diagonal before the inverse (the paper's setting, its
@@ -30,38 +27,6 @@ SPARSEGPT_DAMPENING = 0.01
 # layer sparsities span [target - lambda, target + lambda]; the paper's defaults M = 5, lambda = 0.08 (Sec. 4.1).
 OWL_THRESHOLD = 5.0
 OWL_LAMBDA = 0.08
-
-
-def parse_pattern(pattern: str) -> Pattern:
-    """'unstructured' -> None; 'N:M' (0 < N < M) -> (N, M)."""
-    if pattern == UNSTRUCTURED:
-        return None
-    match = re.fullmatch(r"(\d+):(\d+)", pattern)
-    if not match or not 0 < int(match.group(1)) < int(match.group(2)):
-        raise SubnetsError(f"Unknown --pattern '{pattern}'; expected unstructured or N:M with 0 < N < M, "
-                           f"such as 2:4 or 4:8.")
-    return int(match.group(1)), int(match.group(2))
-
-
-def pattern_sparsity(pattern: Pattern) -> float | None:
-    """The sparsity an N:M pattern fixes (1 - N/M), None for unstructured."""
-    return None if pattern is None else 1 - pattern[0] / pattern[1]
-
-
-def format_pattern(pattern: Pattern) -> str:
-    return UNSTRUCTURED if pattern is None else f"{pattern[0]}:{pattern[1]}"
-
-
-def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep the N highest scores in every group of M consecutive columns of each row (True = kept)."""
-    rows, cols = scores.shape
-    if cols % m:
-        raise SubnetsError(f"A matrix with {cols} input features cannot hold a {n}:{m} pattern; expected a multiple "
-                           f"of {m}.")
-    groups = scores.reshape(rows, cols // m, m)
-    kept = torch.zeros_like(groups, dtype=torch.bool)
-    kept.scatter_(2, groups.topk(n, dim=2).indices, True)
-    return kept.reshape(rows, cols)
 
 
 def lowest_pruned(scores: torch.Tensor, sparsity: float, dim: int | None = None) -> torch.Tensor:

@@ -29,7 +29,7 @@ from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .draw import SCOPES
 from .layout import GRANULARITIES
-from .methods import MASK_METHODS, FoundMask, MaskMethodName, SearchContext
+from .methods import MASK_METHODS, FoundMask, MaskMethodName, OneShotArguments, SearchContext
 from .sources import RUN_MASKS_FILE, record_meta
 
 
@@ -66,6 +66,18 @@ def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Targ
     return find_targets(model, pooler=search.mask_pooler, classifier=search.mask_classifier)
 
 
+def check_search(search: SearchArguments, options: OptionGroups) -> None:
+    """Refuse options the chosen method contradicts or does not read (a stage calls this before writing)."""
+    method = MASK_METHODS[search.method]
+    if OneShotArguments not in method.options and options[OneShotArguments] != OneShotArguments():
+        raise SubnetsError(f"--pattern, --layer_budget and the calibration options apply to the one-shot methods "
+                           f"(magnitude, wanda, sparsegpt), not --method {search.method}; expected their defaults "
+                           f"(stage 3 draws an N:M ticket from any mask state with --pattern).")
+    check = getattr(method.build, "check", None)  # one-shot builders check their options (OneShotSearch)
+    if check is not None:
+        check(search, options)
+
+
 def search_mask(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, train: datasets.Dataset,
     eval_dataset: datasets.Dataset | None, training_args: TrainingArguments, search: SearchArguments, *,
@@ -76,6 +88,8 @@ def search_mask(
     """Run the search with the method's option groups from `options` (defaults for those not given) and put the
     masks in `mask_store`; returns HF-style metrics plus `sparsity`, `sparsity_denominator` and the mask ids."""
     options = options or OptionGroups()
+    check_search(search, options)
+    method = MASK_METHODS[search.method]
     targets = search_targets(model, search)
 
     def make_trainer(output_dir: Path, extra: Sequence[Callback]) -> Trainer:
@@ -84,7 +98,6 @@ def search_mask(
                        callbacks=[*callbacks, *extra], optimizer_factory=optimizer_factory)
 
     out = Path(training_args.output_dir)
-    method = MASK_METHODS[search.method]
     found = method.build(SearchContext(model, targets, search, options, source, out, make_trainer, train=train,
                                        tokenizer=tokenizer, task=task, seed=training_args.seed))
     report = sparsity_report({n: m.bool().cpu() for n, m in found.ticket.items()}, targets)
@@ -100,6 +113,8 @@ def _store(out: Path, model: torch.nn.Module, found: FoundMask, config: dict[str
     meta = record_meta(model, task.name, config["method"], model_name=source, parent=source, seed=seed,
                        step=found.metrics.get("best_step"), target_sparsity=config["target_sparsity"],
                        granularity=config["granularity"], run_dir=str(out.resolve()), config=config)
+    if "pattern" in config:  # one-shot methods: the store checks the declared N:M pattern
+        meta["pattern"] = config["pattern"]
     if found.weights is not None:
         meta["weights"] = found.weights  # the ticket's own weights (stage 3 --init finetuned retrains them)
     ids = {"ticket": store.put({n: m.bool().cpu() for n, m in found.ticket.items()}, dict(meta, kind="ticket"))}

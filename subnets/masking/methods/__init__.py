@@ -31,4 +31,4 @@ MASK_METHODS: dict[str, Method[MaskSearch]] = {
 }
 MaskMethodName = choices(MASK_METHODS)
 
-__all__ = ["MASK_METHODS", "FoundMask", "MaskMethodName", "MaskSearch", "SearchContext"]
+__all__ = ["MASK_METHODS", "FoundMask", "MaskMethodName", "MaskSearch", "OneShotArguments", "SearchContext"]

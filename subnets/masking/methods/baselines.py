@@ -9,10 +9,11 @@ import torch
 
 from ..baselines import random_mask
 from ..calibration import InputStatistics
-from ..oneshot import MatrixPruner, Pattern, PrunedMatrix, select
+from ...sparsity import Pattern
+from ..oneshot import MatrixPruner, PrunedMatrix, select
 from ...weights import apply_masks
 from .context import FoundMask, SearchContext
-from .oneshot import search_one_shot
+from .oneshot import OneShotSearch
 
 
 @dataclass
@@ -38,6 +39,4 @@ def _magnitude(weight: torch.Tensor, stats: InputStatistics | None, sparsity: fl
 
 MAGNITUDE = MatrixPruner("none", _magnitude)
 
-
-def search_magnitude(context: SearchContext) -> FoundMask:
-    return search_one_shot(context, MAGNITUDE)
+search_magnitude = OneShotSearch(MAGNITUDE)

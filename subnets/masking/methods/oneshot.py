@@ -20,13 +20,13 @@ from ...checkpointing import BEST, DirectoryCheckpointer
 from ...errors import SubnetsError
 from ...io import atomic_write_json
 from ...objectives import AscentArguments
-from ...registry import check_choice
+from ...registry import OptionGroups, check_choice
 from ..calibration import calibration_batches, freelb_perturb, read_calibration_file, sample_calibration
 from ..callbacks import BINARY_FILE, STATE_FILE, save_mask_file
 from ..draw import draw_mask
-from ..oneshot import (OWL_LAMBDA, OWL_THRESHOLD, MatrixPruner, format_pattern, owl_layer_sparsities, parse_pattern,
-                       pattern_sparsity, prune_one_shot)
-from .context import FoundMask, SearchContext
+from ...sparsity import format_pattern, parse_pattern, pattern_sparsity
+from ..oneshot import OWL_LAMBDA, OWL_THRESHOLD, MatrixPruner, owl_layer_sparsities, prune_one_shot
+from .context import FoundMask, SearchContext, SharedSearchOptions
 
 LAYER_BUDGETS = ("uniform", "owl")
 CALIBRATION_PERTURBS = ("none", "freelb")
@@ -60,9 +60,9 @@ class OneShotArguments:
             raise SubnetsError(f"--calibration_samples is {self.calibration_samples}; expected a positive number.")
 
 
-def _check(context: SearchContext, pruner: MatrixPruner, options: OneShotArguments) -> None:
-    """Refuse options that would have no effect or contradict each other (before anything is written)."""
-    search, pattern = context.search, parse_pattern(options.pattern)
+def _check(search: SharedSearchOptions, pruner: MatrixPruner, options: OneShotArguments) -> None:
+    """Refuse options that would have no effect or contradict each other."""
+    pattern = parse_pattern(options.pattern)
     fixed = pattern_sparsity(pattern)
     if fixed is not None and abs(fixed - search.target_sparsity) > 1e-9:
         raise SubnetsError(f"--pattern {options.pattern} prunes exactly {fixed:g}; expected --target_sparsity "
@@ -74,12 +74,12 @@ def _check(context: SearchContext, pruner: MatrixPruner, options: OneShotArgumen
                                      options.layer_budget != "uniform"):
         raise SubnetsError(f"--scope global ranks |W| over all matrices; expected --scope per_matrix with "
                            f"--method {search.method}, a --pattern or --layer_budget owl.")
+    if search.granularity != "weight":
+        raise SubnetsError(f"--granularity {search.granularity} has no one-shot {search.method} here; expected weight.")
     calibrated = pruner.statistics != "none" or options.layer_budget == "owl"
     if not calibrated and (options.calibration_file or options.calibration_perturb != "none"):
         raise SubnetsError(f"--method {search.method} reads no calibration data here; expected no --calibration_file "
                            f"or --calibration_perturb (or --layer_budget owl).")
-    if calibrated and options.calibration_file is None and context.train is None:
-        raise SubnetsError("One-shot calibration needs the training split or a --calibration_file; got neither.")
 
 
 def _calibration(context: SearchContext, options: OneShotArguments, device: torch.device) -> list[dict]:
@@ -94,19 +94,33 @@ def _calibration(context: SearchContext, options: OneShotArguments, device: torc
     return batches
 
 
+@dataclass(frozen=True)
+class OneShotSearch:
+    """The builder of a one-shot method: calling it prunes (`search_one_shot`); `check(search, options)` refuses
+    contradicting options before a stage writes anything (`subnets.masking.search.check_search`)."""
+
+    pruner: MatrixPruner
+
+    def check(self, search: SharedSearchOptions, options: OptionGroups) -> None:
+        _check(search, self.pruner, options[OneShotArguments])
+
+    def __call__(self, context: SearchContext) -> FoundMask:
+        return search_one_shot(context, self.pruner)
+
+
 def search_one_shot(context: SearchContext, pruner: MatrixPruner) -> FoundMask:
     """Prune once with `pruner` (layer by layer through the pruned layers), evaluate, save checkpoint-best/."""
     options, search, out = context.options[OneShotArguments], context.search, context.output_dir
-    _check(context, pruner, options)
+    _check(search, pruner, options)
     best = out / BEST
     if (best / RESULT_FILE).is_file() and (best / BINARY_FILE).is_file():
         return _finished(context, best)
-    if search.granularity != "weight":
-        raise SubnetsError(f"--granularity {search.granularity} has no one-shot {search.method} here; expected weight.")
+    calibrated = pruner.statistics != "none" or options.layer_budget == "owl"
+    if calibrated and options.calibration_file is None and context.train is None:
+        raise SubnetsError("One-shot calibration needs the training split or a --calibration_file; got neither.")
     trainer = context.make_trainer(out, [])  # puts the model on the run's device
     start = time.perf_counter()
     pattern = parse_pattern(options.pattern)
-    calibrated = pruner.statistics != "none" or options.layer_budget == "owl"
     batches = _calibration(context, options, trainer.device) if calibrated else []
     target = search.target_sparsity
     if options.layer_budget == "owl":

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from ..calibration import InputStatistics
-from ..oneshot import MatrixPruner, Pattern, PrunedMatrix, sparsegpt_prune
-from .context import FoundMask, SearchContext
-from .oneshot import search_one_shot
+from ...sparsity import Pattern
+from ..oneshot import MatrixPruner, PrunedMatrix, sparsegpt_prune
+from .oneshot import OneShotSearch
 
 
 def _sparsegpt(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float, pattern: Pattern) -> PrunedMatrix:
@@ -18,6 +18,4 @@ def _sparsegpt(weight: torch.Tensor, stats: InputStatistics | None, sparsity: fl
 
 SPARSEGPT = MatrixPruner("hessian", _sparsegpt)
 
-
-def search_sparsegpt(context: SearchContext) -> FoundMask:
-    return search_one_shot(context, SPARSEGPT)
+search_sparsegpt = OneShotSearch(SPARSEGPT)

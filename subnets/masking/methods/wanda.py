@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from ..calibration import InputStatistics
-from ..oneshot import MatrixPruner, Pattern, PrunedMatrix, select, wanda_scores
-from .context import FoundMask, SearchContext
-from .oneshot import search_one_shot
+from ...sparsity import Pattern
+from ..oneshot import MatrixPruner, PrunedMatrix, select, wanda_scores
+from .oneshot import OneShotSearch
 
 
 def _wanda(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float, pattern: Pattern) -> PrunedMatrix:
@@ -17,6 +17,4 @@ def _wanda(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float,
 
 WANDA = MatrixPruner("norms", _wanda)
 
-
-def search_wanda(context: SearchContext) -> FoundMask:
-    return search_one_shot(context, WANDA)
+search_wanda = OneShotSearch(WANDA)
