@@ -164,7 +164,8 @@ def pattern_line(record: MaskRecord) -> str:
     n, m = pattern
     if bad:
         return f"{n}:{m}, NOT held by {len(bad)} of {len(record.masks)} tensors (first: {bad[0]})"
-    return f"{n}:{m} (checked: every group of {m} consecutive input weights keeps {n}, in all {len(record.masks)} tensors)"
+    return (f"{n}:{m} (checked: every group of {m} consecutive input weights keeps {n}, in all {len(record.masks)} "
+            f"tensors)")
 
 
 def cmd_diff(store: MaskStore, args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import subnets
 from masks import MaskStore
 from pipelines import evaluate, stage2_search, stage3_retrain
 from subnets.errors import SubnetsError
+from subnets.export import compact_export, structured_masks_from_weight_masks
 from subnets.masking.calibration import calibration_batches, freelb_perturb, input_statistics, read_calibration_file
 from subnets.masking.methods import MASK_METHODS
 from subnets.masking.methods.baselines import MAGNITUDE
@@ -182,6 +183,26 @@ def test_calibration_file_reads_an_attack_jsonl_and_text_files(tmp_path, tiny_be
         read_calibration_file(bad, get_task("sst2"), tokenizer, 16)
 
 
+@pytest.mark.parametrize("pruner", [MAGNITUDE, WANDA], ids=["magnitude", "wanda"])
+@pytest.mark.parametrize("granularity", ["head", "neuron", "structured"])
+def test_structured_one_shot_exports_compactly(pruner, granularity):
+    model, tokenizer = tiny_model("bert")  # 2 layers of 4 heads and 64 FFN neurons
+    targets = find_targets(model, pooler=True)
+    batches = _batches(tokenizer)
+    ticket, state = prune_one_shot(model, targets, pruner, {t.name: 0.5 for t in targets}, None, batches,
+                                   granularity=granularity)
+    heads, neurons = structured_masks_from_weight_masks(model, ticket)
+    assert [int(h.sum()) for h in heads.values()] == [2 if granularity != "neuron" else 4] * 2
+    assert [int(n.sum()) for n in neurons.values()] == [32 if granularity != "head" else 64] * 2
+    assert ticket["bert.pooler.dense.weight"].all() and set(state) == {t.name for t in targets if t.layer is not None}
+    compact = compact_export(model, heads, neurons)
+    assert sum(p.numel() for p in compact.parameters()) < sum(p.numel() for p in model.parameters())
+    model.eval()
+    compact.eval()
+    inputs = {k: v for k, v in batches[0].items() if k != "labels"}
+    torch.testing.assert_close(compact(**inputs).logits, model(**inputs).logits, atol=1e-5, rtol=1e-5)
+
+
 # ---- the stages ---------------------------------------------------------------------------------------------------
 
 def _argv(model_dir, data_dir, out, method, *extra):
@@ -230,7 +251,8 @@ def test_one_shot_options_that_do_nothing_or_contradict_are_refused(tmp_path, ti
              ("wanda", ["--pattern", "2:4", "--target_sparsity", "0.3"], "prunes exactly 0.5"),
              ("wanda", ["--scope", "global"], "--scope global"),
              ("sparsegpt", ["--layer_budget", "owl", "--pattern", "2:4"], "unstructured"),
-             ("hard_concrete", ["--pattern", "2:4"], "apply to the one-shot methods")]
+             ("hard_concrete", ["--pattern", "2:4"], "apply to the one-shot methods"),
+             ("sparsegpt", ["--granularity", "head"], "prunes whole heads and neurons")]
     for i, (method, extra, message) in enumerate(cases):
         with pytest.raises(SubnetsError, match=message):
             stage2_search.main(_argv(model, tiny_data_dir, tmp_path / f"run{i}", method, *extra))

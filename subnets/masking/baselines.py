@@ -3,7 +3,7 @@ baseline of whole heads and FFN neurons (structured, for compact export)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 
@@ -57,10 +57,15 @@ def magnitude_structured_masks(
 
 
 def _unit_norms(modules: dict[str, torch.nn.Module], layer: EncoderLayer, kinds: tuple[str, ...]) -> torch.Tensor:
-    """L1 norm of each unit: per row or column (by each matrix's layout axis) summed over the matrices, then
-    over the rows or columns of the unit."""
-    per_channel = sum(modules[layer.targets[k].module_name].weight.abs().float().sum(1 - layer.layouts[k].axis)
-                      for k in kinds)
+    """L1 norm of each unit (see `unit_scores`)."""
+    return unit_scores(layer, {k: modules[layer.targets[k].module_name].weight.abs() for k in kinds}, kinds)
+
+
+def unit_scores(layer: EncoderLayer, scores: Mapping[str, torch.Tensor], kinds: tuple[str, ...]) -> torch.Tensor:
+    """Per head or FFN neuron of `layer`, the sum of the per-weight `scores` (by matrix kind) over its weights:
+    per row or column (by each matrix's layout axis) summed over the matrices, then over the unit's rows or
+    columns."""
+    per_channel = sum(scores[k].float().sum(1 - layer.layouts[k].axis) for k in kinds)
     return per_channel.reshape(layer.layouts[kinds[0]].group_shape[0], -1).sum(1)
 
 

@@ -16,7 +16,9 @@ from ..errors import SubnetsError
 from ..sparsity import Pattern, format_pattern, nm_mask
 from ..targets import Target, find_encoder_layers
 from ..weights import require_plain
+from .baselines import unit_scores
 from .calibration import Batch, InputStatistics, input_statistics
+from .layout import HEAD_KINDS, NEURON_KINDS, EncoderLayer, encoder_layers
 
 # SparseGPT (Frantar & Alistarh 2023): columns are processed in lazy batches of B = 128 (Sec. 3.3, "Lazy batch
 # updates"), and the Hessian is dampened by 1% of its mean diagonal before the inverse (the paper's setting, its
@@ -132,11 +134,13 @@ class PrunedMatrix(NamedTuple):
 
 @dataclass(frozen=True)
 class MatrixPruner:
-    """How a one-shot method prunes one matrix: the calibration statistics it reads (`none`, `norms` or `hessian`)
-    and `prune(weight, statistics, sparsity, pattern) -> PrunedMatrix`."""
+    """How a one-shot method prunes one matrix: the calibration statistics it reads (`none`, `norms` or `hessian`),
+    `prune(weight, statistics, sparsity, pattern) -> PrunedMatrix`, and `score(weight, statistics)`: the per-weight
+    importance that structured pruning sums per head and FFN neuron (None: no structured form)."""
 
     statistics: str
     prune: Callable[[torch.Tensor, InputStatistics | None, float, Pattern], PrunedMatrix]
+    score: Callable[[torch.Tensor, InputStatistics | None], torch.Tensor] | None = None
 
 
 def _layer_groups(targets: Sequence[Target]) -> list[tuple[int | None, list[Target]]]:
@@ -149,14 +153,19 @@ def _layer_groups(targets: Sequence[Target]) -> list[tuple[int | None, list[Targ
 
 @torch.no_grad()
 def prune_one_shot(model: torch.nn.Module, targets: Sequence[Target], pruner: MatrixPruner,
-                   sparsities: Mapping[str, float], pattern: Pattern, batches: Sequence[Batch],
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+                   sparsities: Mapping[str, float], pattern: Pattern, batches: Sequence[Batch], *,
+                   granularity: str = "weight") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     """Prune `model` in place, layer by layer: each encoder layer's statistics come from calibration passes through
     the layers already pruned (and updated), as SparseGPT and Wanda do (targets outside the layers come last).
-    Returns the ticket and the state (None if the method has none)."""
+
+    At `head`, `neuron` or `structured` granularity each encoder layer prunes its lowest-scoring heads and/or FFN
+    neurons (the fraction its sparsity gives; `pruner.score` summed over each unit's weights) and the targets
+    outside the layers stay dense, so the ticket exports compactly. Returns the ticket and the state (None if
+    the method has none)."""
     require_plain(model)
     modules = dict(model.named_modules())
-    layers = find_encoder_layers(model)
+    blocks = find_encoder_layers(model)
+    structured = {i: layer for i, layer in enumerate(encoder_layers(model))} if granularity != "weight" else {}
     ticket: dict[str, torch.Tensor] = {}
     state: dict[str, torch.Tensor] = {}
     for layer, group in _layer_groups(targets):
@@ -164,11 +173,17 @@ def prune_one_shot(model: torch.nn.Module, targets: Sequence[Target], pruner: Ma
         if pruner.statistics != "none":
             stats = input_statistics(model, batches, {t.name: modules[t.module_name] for t in group},
                                      hessian=pruner.statistics == "hessian",
-                                     stop_after=layers[layer] if layer is not None else None)
+                                     stop_after=blocks[layer] if layer is not None else None)
+        if layer in structured:
+            results = _prune_units(structured[layer], modules, pruner, stats, sparsities, granularity)
+        elif granularity != "weight":
+            results = {t.name: PrunedMatrix(torch.ones(t.shape, dtype=torch.bool)) for t in group}
+        else:
+            results = {t.name: pruner.prune(modules[t.module_name].weight.detach(),
+                                            stats[t.name] if stats else None, sparsities[t.name], pattern)
+                       for t in group}
         for target in group:
-            weight = modules[target.module_name].weight
-            result = pruner.prune(weight.detach(), stats[target.name] if stats else None, sparsities[target.name],
-                                  pattern)
+            weight, result = modules[target.module_name].weight, results[target.name]
             if result.weight is not None:
                 weight.copy_(result.weight)
             weight.mul_(result.kept.to(weight.device, weight.dtype))
@@ -176,6 +191,27 @@ def prune_one_shot(model: torch.nn.Module, targets: Sequence[Target], pruner: Ma
             if result.state is not None:
                 state[target.name] = result.state.float().cpu()
     return ticket, (state or None)
+
+
+def _prune_units(layer: EncoderLayer, modules: Mapping[str, torch.nn.Module], pruner: MatrixPruner,
+                 stats: Mapping[str, InputStatistics] | None, sparsities: Mapping[str, float],
+                 granularity: str) -> dict[str, PrunedMatrix]:
+    """One encoder layer at a structured granularity: its heads and/or FFN neurons with the lowest summed score
+    are pruned; the state is each unit's score, expanded over its weights."""
+    if pruner.score is None:
+        raise SubnetsError(f"This one-shot method has no structured form; expected --granularity weight.")
+    scores = {kind: pruner.score(modules[t.module_name].weight.detach(), stats[t.name] if stats else None)
+              for kind, t in layer.targets.items()}
+    results = {}
+    for kinds, applies in ((HEAD_KINDS, granularity in ("head", "structured")),
+                           (NEURON_KINDS, granularity in ("neuron", "structured"))):
+        units = unit_scores(layer, scores, kinds)
+        sparsity = sparsities[layer.targets[kinds[0]].name] if applies else 0.0
+        kept = lowest_pruned(units, sparsity)
+        for kind in kinds:
+            layout = layer.layouts[kind]
+            results[layer.targets[kind].name] = PrunedMatrix(layout.expand(kept), state=layout.expand(units))
+    return results
 
 
 def owl_layer_sparsities(model: torch.nn.Module, targets: Sequence[Target], batches: Sequence[Batch], target: float,

@@ -79,8 +79,9 @@ def _pattern_ticket(mask: dict[str, torch.Tensor], binary: bool, pattern: tuple[
         return {name: nm_mask(state.float(), *pattern, name=name) for name, state in mask.items()}
     bad = pattern_violations(mask, pattern)
     if bad:
-        raise SubnetsError(f"Mask '{retrain.mask}' is a binary ticket without the {retrain.pattern} pattern ({bad[0]}); "
-                           f"expected a mask state to draw it from (hard-concrete, scores, IMP, magnitude, Wanda).")
+        raise SubnetsError(f"Mask '{retrain.mask}' is a binary ticket without the {retrain.pattern} pattern "
+                           f"({bad[0]}); expected a mask state to draw it from (hard-concrete, scores, IMP, "
+                           f"magnitude, Wanda).")
     return mask
 
 

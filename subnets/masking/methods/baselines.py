@@ -37,6 +37,6 @@ def _magnitude(weight: torch.Tensor, stats: InputStatistics | None, sparsity: fl
     return PrunedMatrix(select(scores, sparsity, pattern, per_row=False), state=scores)
 
 
-MAGNITUDE = MatrixPruner("none", _magnitude)
+MAGNITUDE = MatrixPruner("none", _magnitude, score=lambda weight, stats: weight.abs())
 
 search_magnitude = OneShotSearch(MAGNITUDE)

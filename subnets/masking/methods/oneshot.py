@@ -74,8 +74,11 @@ def _check(search: SharedSearchOptions, pruner: MatrixPruner, options: OneShotAr
                                      options.layer_budget != "uniform"):
         raise SubnetsError(f"--scope global ranks |W| over all matrices; expected --scope per_matrix with "
                            f"--method {search.method}, a --pattern or --layer_budget owl.")
-    if search.granularity != "weight":
-        raise SubnetsError(f"--granularity {search.granularity} has no one-shot {search.method} here; expected weight.")
+    if search.granularity != "weight" and (pruner.score is None or pattern is not None or
+                                           options.layer_budget != "uniform" or search.scope == "global"):
+        raise SubnetsError(f"--granularity {search.granularity} prunes whole heads and neurons by their summed "
+                           f"scores (magnitude, wanda); expected --granularity weight with --method {search.method}, "
+                           f"a --pattern, --layer_budget owl or --scope global.")
     calibrated = pruner.statistics != "none" or options.layer_budget == "owl"
     if not calibrated and (options.calibration_file or options.calibration_perturb != "none"):
         raise SubnetsError(f"--method {search.method} reads no calibration data here; expected no --calibration_file "
@@ -119,7 +122,7 @@ def search_one_shot(context: SearchContext, pruner: MatrixPruner) -> FoundMask:
     if calibrated and options.calibration_file is None and context.train is None:
         raise SubnetsError("One-shot calibration needs the training split or a --calibration_file; got neither.")
     trainer = context.make_trainer(out, [])  # puts the model on the run's device
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     pattern = parse_pattern(options.pattern)
     batches = _calibration(context, options, trainer.device) if calibrated else []
     target = search.target_sparsity
@@ -131,9 +134,11 @@ def search_one_shot(context: SearchContext, pruner: MatrixPruner) -> FoundMask:
     if search.scope == "global":
         ticket, state = _global(context, pruner, target)
     else:
-        ticket, state = prune_one_shot(context.model, context.targets, pruner, sparsities, pattern, batches)
-    seconds = time.perf_counter() - start
-    metrics = {**trainer.evaluate(), "prune_seconds": seconds, "pattern": format_pattern(pattern),
+        ticket, state = prune_one_shot(context.model, context.targets, pruner, sparsities, pattern, batches,
+                                       granularity=search.granularity)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    metrics = {**trainer.evaluate(), "prune_seconds": seconds, "prune_cpu_seconds": cpu_seconds,
+               "pattern": format_pattern(pattern),
                "layer_budget": options.layer_budget}
     if options.layer_budget == "owl":
         metrics["layer_sparsities"] = sorted({t.layer: sparsities[t.name] for t in context.targets

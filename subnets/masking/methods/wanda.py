@@ -15,6 +15,6 @@ def _wanda(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float,
     return PrunedMatrix(select(scores, sparsity, pattern, per_row=True), state=scores)
 
 
-WANDA = MatrixPruner("norms", _wanda)
+WANDA = MatrixPruner("norms", _wanda, score=lambda weight, stats: wanda_scores(weight, stats.norms))
 
 search_wanda = OneShotSearch(WANDA)
