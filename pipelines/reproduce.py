@@ -25,7 +25,7 @@ from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_json, atomic_write_text
 
-PAPERS = ("robust_tickets", "srnets", "rose", "roast")
+PAPERS = ("robust_tickets", "srnets", "rose", "roast", "pruning_robustness")
 # Options every training stage of a budget shares (the smoke budget trains a handful of steps on toy data)
 TRAIN = {"smoke": {"max_steps": 2, "per_device_train_batch_size": 16, "max_seq_length": 32, "logging_steps": 1},
          "cpu": {"max_train_samples": 4000, "max_seq_length": 64, "per_device_train_batch_size": 32,

@@ -137,3 +137,14 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
     after = reproduce.main(argv + ["--report_only"])
     assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
     assert "| - |" not in (out / "report.md").read_text()
+
+
+def test_reproduce_pruning_robustness_smoke_has_every_method_at_both_patterns(tmp_path):
+    results, report = smoke("pruning_robustness", tmp_path / "pr")
+    assert sorted(results) == ["2of4", "cost", "unstructured"]
+    for table in ("unstructured", "2of4"):
+        assert {"dense", "Wanda", "SparseGPT + retrain", "Wanda robust calib.", "robust ticket"} <= set(results[table])
+    assert all(cell["Sparsity"]["mean"] == 50.0 for cell in results["cost"].values())
+    evaluate = recorded_argv(tmp_path / "pr" / results["2of4"]["Wanda"]["SST-2 dev"]["runs"][0])
+    stage2 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
+    assert stage2[stage2.index("--method") + 1] == "wanda" and stage2[stage2.index("--pattern") + 1] == "2:4"

@@ -1,0 +1,107 @@
+"""Which sparse subnetwork stays robust: one-shot pruning (magnitude, Wanda, SparseGPT) beside the cross-entropy
+and robust tickets, at 50% unstructured sparsity and at 2:4 (issue 24; docs/mask_search.md, "One-shot pruning").
+
+Rows, per pattern, all on the same fine-tuned SST-2 model (stage 1, shared):
+* dense: the fine-tuned model;
+* magnitude / Wanda / SparseGPT: one-shot stage 2 on it (128 calibration examples drawn with the seed), evaluated
+  as pruned (SparseGPT with its updated weights);
+* "+ retrain": the same ticket after a short fixed-mask retraining from the one-shot weights (stage 3 --init
+  finetuned, the stages' schedule);
+* "robust calib.": Wanda and SparseGPT calibrated on FreeLB-perturbed embeddings (--calibration_perturb freelb);
+* CE ticket / robust ticket: a hard-concrete search with cross-entropy or under FreeLB (the default job's search),
+  drawn at the same pattern, rewound to the pre-trained weights and retrained (Robust Tickets' protocol).
+Columns: SST-2 dev accuracy, AdvGLUE-SST2 accuracy, TextFooler Clean / Aua / Suc on a fixed dev sample, ECE; the
+cost table: each one-shot run's sparsity and its seconds to prune (wall and process CPU).
+
+No paper numbers: this is the toolkit's own comparison, so every "(paper)" cell reads n/a. Not yet here (issue
+24): the paired difference of every robustness cell from the dense model with a bootstrap interval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.default_job import ADVERSARY, SEARCH
+from pipelines.papers import Column, Paper, Row, Setting, Table, chain, finetune
+
+CITATION = "Pruning and robustness: one-shot pruning (Wanda, SparseGPT) against robust tickets (issue 24)"
+NUMBERS: dict[str, dict[str, dict[str, float]]] = {}
+SPARSITY = 0.5
+PATTERNS = ("unstructured", "2:4")
+TASK = "sst2"
+ONE_SHOT = {"magnitude": "magnitude", "Wanda": "wanda", "SparseGPT": "sparsegpt"}
+ROBUST_CALIBRATION = ("Wanda", "SparseGPT")
+BUDGET_TASKS = {"smoke": [TASK], "cpu": [TASK], "paper": [TASK]}
+# Per budget, each stage's schedule: the cpu budget fine-tunes and retrains as the default job does (one epoch of
+# its 4,000 examples at lr 5e-5); smoke runs the shared handful of steps
+SCHEDULE: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {"num_train_epochs": 1, "learning_rate": 5e-5},
+                                       "paper": {"num_train_epochs": 3}}
+EVALUATE = {"tasks": f"{TASK},advglue-{TASK}", "attack": "textfooler"}
+
+
+def _pattern(pattern: str, sparsity_option: str) -> dict[str, Any]:
+    """The stage options that select `pattern` at SPARSITY (stage 2 --target_sparsity, stage 3 --sparsity)."""
+    return {sparsity_option: SPARSITY} if pattern == "unstructured" else {"pattern": pattern}
+
+
+def one_shot_search(method: str, pattern: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stage-2 options of a one-shot run (one construction: the cost table's runs are the accuracy tables')."""
+    return {"method": method, "target_sparsity": SPARSITY, "pattern": pattern, **(extra or {})}
+
+
+def method_rows(setting: Setting, pattern: str) -> dict[str, Any]:
+    schedule = SCHEDULE[setting.budget]
+    stage1 = {**schedule}
+    base = {"*": {"task_name": TASK}, "stage1": stage1, "evaluate": EVALUATE}
+
+    def one_shot(method: str, retrain: bool, extra: dict[str, Any] | None = None) -> Any:
+        stage2 = one_shot_search(method, pattern, extra)
+        if not retrain:
+            return chain(setting, "stage1,stage2,evaluate", {**base, "stage2": stage2})
+        stage3 = {"init": "finetuned", "pattern": pattern, **schedule}
+        return chain(setting, "stage1,stage2,stage3,evaluate", {**base, "stage2": stage2, "stage3": stage3})
+
+    def ticket(adversary: dict[str, Any]) -> Any:
+        search = {**SEARCH, "target_sparsity": SPARSITY, **adversary, **schedule}
+        stage3 = {"init": "pretrained", **_pattern(pattern, "sparsity"), **schedule}
+        return chain(setting, "stage1,stage2,stage3,evaluate", {**base, "stage2": search, "stage3": stage3})
+
+    rows: dict[str, Any] = {"dense": finetune(setting, TASK, stage1, EVALUATE)}
+    rows.update({name: one_shot(method, False) for name, method in ONE_SHOT.items()})
+    rows.update({f"{name} + retrain": one_shot(method, True) for name, method in ONE_SHOT.items()})
+    rows.update({f"{name} robust calib.": one_shot(ONE_SHOT[name], False, {"calibration_perturb": "freelb"})
+                 for name in ROBUST_CALIBRATION})
+    rows["CE ticket"] = ticket({})
+    rows["robust ticket"] = ticket(ADVERSARY)
+    return rows
+
+
+def columns() -> list[Column]:
+    return [Column("SST-2 dev", f"{TASK}/eval_accuracy"), Column("AdvGLUE", f"advglue-{TASK}/eval_accuracy"),
+            Column("TextFooler Clean", f"{TASK}/clean_accuracy"),
+            Column("TextFooler Aua", f"{TASK}/accuracy_under_attack"),
+            Column("TextFooler Suc", f"{TASK}/attack_success_rate"), Column("ECE", f"{TASK}/eval_ece")]
+
+
+def cost_rows(setting: Setting, pattern: str) -> dict[str, Any]:
+    """The one-shot stage-2 runs themselves (their metrics hold the sparsity and the seconds to prune)."""
+    options = {"*": {"task_name": TASK}, "stage1": SCHEDULE[setting.budget]}
+    return {f"{name} {pattern}": chain(setting, "stage1,stage2", {**options, "stage2": one_shot_search(method, pattern)})
+            for name, method in ONE_SHOT.items()}
+
+
+def tables(setting: Setting) -> list[Table]:
+    found = []
+    for pattern in PATTERNS:
+        label = f"{int(SPARSITY * 100)}% unstructured" if pattern == "unstructured" else f"{pattern} (50%)"
+        found.append(Table(pattern.replace(":", "of"), f"SST-2 at {label}: accuracy, AdvGLUE, TextFooler, ECE",
+                           columns(), [Row(name, c) for name, c in method_rows(setting, pattern).items()]))
+    cost = [Column("Sparsity", "sparsity"), Column("Seconds to prune", "prune_seconds", scale=1.0),
+            Column("CPU seconds to prune", "prune_cpu_seconds", scale=1.0)]
+    found.append(Table("cost", "One-shot pruning: sparsity and seconds to prune (calibration included)", cost,
+                       [Row(name, c) for pattern in PATTERNS for name, c in cost_rows(setting, pattern).items()]))
+    return found
+
+
+PAPER = Paper("pruning_robustness", CITATION, NUMBERS, (TASK, f"advglue-{TASK}"),
+              {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables)
