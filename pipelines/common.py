@@ -43,7 +43,7 @@ RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "lo
                        "per_device_eval_batch_size", "save_steps", "num_threads"}
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
 # the same folder seen from another working directory are one run.
-PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions",
+PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions", "calibration_file",
                 "teacher_predictions", "wordnet_dir"}
 RUN_CONFIG_FILE = "run_config.json"
 

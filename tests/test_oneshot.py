@@ -212,6 +212,21 @@ def _argv(model_dir, data_dir, out, method, *extra):
                              "--calibration_samples", "32", "--mask_store", out.parent / "store", *extra]]
 
 
+def test_stage2_calibrates_on_an_attack_file_under_freelb(tmp_path, tiny_model_dir, tiny_data_dir):
+    model = tiny_model_dir("bert")
+    attack = tmp_path / "attack.jsonl"
+    attack.write_text("\n".join(json.dumps({"perturbed": [f"a dull movie number {i}"], "label": i % 2})
+                                for i in range(8)) + "\n")
+    plain = stage2_search.main(_argv(model, tiny_data_dir, tmp_path / "plain", "wanda"))
+    robust = stage2_search.main(_argv(model, tiny_data_dir, tmp_path / "robust", "wanda", "--calibration_file", attack,
+                                      "--calibration_perturb", "freelb", "--adv_steps", "1"))
+    store = MaskStore(tmp_path / "store")
+    config = store.get(robust["mask_ids"]["state"]).meta["config"]
+    assert config["calibration_perturb"] == "freelb" and config["calibration_file"] == str(attack)
+    scores, plain_scores = store.get(robust["mask_ids"]["state"]).masks, store.get(plain["mask_ids"]["state"]).masks
+    assert all(not torch.allclose(scores[n], plain_scores[n]) for n in scores)
+
+
 def test_a_one_shot_run_re_run_is_skipped_and_other_options_refused(monkeypatch, tmp_path, tiny_model_dir,
                                                                      tiny_data_dir):
     argv = _argv(tiny_model_dir("bert"), tiny_data_dir, tmp_path / "run", "wanda")

@@ -18,6 +18,7 @@ from ..targets import Target, find_encoder_layers
 from ..weights import require_plain
 from .baselines import unit_scores
 from .calibration import Batch, InputStatistics, input_statistics
+from .draw import prune_lowest, pruned_count
 from .layout import HEAD_KINDS, NEURON_KINDS, EncoderLayer, encoder_layers
 
 # SparseGPT (Frantar & Alistarh 2023): columns are processed in lazy batches of B = 128 (Sec. 3.3, "Lazy batch
@@ -35,13 +36,9 @@ def lowest_pruned(scores: torch.Tensor, sparsity: float, dim: int | None = None)
     """Prune round(sparsity * n) lowest scores of the whole tensor (dim None) or of each slice along `dim`
     (a stable ranking, so the count is exact with ties)."""
     if dim is None:
-        flat = scores.flatten()
-        kept = torch.ones_like(flat, dtype=torch.bool)
-        kept[torch.argsort(flat, stable=True)[:int(round(sparsity * flat.numel()))]] = False
-        return kept.view_as(scores)
-    count = int(round(sparsity * scores.shape[dim]))
+        return prune_lowest(scores.flatten(), pruned_count(scores.numel(), sparsity)).view_as(scores)
     ranks = torch.argsort(torch.argsort(scores, dim=dim, stable=True), dim=dim)
-    return ranks >= count
+    return ranks >= pruned_count(scores.shape[dim], sparsity)
 
 
 def select(scores: torch.Tensor, sparsity: float, pattern: Pattern, *, per_row: bool) -> torch.Tensor:
