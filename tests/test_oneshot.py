@@ -16,6 +16,7 @@ from masks import MaskStore
 from pipelines import evaluate, stage2_search, stage3_retrain
 from subnets.errors import SubnetsError
 from subnets.export import compact_export, structured_masks_from_weight_masks
+from subnets.masking import magnitude_mask
 from subnets.masking.calibration import calibration_batches, freelb_perturb, input_statistics, read_calibration_file
 from subnets.masking.methods import MASK_METHODS
 from subnets.masking.methods.baselines import MAGNITUDE
@@ -240,6 +241,18 @@ def test_a_one_shot_run_re_run_is_skipped_and_other_options_refused(monkeypatch,
     assert again["mask_ids"] == first["mask_ids"] and again["eval_accuracy"] == first["eval_accuracy"]
     with pytest.raises(SubnetsError, match="already holds a different run"):
         stage2_search.main(argv + ["--calibration_samples", "16"])
+
+
+@pytest.mark.parametrize("scope", ["per_matrix", "global"])
+def test_one_shot_magnitude_is_the_magnitude_baseline(tmp_path, tiny_model_dir, tiny_data_dir, scope):
+    task = subnets.load_task("sst2")
+    model, tokenizer = subnets.load_model(tiny_model_dir("bert"), task)
+    expected = magnitude_mask(model, find_targets(model, pooler=True), 0.5, scope=scope)
+    data = subnets.load_data(task, tokenizer, data_dir=tiny_data_dir, max_seq_length=16, max_eval_samples=16)
+    metrics = subnets.search_mask(model, tokenizer, task, data, tmp_path / "run", method="magnitude", scope=scope,
+                                  mask_store=tmp_path / "store", report_to="none", disable_tqdm=True)
+    ticket = MaskStore(tmp_path / "store").get(metrics["mask_ids"]["ticket"]).masks
+    assert set(ticket) == set(expected) and all(torch.equal(ticket[n], expected[n]) for n in expected)
 
 
 def test_a_new_one_shot_method_is_one_registry_line(monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir):

@@ -73,7 +73,7 @@ def _check(search: SharedSearchOptions, pruner: MatrixPruner, options: OneShotAr
     if options.layer_budget == "owl" and pattern is not None:
         raise SubnetsError("--layer_budget owl sets layer sparsities of an unstructured mask; expected --pattern "
                            "unstructured.")
-    if search.scope == "global" and (pruner.statistics != "none" or pattern is not None or
+    if search.scope == "global" and (pruner.statistics != "none" or pruner.score is None or pattern is not None or
                                      options.layer_budget != "uniform"):
         raise SubnetsError(f"--scope global ranks |W| over all matrices; expected --scope per_matrix with "
                            f"--method {search.method}, a --pattern or --layer_budget owl.")
@@ -141,8 +141,7 @@ def search_one_shot(context: SearchContext, pruner: MatrixPruner) -> FoundMask:
                                        granularity=search.granularity)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     metrics = {**trainer.evaluate(), "prune_seconds": seconds, "prune_cpu_seconds": cpu_seconds,
-               "pattern": format_pattern(pattern),
-               "layer_budget": options.layer_budget}
+               "pattern": format_pattern(pattern), "layer_budget": options.layer_budget}
     if options.layer_budget == "owl":
         metrics["layer_sparsities"] = sorted({t.layer: sparsities[t.name] for t in context.targets
                                               if t.layer is not None}.items())
@@ -157,11 +156,11 @@ def search_one_shot(context: SearchContext, pruner: MatrixPruner) -> FoundMask:
     return FoundMask(ticket, state, metrics, weights=str(best.resolve()))
 
 
-def _global(context: SearchContext, pruner: MatrixPruner, sparsity: float):
-    """One ranking of the method's state over all matrices (magnitude with --scope global)."""
+def _global(context: SearchContext, pruner: MatrixPruner,
+            sparsity: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One ranking of the method's scores over all matrices (magnitude with --scope global)."""
     modules = dict(context.model.named_modules())
-    state = {t.name: pruner.prune(modules[t.module_name].weight.detach(), None, sparsity, None).state
-             for t in context.targets}
+    state = {t.name: pruner.score(modules[t.module_name].weight.detach(), None) for t in context.targets}
     ticket = draw_mask(state, sparsity, scope="global")
     with torch.no_grad():
         for t in context.targets:
