@@ -195,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if table.plot:
             plot(table, results[table.name], out / f"{table.name}.png")
             parts.append(f"![{table.title}]({table.name}.png)\n")
+    if paper.notes is not None:
+        parts.append(paper.notes(out, results))
     if failed:
         parts.append("## Failed runs\n\n" + "\n".join(failed) + "\n")
     atomic_write_json(out / "results.json", results)

@@ -148,3 +148,16 @@ def test_reproduce_pruning_robustness_smoke_has_every_method_at_both_patterns(tm
     evaluate = recorded_argv(tmp_path / "pr" / results["2of4"]["Wanda"]["SST-2 dev"]["runs"][0])
     stage2 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
     assert stage2[stage2.index("--method") + 1] == "wanda" and stage2[stage2.index("--pattern") + 1] == "2:4"
+    section = report[report.index("## Paired differences"):]
+    assert section.count("| robust ticket | ") == 2 and "| dense |" not in section
+    assert "| 4 |" in section  # 4 attacked sentences paired with the dense model's (one seed)
+
+
+def test_paired_bootstrap_interval():
+    from pipelines.sweeping.aggregate import paired_bootstrap
+
+    assert paired_bootstrap([2.0] * 10) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 10}
+    values = [1.0, -1.0, 3.0, 0.0, 2.0, 1.0, 0.5, 1.5]
+    stat = paired_bootstrap(values, seed=3)
+    assert stat == paired_bootstrap(values, seed=3) and stat["low"] < stat["mean"] == 1.0 < stat["high"]
+    assert stat["low"] >= min(values) and stat["high"] <= max(values)
