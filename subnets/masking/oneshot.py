@@ -1,8 +1,9 @@
-"""One-shot pruning of one weight matrix from calibration statistics: Wanda scores, SparseGPT's approximate OBS
-solve, N:M patterns, and OWL's outlier-weighted layer budgets.
+"""One-shot pruning from calibration statistics: Wanda scores, SparseGPT's approximate OBS solve, OWL's
+outlier-weighted layer budgets, and `prune_one_shot`, which prunes a model layer by layer (per weight, N:M, or
+whole heads and FFN neurons). docs/methods.md, "One-shot pruning".
 
 A weight is `[out_features, in_features]` (a `torch.nn.Linear`); "input weights" of a row are its columns. A
-pattern `N:M` keeps N weights in every group of M consecutive input weights of a row (sparsity 1 - N/M).
+pattern `N:M` (`subnets.sparsity`) keeps N weights in every group of M consecutive input weights of a row.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from .calibration import Batch, InputStatistics, input_statistics
 from .draw import prune_lowest, pruned_count
 from .layout import HEAD_KINDS, NEURON_KINDS, EncoderLayer, encoder_layers
 
-# SparseGPT (Frantar & Alistarh 2023): columns are processed in lazy batches of B = 128 (Sec. 3.3, "Lazy batch
-# updates"), and the Hessian is dampened by 1% of its mean diagonal before the inverse (the paper's setting, its
-# reference code's percdamp = .01).
+# SparseGPT (Frantar & Alistarh 2023, Alg. 1): the mask is selected and the updates are applied in blocks of
+# B_s = 128 columns, and H is dampened by 1% of its mean diagonal before the inverse (the reference code's
+# defaults, IST-DASLab/sparsegpt: blocksize=128, percdamp=.01).
 SPARSEGPT_BLOCK = 128
 SPARSEGPT_DAMPENING = 0.01
 # OWL (Yin et al. 2024): a weight is an outlier when its Wanda score exceeds M times its layer's mean score, and the
-# layer sparsities span [target - lambda, target + lambda]; the paper's defaults M = 5, lambda = 0.08 (Sec. 4.1).
+# layer sparsities span [target - lambda, target + lambda]; the defaults M = 5, lambda = 0.08 (as issue 24 cites
+# them; the reference code's Hyper_m and Lamda).
 OWL_THRESHOLD = 5.0
 OWL_LAMBDA = 0.08
 
