@@ -281,7 +281,8 @@ def test_one_shot_options_that_do_nothing_or_contradict_are_refused(tmp_path, ti
              ("sparsegpt", ["--layer_budget", "owl", "--pattern", "2:4"], "unstructured"),
              ("hard_concrete", ["--pattern", "2:4"], "apply to the one-shot methods"),
              ("sparsegpt", ["--granularity", "head"], "prunes whole heads and neurons"),
-             ("wanda", ["--adversary", "freelb"], "trains nothing")]
+             ("wanda", ["--adversary", "freelb"], "trains nothing"),
+             ("sparsegpt", ["--selective", "rose_first"], "--selective rose_first would have no effect")]
     for i, (method, extra, message) in enumerate(cases):
         with pytest.raises(SubnetsError, match=message):
             stage2_search.main(_argv(model, tiny_data_dir, tmp_path / f"run{i}", method, *extra))

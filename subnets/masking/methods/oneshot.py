@@ -21,6 +21,7 @@ from ...errors import SubnetsError
 from ...io import atomic_write_json
 from ...objectives import AscentArguments, ObjectiveArguments
 from ...registry import OptionGroups, check_choice
+from ...selective import SelectiveArguments
 from ..calibration import calibration_batches, freelb_perturb, read_calibration_file, sample_calibration
 from ..callbacks import BINARY_FILE, STATE_FILE, save_mask_file
 from ..draw import draw_mask
@@ -60,11 +61,19 @@ class OneShotArguments:
             raise SubnetsError(f"--calibration_samples is {self.calibration_samples}; expected a positive number.")
 
 
-def _check(search: SharedSearchOptions, pruner: MatrixPruner, options: OneShotArguments, adversary: str) -> None:
+def _training_choices(groups: OptionGroups) -> dict[str, str]:
+    """The training choices a one-shot run would ignore (it trains nothing): option -> value."""
+    objective, selective = groups[ObjectiveArguments], groups[SelectiveArguments]
+    return {"adversary": objective.adversary, "debias": objective.debias, "selective": selective.selective}
+
+
+def _check(search: SharedSearchOptions, pruner: MatrixPruner, options: OneShotArguments,
+           training: dict[str, str]) -> None:
     """Refuse options that would have no effect or contradict each other."""
-    if adversary != "none":
-        raise SubnetsError(f"--method {search.method} trains nothing, so --adversary {adversary} would have no "
-                           f"effect; expected --adversary none (robust calibration: --calibration_perturb freelb).")
+    for option, value in training.items():
+        if value != "none":
+            raise SubnetsError(f"--method {search.method} trains nothing, so --{option} {value} would have no effect; "
+                               f"expected --{option} none (robust calibration: --calibration_perturb freelb).")
     pattern = parse_pattern(options.pattern)
     fixed = pattern_sparsity(pattern)
     if fixed is not None and abs(fixed - search.target_sparsity) > 1e-9:
@@ -108,7 +117,7 @@ class OneShotSearch:
     pruner: MatrixPruner
 
     def check(self, search: SharedSearchOptions, options: OptionGroups) -> None:
-        _check(search, self.pruner, options[OneShotArguments], options[ObjectiveArguments].adversary)
+        _check(search, self.pruner, options[OneShotArguments], _training_choices(options))
 
     def __call__(self, context: SearchContext) -> FoundMask:
         return search_one_shot(context, self.pruner)
@@ -117,7 +126,7 @@ class OneShotSearch:
 def search_one_shot(context: SearchContext, pruner: MatrixPruner) -> FoundMask:
     """Prune once with `pruner` (layer by layer through the pruned layers), evaluate, save checkpoint-best/."""
     options, search, out = context.options[OneShotArguments], context.search, context.output_dir
-    _check(search, pruner, options, context.options[ObjectiveArguments].adversary)
+    _check(search, pruner, options, _training_choices(context.options))
     best = out / BEST
     if (best / RESULT_FILE).is_file() and (best / BINARY_FILE).is_file():
         return _finished(context, best)
