@@ -48,11 +48,6 @@ SCHEDULE: dict[str, dict[str, Any]] = {"smoke": {}, "cpu": {"num_train_epochs": 
 EVALUATE = {"tasks": f"{TASK},advglue-{TASK}", "attack": "textfooler"}
 
 
-def _pattern(pattern: str, sparsity_option: str) -> dict[str, Any]:
-    """The stage options that select `pattern` at SPARSITY (stage 2 --target_sparsity, stage 3 --sparsity)."""
-    return {sparsity_option: SPARSITY} if pattern == "unstructured" else {"pattern": pattern}
-
-
 def one_shot_search(method: str, pattern: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Stage-2 options of a one-shot run (one construction: the cost table's runs are the accuracy tables')."""
     return {"method": method, "target_sparsity": SPARSITY, "pattern": pattern, **(extra or {})}
@@ -60,8 +55,7 @@ def one_shot_search(method: str, pattern: str, extra: dict[str, Any] | None = No
 
 def method_rows(setting: Setting, pattern: str) -> dict[str, Any]:
     schedule = SCHEDULE[setting.budget]
-    stage1 = {**schedule}
-    base = {"*": {"task_name": TASK}, "stage1": stage1, "evaluate": EVALUATE}
+    base = {"*": {"task_name": TASK}, "stage1": schedule, "evaluate": EVALUATE}
 
     def one_shot(method: str, retrain: bool, extra: dict[str, Any] | None = None) -> Any:
         stage2 = one_shot_search(method, pattern, extra)
@@ -72,10 +66,11 @@ def method_rows(setting: Setting, pattern: str) -> dict[str, Any]:
 
     def ticket(adversary: dict[str, Any]) -> Any:
         search = {**SEARCH, "target_sparsity": SPARSITY, **adversary, **schedule}
-        stage3 = {"init": "pretrained", **_pattern(pattern, "sparsity"), **schedule}
+        draw = {"sparsity": SPARSITY} if pattern == "unstructured" else {"pattern": pattern}
+        stage3 = {"init": "pretrained", **draw, **schedule}
         return chain(setting, "stage1,stage2,stage3,evaluate", {**base, "stage2": search, "stage3": stage3})
 
-    rows: dict[str, Any] = {"dense": finetune(setting, TASK, stage1, EVALUATE)}
+    rows: dict[str, Any] = {"dense": finetune(setting, TASK, schedule, EVALUATE)}
     rows.update({name: one_shot(method, False) for name, method in ONE_SHOT.items()})
     rows.update({f"{name} + retrain": one_shot(method, True) for name, method in ONE_SHOT.items()})
     rows.update({f"{name} robust calib.": one_shot(ONE_SHOT[name], False, {"calibration_perturb": "freelb"})
@@ -95,7 +90,8 @@ def columns() -> list[Column]:
 def cost_rows(setting: Setting, pattern: str) -> dict[str, Any]:
     """The one-shot stage-2 runs themselves (their metrics hold the sparsity and the seconds to prune)."""
     options = {"*": {"task_name": TASK}, "stage1": SCHEDULE[setting.budget]}
-    return {f"{name} {pattern}": chain(setting, "stage1,stage2", {**options, "stage2": one_shot_search(method, pattern)})
+    return {f"{name} {pattern}": chain(setting, "stage1,stage2",
+                                       {**options, "stage2": one_shot_search(method, pattern)})
             for name, method in ONE_SHOT.items()}
 
 
