@@ -175,6 +175,10 @@ def test_calibration_file_reads_an_attack_jsonl_and_text_files(tmp_path, tiny_be
     data = read_calibration_file(attack, get_task("sst2"), tokenizer, 16)
     assert len(data) == 3 and data["labels"] == [0, 1, 0]
     assert tokenizer.decode(data[0]["input_ids"], skip_special_tokens=True) == "okay movie 0"
+    table = tmp_path / "perturbed.csv"
+    table.write_text("perturbed,label\nokay movie,positive\nbad film,negative\n")
+    data = read_calibration_file(table, get_task("sst2"), tokenizer, 16)
+    assert data["labels"] == [1, 0] and tokenizer.decode(data[1]["input_ids"], skip_special_tokens=True) == "bad film"
     text = tmp_path / "texts.txt"
     text.write_text("one text\n\nanother text\n")
     assert len(read_calibration_file(text, get_task("sst2"), tokenizer, 16)) == 2

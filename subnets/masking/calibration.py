@@ -66,6 +66,7 @@ def read_calibration_file(path: str | Path, task: TaskSpec, tokenizer: PreTraine
             raise SubnetsError(f"--calibration_file {path} row {number} lacks column(s) {', '.join(missing)}; "
                                f"expected '{ATTACK_COLUMN}' or the task's text columns {', '.join(task.text_fields)}.")
         fields = row[ATTACK_COLUMN] if columns == (ATTACK_COLUMN,) else [row[c] for c in columns]
+        fields = [fields] if isinstance(fields, str) else fields  # a CSV's perturbed column holds one text
         texts.append(tuple(str(f) for f in fields))
         labels.append(_label(row.get("label"), task, path, number))
     if len({len(t) for t in texts}) != 1:
