@@ -17,6 +17,7 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
+from subnets.sparsity import parse_pattern, pattern_violations
 from subnets.weights import apply_masks, save_plain_model
 
 from .record import MaskRecord
@@ -146,11 +147,26 @@ def cmd_show(store: MaskStore, args: argparse.Namespace) -> int:
         target = meta.get("target_sparsity")
         print(f"sparsity:  {sparsity['global']:.4f} ({sparsity['pruned']} of {sparsity['total']} weights pruned; "
               f"over {sparsity['denominator']})" + (f", target {target}" if target is not None else ""))
+    if meta.get("pattern") is not None and record.kind == "ticket":
+        print(f"pattern:   {pattern_line(record)}")
     if record.kind == "update":
         print(f"steps:     {meta['steps_logged']} logged" + ("" if meta.get("complete") else " (log not closed)"))
     print(f"tensors:   {len(meta['tensors'])}\n\n{label} per layer x matrix kind:")
     print(grid_table(grid))
     return 0
+
+
+def pattern_line(record: MaskRecord) -> str:
+    """The ticket's declared N:M pattern, checked again on its masks."""
+    pattern = parse_pattern(record.meta["pattern"])
+    if pattern is None:
+        return "unstructured"
+    bad = pattern_violations(record.masks, pattern)
+    n, m = pattern
+    if bad:
+        return f"{n}:{m}, NOT held by {len(bad)} of {len(record.masks)} tensors (first: {bad[0]})"
+    return (f"{n}:{m} (checked: every group of {m} consecutive input weights keeps {n}, in all {len(record.masks)} "
+            f"tensors)")
 
 
 def cmd_diff(store: MaskStore, args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ DEFAULT_TASK = "sst2"
 
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
 # the same folder seen from another working directory are one run.
-PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions",
+PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_predictions", "calibration_file",
                 "teacher_predictions", "wordnet_dir"}
 RUN_CONFIG_FILE = "run_config.json"
 DATA_FILES = "data_files"  # run_config.json: {path: sha256} of the data files the run reads

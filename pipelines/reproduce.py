@@ -27,7 +27,7 @@ from subnets.errors import SubnetsError
 from subnets.io import atomic_dir, atomic_write_json, atomic_write_text
 
 GENERATED_MARKER = ".complete"  # written last into the smoke budget's generated model and data folders
-PAPERS = ("robust_tickets", "srnets", "rose", "roast")
+PAPERS = ("robust_tickets", "srnets", "rose", "roast", "pruning_robustness")
 # Options every training stage of a budget shares (the smoke budget trains a handful of steps on toy data)
 TRAIN = {"smoke": {"max_steps": 2, "per_device_train_batch_size": 16, "max_seq_length": 32, "logging_steps": 1},
          "cpu": {"max_train_samples": 4000, "max_seq_length": 64, "per_device_train_batch_size": 32,
@@ -208,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if table.plot:
             plot(table, results[table.name], out / f"{table.name}.png")
             parts.append(f"![{table.title}]({table.name}.png)\n")
+    if paper.notes is not None:
+        parts.append(paper.notes(out, results))
     if failed:
         parts.append("## Failed runs\n\n" + "\n".join(failed) + "\n")
     atomic_write_json(out / "results.json", results)

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     set_seed(args.seed)
     store = args[MaskStoreArguments]
     ticket, mask_meta = draw_ticket(retrain, store)
-    model, tokenizer = load_initialisation(source, retrain.init, task.label_names)
+    model, tokenizer = load_initialisation(source, retrain.init, task.label_names, mask_meta.get("weights"))
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
     init_distributed(args.use_cpu, args.ddp_backend)  # under torchrun: the process group the Trainer trains in

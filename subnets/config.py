@@ -68,10 +68,12 @@ def check_value(options: object, name: str, valid: bool, expected: str) -> None:
 
 
 def check_finite(options: object) -> None:
-    """Refuse NaN and infinite values of an option dataclass's float fields (no option means 'unbounded')."""
+    """Refuse NaN and infinite values of an option dataclass's float fields; infinity only in the fields its class
+    names in `allow_inf` (where it has a meaning, e.g. RoAST's beta = inf for Child-Tuning-D)."""
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value) and not (
+                math.isinf(value) and f.name in getattr(options, "allow_inf", ())):
             raise SubnetsError(f"--{f.name} {value} is not a finite number; expected a finite value.")
 
 
@@ -152,7 +154,7 @@ class TrainingArguments:
         check_finite(self)
         check_at_least_one(self, ("per_device_train_batch_size", "per_device_eval_batch_size",
                                   "gradient_accumulation_steps", "eval_steps", "logging_steps"))
-        check_value(self, "learning_rate", self.learning_rate > 0, "a positive number")
+        check_value(self, "learning_rate", self.learning_rate >= 0, "a non-negative number (0 keeps the weights)")
         check_value(self, "weight_decay", self.weight_decay >= 0, "a number >= 0")
         check_value(self, "warmup_ratio", 0 <= self.warmup_ratio <= 1, "a fraction of the steps in [0, 1]")
         check_value(self, "warmup_steps", self.warmup_steps >= 0, "a number of steps >= 0")

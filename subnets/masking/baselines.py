@@ -3,7 +3,7 @@ baseline of whole heads and FFN neurons (structured, for compact export)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 
@@ -59,7 +59,13 @@ def magnitude_structured_masks(
 
 def _unit_norms(modules: dict[str, torch.nn.Module], slices: tuple[UnitSlice, ...]) -> torch.Tensor:
     """L1 norm of each unit over every matrix slice it spans."""
-    return sum(s.blocks(modules[s.target.module_name].weight.abs().float()).sum(1) for s in slices)
+    return unit_scores(slices, {s.target.name: modules[s.target.module_name].weight.abs() for s in slices})
+
+
+def unit_scores(slices: tuple[UnitSlice, ...], scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Per unit (head unit or FFN neuron), the sum of the per-weight `scores` (by target name, weight-shaped) over
+    every matrix slice it spans."""
+    return sum(s.blocks(scores[s.target.name].float()).sum(1) for s in slices)
 
 
 def _top_units(scores: torch.Tensor, keep: float) -> torch.Tensor:
