@@ -119,9 +119,14 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
 
 def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],
             task: TaskSpec, data: TaskData, output_dir: PathLike, **training: Any) -> dict[str, Any]:
-    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity."""
+    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity.
+    Refuses a gated model. Leaves `model` plain, retrained in place, its pruned weights exact zeros."""
     from .masking.retrain import retrain_ticket, ticket_trainer
+    from .weights import is_parametrized
 
+    if is_parametrized(model):
+        raise SubnetsError("retrain was given a gated model (it still carries mask parametrizations, its weights "
+                           "frozen); expected a plain model: subnets.finalize(model) first, or load one.")
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
     return retrain_ticket(ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args), ticket)
 

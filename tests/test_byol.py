@@ -1,0 +1,192 @@
+"""Bring your own loop (subnets.loop, subnets.hf_trainer): a plain PyTorch loop, transformers.Trainer, finalize and
+HF save/load, and the refusals of a gated model."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+import subnets
+from subnets.api import load_data, retrain, search_mask
+from subnets.data import Collator
+from subnets.errors import SubnetsError
+from subnets.masking.base import attached_masks
+from subnets.models import tiny_model
+from subnets.tasks import get_task
+
+SEED, BATCH, STEPS = 42, 16, 12
+
+
+@pytest.fixture
+def setup(tiny_data_dir):
+    """A tiny BERT without dropout (no RNG but the method's own) and the toy SST-2 tokenised."""
+    task = get_task("sst2")
+    model, tokenizer = tiny_model("bert", label_names=task.label_names)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return task, model, tokenizer, load_data(task, tokenizer, data_dir=tiny_data_dir)
+
+
+def _batches(data, tokenizer, steps):
+    """`steps` shuffled training batches (model inputs and labels)."""
+    columns = [c for c in data.train.column_names if c in ("input_ids", "attention_mask", "token_type_ids", "labels")]
+    loader = torch.utils.data.DataLoader(data.train.select_columns(columns), batch_size=BATCH, shuffle=True,
+                                         collate_fn=Collator(tokenizer), generator=torch.Generator().manual_seed(0))
+    while True:
+        for batch in loader:
+            if steps == 0:
+                return
+            steps -= 1
+            yield batch
+
+
+def _logits(model, tokenizer):
+    model.eval()
+    inputs = tokenizer(["a great and moving film", "flat, tired and far too long"], return_tensors="pt",
+                       padding=True)
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def test_plain_loop_reaches_the_target_with_the_lagrangian(setup):
+    task, model, tokenizer, data = setup
+    steps, target = 150, 0.5
+    handle = subnets.attach(model, "hard_concrete", max_steps=steps, target_sparsity=target, controller="lagrangian",
+                            lagrangian_lr=0.02)
+    optimizer = torch.optim.AdamW(handle.param_groups(), lr=1e-3)
+    for batch in _batches(data, tokenizer, steps):
+        labels = batch.pop("labels")
+        loss = F.cross_entropy(model(**batch).logits, labels) + handle.penalty()
+        loss.backward()
+        handle.after_backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        handle.step()
+    scalars = handle.log_scalars()
+    assert handle.global_step == steps and scalars["train/target_sparsity"] == target
+    assert abs(scalars["train/expected_sparsity"] - target) < 0.03  # the controller's quantity
+    ticket = handle.draw(target)
+    assert sum(int((~m).sum()) for m in ticket.values()) == round(target * sum(m.numel() for m in ticket.values()))
+    with pytest.raises(SubnetsError, match="after_backward"):
+        handle.step()  # no after_backward since the last step: refused
+
+
+def test_finalize_then_save_and_load_gives_identical_logits(setup, tmp_path):
+    task, model, tokenizer, data = setup
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    handle = subnets.attach(model, "scores", max_steps=4, target_sparsity=0.4)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "scores" not in n)
+    gated = tmp_path / "gated"
+    model.save_pretrained(gated)  # an attached model saves what finalize() leaves
+    ticket = handle.mask()
+    plain = handle.finalize()
+    assert plain is model and not attached_masks(model)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    for name, keep in ticket.items():
+        weight = model.get_parameter(name)
+        assert bool((weight[~keep] == 0).all()) and bool((weight[keep] != 0).all())
+    model.save_pretrained(tmp_path / "plain")
+    expected = _logits(model, tokenizer)
+    for directory in (gated, tmp_path / "plain"):
+        loaded = AutoModelForSequenceClassification.from_pretrained(directory)
+        assert torch.equal(_logits(loaded, tokenizer), expected)
+
+
+def test_gated_model_refusals(setup, tmp_path):
+    task, model, tokenizer, data = setup
+    found = search_mask(model, tokenizer, task, data, tmp_path / "search", method="hard_concrete", max_steps=2,
+                        per_device_train_batch_size=BATCH, report_to="none", disable_tqdm=True,
+                        mask_store=str(tmp_path / "store"))
+    assert attached_masks(model)  # search_mask leaves the gates on
+    with pytest.raises(SubnetsError, match="gated model|still carries"):
+        retrain(model, tokenizer, {}, task, data, tmp_path / "retrain", max_steps=1)
+    assert not (tmp_path / "retrain").exists()
+    with pytest.raises(SubnetsError, match="already carries"):
+        subnets.attach(model, max_steps=1)
+    with pytest.raises(SubnetsError, match="finalize"):
+        subnets.fix_mask(model, {})
+    subnets.finalize(model)
+    assert not attached_masks(model) and all(p.requires_grad for p in model.parameters())
+    assert found["mask_ids"]
+    with pytest.raises(SubnetsError, match="Unknown option.*imp_rate"):
+        subnets.attach(model, "hard_concrete", max_steps=4, imp_rate=0.2)
+    with pytest.raises(SubnetsError, match="own loop"):
+        subnets.attach(model, "imp", max_steps=4)
+    assert not attached_masks(model)
+
+
+def _hf_trainer(model, tokenizer, data, tmp_path, handle, **args):
+    """SubnetsTrainer over the toolkit's data order: its epoch permutations, read sequentially, and the global RNG
+    seeded before the first step as the toolkit's Trainer seeds it (the two differences docs/api.md names)."""
+    from transformers import TrainerCallback, TrainingArguments
+
+    class SeedAtFirstStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                torch.manual_seed(SEED)
+
+    n = len(data.train)
+    epochs = -(-STEPS * BATCH // n)
+    order = np.concatenate([np.random.default_rng([SEED, e]).permutation(n) for e in range(epochs)])
+    arguments = TrainingArguments(str(tmp_path / "hf"), max_steps=STEPS, per_device_train_batch_size=BATCH,
+                                  seed=SEED, train_sampling_strategy="sequential", report_to="none", use_cpu=True,
+                                  save_strategy="no", logging_steps=STEPS, disable_tqdm=True, **args)
+    return subnets.SubnetsTrainer(model, arguments, train_dataset=data.train.select(order),
+                                  processing_class=tokenizer, subnet=handle,
+                                  objective=subnets.make_objective(get_task("sst2")),
+                                  callbacks=[SeedAtFirstStep()])
+
+
+@pytest.mark.parametrize("method,options", [("hard_concrete", {"controller": "lagrangian", "mask_lr": 1.0}),
+                                            ("scores", {"threshold_interval": 4})])
+def test_hf_trainer_search_gives_the_stage_mask(setup, tiny_data_dir, tmp_path, method, options):
+    pytest.importorskip("accelerate")  # transformers.Trainer needs it
+    task, model, tokenizer, data = setup
+    stage_model, _ = tiny_model("bert", label_names=task.label_names)
+    stage_model.load_state_dict(model.state_dict())
+    for module in stage_model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    search_mask(stage_model, tokenizer, task, data, tmp_path / "stage", method=method, target_sparsity=0.3,
+                max_steps=STEPS, per_device_train_batch_size=BATCH, seed=SEED, eval_strategy="no", report_to="none",
+                disable_tqdm=True, mask_store=str(tmp_path / "store"), **options)
+    stage_ticket = load_file(tmp_path / "stage" / "checkpoint-best" / "mask.safetensors")
+    stage_state = load_file(tmp_path / "stage" / "checkpoint-best" / "mask_state.safetensors")
+
+    handle = subnets.attach(model, method, max_steps=STEPS, target_sparsity=0.3, **options)
+    trainer = _hf_trainer(model, tokenizer, data, tmp_path, handle)
+    trainer.train()
+    assert handle.global_step == STEPS
+    ticket = handle.mask()
+    assert ticket.keys() == stage_ticket.keys()
+    assert all(torch.equal(ticket[n], stage_ticket[n]) for n in ticket)
+    state = handle.state()
+    assert all(torch.equal(state[n], stage_state[n]) for n in state)  # the trained gates / scores, bit for bit
+    assert 0 < handle.sparsity() < 1
+    assert any("sparsity/global" in entry for entry in trainer.state.log_history)
+
+
+def test_hf_trainer_fixed_mask_retraining(setup, tmp_path):
+    pytest.importorskip("accelerate")
+    task, model, tokenizer, data = setup
+    weights = {t: model.get_parameter(t).detach().clone() for t in ("bert.encoder.layer.0.attention.self.query.weight",
+                                                                    "bert.encoder.layer.1.output.dense.weight")}
+    ticket = {n: torch.rand(w.shape, generator=torch.Generator().manual_seed(1)) > 0.3 for n, w in weights.items()}
+    handle = subnets.fix_mask(model, ticket, max_steps=STEPS)
+    trainer = _hf_trainer(model, tokenizer, data, tmp_path, handle, learning_rate=1e-2, weight_decay=0.1)
+    trainer.train()
+    for name, keep in ticket.items():
+        weight = model.get_parameter(name)
+        assert bool((weight[~keep] == 0).all())  # pruned: exact zeros after weight decay and momentum
+        assert not torch.equal(weight[keep], weights[name][keep])  # kept: trained
+    pruned = sum(int((~m).sum()) for m in ticket.values())
+    assert handle.sparsity() == pruned / sum(m.numel() for m in ticket.values())
+
+
+def test_dir_lists_the_api():
+    names = dir(subnets)
+    for name in ("attach", "fix_mask", "finalize", "make_objective", "SubnetsTrainer", "search_mask", "retrain"):
+        assert name in names and callable(getattr(subnets, name))
