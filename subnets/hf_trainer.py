@@ -10,6 +10,7 @@ optimizer and scheduler steps (`on_step_end`), and its scalars join HF's trainin
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,11 @@ class _Driver(TrainerCallback):
                                f"attached with max_steps={subnet.max_steps}; expected the same number (the "
                                f"controllers' ramps are fractions of it).")
         subnet.trainer.global_step = state.global_step
+        out = Path(args.output_dir)
+        if subnet.trainer.output_dir not in (None, out):
+            raise SubnetsError(f"The handle writes to {subnet.trainer.output_dir} but the Trainer to {out}; expected "
+                               f"one output_dir (or none given to attach).")
+        subnet.trainer.output_dir = out
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.optimizer.zero_grad(set_to_none=True)  # HF zeroes the model's; Lagrange multipliers are not

@@ -52,7 +52,7 @@ class LoopState:
     def __init__(self, model: torch.nn.Module, max_steps: int, output_dir: str | os.PathLike | None):
         distributed = Distributed.current()
         self.model, self.max_steps, self.global_step, self.epoch = model, max_steps, 0, 0
-        self.output_dir = Path(output_dir if output_dir is not None else ".")
+        self.output_dir = None if output_dir is None else Path(output_dir)
         self.rank, self.world_size = distributed.rank, distributed.world_size
         self.is_main_process = distributed.is_main_process
         self.device = next(model.parameters()).device
@@ -79,7 +79,7 @@ class Subnet:
                  output_dir: str | os.PathLike | None = None):
         self.model, self.callbacks = model, list(callbacks)
         self.trainer = LoopState(model, max_steps, output_dir)
-        self._started = False
+        self._started = self._finished = False
         self._backward_done = False
 
     @property
@@ -91,6 +91,8 @@ class Subnet:
         return self.trainer.global_step
 
     def _start(self) -> None:
+        if self._finished:
+            raise SubnetsError("This subnets handle was finalized; expected a new one (attach or fix_mask).")
         device = _parameter_device(self.model)
         if not self._started:
             self.trainer.device = device
@@ -155,6 +157,9 @@ class Subnet:
     def on_evaluate(self, metrics: dict[str, float]) -> None:
         """After an evaluation of the model: the callbacks record what was evaluated (a search writes the evaluated
         mask to `<output_dir>/mask-snapshots/step-<k>.safetensors`)."""
+        if self.trainer.output_dir is None:
+            raise SubnetsError("on_evaluate writes the evaluated mask under the handle's output_dir; expected "
+                               "attach(..., output_dir=...).")
         for cb in self.callbacks:
             cb.on_evaluate(self.trainer, metrics)
 
@@ -215,22 +220,21 @@ class MaskSearch(Subnet):
         apply_masks(self.model, {n: m.bool() for n, m in ticket.items()})
         for name, param in self.model.named_parameters():
             param.requires_grad_(self._trainable.get(name, True))
+        self._finished = True
         return self.model
 
-    def apply(self, ticket: Mapping[str, torch.Tensor], *, max_steps: int | None = None) -> "FixedMaskTraining":
+    def apply(self, ticket: Mapping[str, torch.Tensor]) -> "FixedMaskTraining":
         """Finalize with `ticket` and keep it fixed from now on: a handle for retraining the same model (its
         weights are those the search started from); `fix_mask` does the same for another model (e.g. rewound)."""
         self.finalize(ticket)
-        return fix_mask(self.model, ticket, max_steps=max_steps or self.max_steps,
-                        output_dir=self.trainer.output_dir)
+        return fix_mask(self.model, ticket)
 
 
 class FixedMaskTraining(Subnet):
     """Retraining with a fixed binary mask (`fix_mask`): the model is plain; pruned weights stay exact zeros."""
 
-    def __init__(self, model: torch.nn.Module, fixed: FixedMask, max_steps: int, *,
-                 output_dir: str | os.PathLike | None = None):
-        super().__init__(model, [FixedMaskCallback(fixed)], max_steps, output_dir=output_dir)
+    def __init__(self, model: torch.nn.Module, fixed: FixedMask):
+        super().__init__(model, [FixedMaskCallback(fixed)], 0)  # nothing of it depends on the number of steps
         self.fixed = fixed
 
     def mask(self) -> dict[str, torch.Tensor]:
@@ -239,6 +243,7 @@ class FixedMaskTraining(Subnet):
     def finalize(self) -> torch.nn.Module:
         """The model with the pruned weights zeroed once more (it is plain already)."""
         self.fixed.zero_weights()
+        self._finished = True
         return self.model
 
 
@@ -277,7 +282,8 @@ def attach(model: torch.nn.Module, method: str = "hard_concrete", *, max_steps: 
     `threshold_interval`, ... for scores), with the stage's defaults; the method's builder is the stage's.
 
     Leaves the model attached: gates on the targets, every weight frozen, `save_pretrained` writing the finalized
-    model (see the module docstring). Place the model on its device first.
+    model (see the module docstring). Place the model on its device first. `output_dir`: where `on_evaluate`
+    writes the evaluated masks (`SubnetsTrainer` uses its `args.output_dir`).
     """
     if method not in LOOP_METHODS:
         raise SubnetsError(f"Method '{method}' cannot run in your own loop; expected one of "
@@ -293,8 +299,8 @@ def attach(model: torch.nn.Module, method: str = "hard_concrete", *, max_steps: 
         raise SubnetsError("The model already carries subnets masks; expected a plain model (finalize the "
                            "earlier handle first).")
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
-    context = _LoopContext(model, search_targets(model, search), search, OptionGroups(groups), "loop",
-                           Path(output_dir or "."), lambda out, extra: _refuse_training())
+    context = _LoopContext(model, search_targets(model, search), search, OptionGroups(groups), "loop", Path("."),
+                           lambda out, extra: _refuse_training())
     entry.build(context)
     handle = MaskSearch(model, context.control, max_steps, trainable, output_dir=output_dir)
     model.save_pretrained = functools.partial(_save_attached, handle, model.save_pretrained)
@@ -337,15 +343,14 @@ def finalize(model: torch.nn.Module, ticket: Mapping[str, torch.Tensor] | None =
     return model
 
 
-def fix_mask(model: torch.nn.Module, ticket: Mapping[str, torch.Tensor], *, max_steps: int = 0,
-             output_dir: str | os.PathLike | None = None) -> FixedMaskTraining:
+def fix_mask(model: torch.nn.Module, ticket: Mapping[str, torch.Tensor]) -> FixedMaskTraining:
     """Retrain `model` with `ticket` (bool, True = kept) fixed in your loop: zeroes the pruned weights now
     (stage 3's FixedMask) and keeps them zero while the handle is stepped. Leaves the model plain, weights pruned;
     refuses a gated model (finalize it first)."""
     if attached_masks(model):
         raise SubnetsError("The model still carries subnets masks; expected a plain model: call "
                            "subnets.finalize(model) (or handle.apply(ticket)) first.")
-    return FixedMaskTraining(model, FixedMask(model, ticket), max_steps, output_dir=output_dir)
+    return FixedMaskTraining(model, FixedMask(model, ticket))
 
 
 def make_objective(task: TaskSpec, train_dataset: Any = None, *, adversary: str = "none", debias: str = "none",
