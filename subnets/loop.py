@@ -35,7 +35,7 @@ from .masking.draw import draw_mask
 from .masking.fixed import FixedMask
 from .masking.methods import MASK_METHODS, FoundMask, SearchContext
 from .masking.search import SearchArguments, search_targets
-from .objectives import ObjectiveArguments, build_objective, objective_arguments
+from .objectives import ADVERSARIES, DEBIAS_LOSSES, ObjectiveArguments, build_objective
 from .registry import OptionGroups
 from .sparsity import sparsity_report
 from .tasks import TaskSpec
@@ -359,8 +359,10 @@ def make_objective(task: TaskSpec, train_dataset: Any = None, *, adversary: str 
     forward and backward passes itself): `adversary` freelb | pgd | roast, `debias` poe | reweight | conf_reg,
     with their stage option names (`adv_steps`, `adv_lr`, `bias_predictions`, ...). Batches carry `labels` (and
     `idx` for a debiasing loss). Changes no model."""
-    groups = _split_options(objective_arguments(), {**options, "adversary": adversary, "debias": debias},
-                            "the objective")
+    ObjectiveArguments(adversary=adversary, debias=debias)  # one clear error for an unknown name
+    used = [ObjectiveArguments, *dict.fromkeys(ADVERSARIES[adversary].options + DEBIAS_LOSSES[debias].options)]
+    groups = _split_options(used, {**options, "adversary": adversary, "debias": debias},
+                            f"adversary '{adversary}' and debias '{debias}'")
     return build_objective(groups[0], task, train_dataset, label_smoothing, options=OptionGroups(groups))
 
 

@@ -118,7 +118,7 @@ def test_gated_model_refusals(setup, tmp_path):
     assert not attached_masks(model)
 
 
-def _hf_trainer(model, tokenizer, data, tmp_path, handle, **args):
+def _hf_trainer(model, tokenizer, data, tmp_path, handle, objective=None, **args):
     """SubnetsTrainer over the toolkit's data order: its epoch permutations, read sequentially, and the global RNG
     seeded before the first step as the toolkit's Trainer seeds it (the two differences docs/api.md names)."""
     from transformers import TrainerCallback, TrainingArguments
@@ -136,7 +136,7 @@ def _hf_trainer(model, tokenizer, data, tmp_path, handle, **args):
                                   save_strategy="no", logging_steps=STEPS, disable_tqdm=True, **args)
     return subnets.SubnetsTrainer(model, arguments, train_dataset=data.train.select(order),
                                   processing_class=tokenizer, subnet=handle,
-                                  objective=subnets.make_objective(get_task("sst2")),
+                                  objective=objective or subnets.make_objective(get_task("sst2")),
                                   callbacks=[SeedAtFirstStep()])
 
 
@@ -215,3 +215,31 @@ def test_docs_examples_run(example, tmp_path, tiny_model_dir, monkeypatch, capsy
         saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "runs" / "loop-ticket")
         zeros = sum(int((p == 0).sum()) for n, p in saved.named_parameters() if "encoder" in n and "weight" in n)
         assert zeros > 0
+
+
+def test_hf_trainer_runs_a_debiasing_objective(setup, tmp_path):
+    """PoE against a uniform bias model is cross-entropy: the same weights after HF runs of either objective (so the
+    batches reach the loss with their example ids)."""
+    pytest.importorskip("accelerate")
+    from subnets.objectives import PredictionCache, dataset_fingerprint
+
+    task, model, tokenizer, data = setup
+    ids, labels = np.asarray(data.train["idx"]), np.asarray(data.train["labels"])
+    PredictionCache(ids, np.full((len(ids), 2), 0.5, np.float32), labels, task.name,
+                    dataset_fingerprint(ids, labels)).save(tmp_path / "bias.safetensors")
+    start = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    ticket = {"bert.encoder.layer.0.output.dense.weight": torch.ones(32, 64, dtype=torch.bool)}
+    trained = []
+    for debias in ("none", "poe"):
+        model.load_state_dict(start)
+        handle = subnets.fix_mask(model, ticket)
+        options = {"bias_predictions": str(tmp_path / "bias.safetensors")} if debias == "poe" else {}
+        objective = subnets.make_objective(task, data.train, debias=debias, **options)
+        _hf_trainer(model, tokenizer, data, tmp_path / debias, handle, objective, learning_rate=1e-3,
+                    remove_unused_columns=False).train()
+        trained.append({n: p.detach().clone() for n, p in model.state_dict().items()})
+    assert not torch.equal(trained[0]["classifier.weight"], start["classifier.weight"])
+    with pytest.raises(SubnetsError, match="Unknown option.*bias_predictions"):
+        subnets.make_objective(task, data.train, adversary="freelb", bias_predictions="bias.safetensors")
+    for name in start:
+        torch.testing.assert_close(trained[1][name], trained[0][name])
