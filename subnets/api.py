@@ -86,7 +86,12 @@ def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task
                 output_dir: PathLike, *, source: str = "api", **options: Any) -> dict[str, Any]:
     """Stage 2: search a mask (options: the stage's option names, such as method, target_sparsity, controller,
     imp_rate, mask_store, plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id,
-    "state": id}."""
+    "state": id}.
+
+    Leaves `model` gated after hard_concrete and scores (gates on the targets, weights frozen; its `save_pretrained`
+    writes the finalized model, `subnets.finalize(model)` makes it plain), plain with the pruned weights zeroed after
+    imp, random and magnitude."""
+    from .loop import guard_save_pretrained
     from .masking.search import SearchArguments, search_arguments, search_mask as run_search
     from .registry import OptionGroups
     from .store_options import MaskStoreArguments
@@ -97,8 +102,10 @@ def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task
         groups.append(cls(**{k: options.pop(k) for k in list(options) if k in names}))
     args = _options(TrainingArguments, options, output_dir=str(output_dir))
     chosen = OptionGroups(groups)
-    return run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
-                      options=chosen, mask_store=chosen[MaskStoreArguments])
+    metrics = run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
+                         options=chosen, mask_store=chosen[MaskStoreArguments])
+    guard_save_pretrained(model)
+    return metrics
 
 
 def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None = None, *,

@@ -197,17 +197,6 @@ class MaskSearch(Subnet):
         """A binary ticket pruning exactly round(sparsity x n) of the lowest-state weights (stage 3's draw)."""
         return draw_mask(self.state(), sparsity, scope=scope)
 
-    def plain_state_dict(self, ticket: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The state dict `finalize(ticket)` would leave, under plain names; the model is not changed."""
-        ticket = self.mask() if ticket is None else ticket
-        state = {k: v for k, v in self.model.state_dict().items() if ".parametrizations." not in k}
-        with torch.no_grad():
-            for name in self.masks:
-                module_name = name.rsplit(".", 1)[0]
-                original = self.model.get_submodule(module_name).parametrizations.weight.original
-                state[name] = original * ticket[name].to(original.device, original.dtype)
-        return state
-
     def finalize(self, ticket: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
         """Remove the gates, keep the original weights and zero those `ticket` prunes (default: the current binary
         mask, `mask()`); restores every parameter's trainable flag and `save_pretrained`. Returns the model, plain."""
@@ -303,23 +292,44 @@ def attach(model: torch.nn.Module, method: str = "hard_concrete", *, max_steps: 
                            lambda out, extra: _refuse_training())
     entry.build(context)
     handle = MaskSearch(model, context.control, max_steps, trainable, output_dir=output_dir)
-    model.save_pretrained = functools.partial(_save_attached, handle, model.save_pretrained)
+    guard_save_pretrained(model)
     return handle
 
 
-def _save_attached(handle: MaskSearch, save: Any, directory: str | os.PathLike, *args: Any,
-                   state_dict: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> Any:
-    """`save_pretrained` of an attached model: the finalized weights (binary mask on the original weights)."""
+def finalized_state_dict(model: torch.nn.Module, ticket: Mapping[str, torch.Tensor] | None = None,
+                         ) -> dict[str, torch.Tensor]:
+    """The state dict `finalize(model, ticket)` would leave, under plain names (original weights, the ticket's --
+    default: the gates' current binary mask's -- pruned weights zero); the model is not changed."""
+    masks = attached_masks(model)
+    ticket = binary_mask(masks) if ticket is None else ticket
+    state = {k: v for k, v in model.state_dict().items() if ".parametrizations." not in k}
+    with torch.no_grad():
+        for name in masks:
+            original = model.get_submodule(name.rsplit(".", 1)[0]).parametrizations.weight.original
+            state[name] = original * ticket[name].to(original.device, original.dtype)
+    return state
+
+
+def guard_save_pretrained(model: torch.nn.Module) -> None:
+    """Make `model.save_pretrained` of a gated model write its finalized weights (plain names, binary mask applied)
+    instead of parametrization keys that `from_pretrained` would silently re-initialise; `finalize` undoes it."""
+    if attached_masks(model) and "save_pretrained" not in model.__dict__:
+        model.save_pretrained = functools.partial(_save_gated, model, model.save_pretrained)
+
+
+def _save_gated(model: torch.nn.Module, save: Any, directory: str | os.PathLike, *args: Any,
+                state_dict: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> Any:
     if state_dict is not None and any(".parametrizations." in key for key in state_dict):
         raise SubnetsError("save_pretrained was given the state dict of a gated model (parametrization keys), "
                            "which from_pretrained would silently re-initialise; expected no state_dict, or "
                            "subnets.finalize(model) first.")
-    return save(directory, *args, state_dict=handle.plain_state_dict() if state_dict is None else state_dict,
-                **kwargs)
+    if state_dict is None and attached_masks(model):
+        state_dict = finalized_state_dict(model)
+    return save(directory, *args, state_dict=state_dict, **kwargs)
 
 
 def _remove_gates(model: torch.nn.Module) -> None:
-    """Remove every mask parametrization, putting the original weights back; undo `attach`'s save_pretrained."""
+    """Remove every mask parametrization, putting the original weights back; undo `guard_save_pretrained`."""
     for name in attached_masks(model):
         parametrize.remove_parametrizations(model.get_submodule(name.rsplit(".", 1)[0]), "weight",
                                             leave_parametrized=False)

@@ -100,7 +100,11 @@ def test_gated_model_refusals(setup, tmp_path):
     found = search_mask(model, tokenizer, task, data, tmp_path / "search", method="hard_concrete", max_steps=2,
                         per_device_train_batch_size=BATCH, report_to="none", disable_tqdm=True,
                         mask_store=str(tmp_path / "store"))
-    assert attached_masks(model)  # search_mask leaves the gates on
+    assert attached_masks(model)  # search_mask leaves the gates on; save_pretrained writes the finalized model
+    model.save_pretrained(tmp_path / "saved")
+    with pytest.raises(SubnetsError, match="parametrization keys"):
+        model.save_pretrained(tmp_path / "raw", state_dict=model.state_dict())
+    assert not (tmp_path / "raw").exists()
     with pytest.raises(SubnetsError, match="gated model|still carries"):
         retrain(model, tokenizer, {}, task, data, tmp_path / "retrain", max_steps=1)
     assert not (tmp_path / "retrain").exists()
@@ -110,6 +114,8 @@ def test_gated_model_refusals(setup, tmp_path):
         subnets.fix_mask(model, {})
     subnets.finalize(model)
     assert not attached_masks(model) and all(p.requires_grad for p in model.parameters())
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+    assert torch.equal(_logits(loaded, tokenizer), _logits(model, tokenizer))
     assert found["mask_ids"]
     with pytest.raises(SubnetsError, match="Unknown option.*imp_rate"):
         subnets.attach(model, "hard_concrete", max_steps=4, imp_rate=0.2)
