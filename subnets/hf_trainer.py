@@ -34,11 +34,6 @@ class _Driver(TrainerCallback):
                                f"attached with max_steps={subnet.max_steps}; expected the same number (the "
                                f"controllers' ramps are fractions of it).")
         subnet.trainer.global_step = state.global_step
-        out = Path(args.output_dir)
-        if subnet.trainer.output_dir not in (None, out):
-            raise SubnetsError(f"The handle writes to {subnet.trainer.output_dir} but the Trainer to {out}; expected "
-                               f"one output_dir (or none given to attach).")
-        subnet.trainer.output_dir = out
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.trainer.optimizer.zero_grad(set_to_none=True)  # HF zeroes the model's; Lagrange multipliers are not
@@ -64,6 +59,11 @@ class SubnetsTrainer(Trainer):
         if isinstance(subnet, MaskSearch) and self.args.load_best_model_at_end:
             raise SubnetsError("load_best_model_at_end would load finalized weights into a gated model; expected "
                                "load_best_model_at_end=False during a mask search.")
+        out = Path(self.args.output_dir)
+        if subnet.trainer.output_dir not in (None, out):
+            raise SubnetsError(f"The handle writes to {subnet.trainer.output_dir} but the Trainer to {out}; expected "
+                               f"one output_dir (or none given to attach).")
+        subnet.trainer.output_dir = out
         self.subnet, self.objective = subnet, objective
         self.penalty_due = True
         self.add_callback(_Driver(self))

@@ -55,7 +55,7 @@ class LoopState:
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.rank, self.world_size = distributed.rank, distributed.world_size
         self.is_main_process = distributed.is_main_process
-        self.device = next(model.parameters()).device
+        self.device = _parameter_device(model)
 
 
 def _parameter_device(model: torch.nn.Module) -> torch.device:

@@ -139,8 +139,8 @@ def _hf_trainer(model, tokenizer, data, tmp_path, handle, objective=None, **args
     order = np.concatenate([np.random.default_rng([SEED, e]).permutation(n) for e in range(epochs)])
     arguments = TrainingArguments(str(tmp_path / "hf"), max_steps=STEPS, per_device_train_batch_size=BATCH,
                                   seed=SEED, train_sampling_strategy="sequential", report_to="none", use_cpu=True,
-                                  save_strategy="no", logging_steps=STEPS, disable_tqdm=True, **args)
-    return subnets.SubnetsTrainer(model, arguments, train_dataset=data.train.select(order),
+                                  logging_steps=STEPS, disable_tqdm=True, **{"save_strategy": "no", **args})
+    return subnets.SubnetsTrainer(model, arguments, train_dataset=data.train.select(order), eval_dataset=data.eval,
                                   processing_class=tokenizer, subnet=handle,
                                   objective=objective or subnets.make_objective(get_task("sst2")),
                                   callbacks=[SeedAtFirstStep()])
@@ -249,3 +249,19 @@ def test_hf_trainer_runs_a_debiasing_objective(setup, tmp_path):
         subnets.make_objective(task, data.train, adversary="freelb", bias_predictions="bias.safetensors")
     for name in start:
         torch.testing.assert_close(trained[1][name], trained[0][name])
+
+
+def test_hf_trainer_refusals(setup, tmp_path):
+    pytest.importorskip("accelerate")
+    task, model, tokenizer, data = setup
+    handle = subnets.attach(model, "scores", max_steps=STEPS - 1, target_sparsity=0.3)
+    with pytest.raises(SubnetsError, match="load_best_model_at_end"):
+        _hf_trainer(model, tokenizer, data, tmp_path, handle, load_best_model_at_end=True, eval_steps=4,
+                    eval_strategy="steps", save_strategy="steps", save_steps=4)
+    with pytest.raises(SubnetsError, match="another model"):
+        _hf_trainer(tiny_model("bert", label_names=task.label_names)[0], tokenizer, data, tmp_path, handle)
+    trainer = _hf_trainer(model, tokenizer, data, tmp_path, handle)
+    with pytest.raises(SubnetsError, match="cannot resume"):
+        trainer.train(resume_from_checkpoint=True)
+    with pytest.raises(SubnetsError, match=f"runs {STEPS} optimizer steps.*max_steps={STEPS - 1}"):
+        trainer.train()
