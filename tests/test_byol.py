@@ -97,6 +97,7 @@ def test_finalize_then_save_and_load_gives_identical_logits(setup, tmp_path):
 
 def test_gated_model_refusals(setup, tmp_path):
     task, model, tokenizer, data = setup
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     found = search_mask(model, tokenizer, task, data, tmp_path / "search", method="hard_concrete", max_steps=2,
                         per_device_train_batch_size=BATCH, report_to="none", disable_tqdm=True,
                         mask_store=str(tmp_path / "store"))
@@ -105,15 +106,19 @@ def test_gated_model_refusals(setup, tmp_path):
     with pytest.raises(SubnetsError, match="parametrization keys"):
         model.save_pretrained(tmp_path / "raw", state_dict=model.state_dict())
     assert not (tmp_path / "raw").exists()
-    with pytest.raises(SubnetsError, match="gated model|still carries"):
+    with pytest.raises(SubnetsError, match="retrain was given a gated model"):
         retrain(model, tokenizer, {}, task, data, tmp_path / "retrain", max_steps=1)
     assert not (tmp_path / "retrain").exists()
     with pytest.raises(SubnetsError, match="already carries"):
         subnets.attach(model, max_steps=1)
     with pytest.raises(SubnetsError, match="finalize"):
         subnets.fix_mask(model, {})
+    ticket = {n: m.layout.expand(m.binary()) for n, m in attached_masks(model).items()}
     subnets.finalize(model)
     assert not attached_masks(model) and all(p.requires_grad for p in model.parameters())
+    for name, weight in model.named_parameters():  # the original weights (not scaled by the gates), pruned exactly
+        keep = ticket.get(name, torch.ones_like(weight, dtype=torch.bool))
+        assert torch.equal(weight[keep], before[name][keep]) and bool((weight[~keep] == 0).all())
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
     assert torch.equal(_logits(loaded, tokenizer), _logits(model, tokenizer))
     assert found["mask_ids"]
