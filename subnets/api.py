@@ -151,7 +151,12 @@ def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task
                 output_dir: PathLike, *, source: str = "api", **options: Any) -> dict[str, Any]:
     """Stage 2: search a mask (options: the stage's option names, such as method, target_sparsity, controller,
     imp_rate, mask_store, plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id,
-    "state": id}."""
+    "state": id}.
+
+    Leaves `model` gated after hard_concrete and scores (gates on the targets, weights frozen; its `save_pretrained`
+    writes the finalized model, `subnets.finalize(model)` makes it plain), plain with the pruned weights zeroed after
+    imp, random and magnitude."""
+    from .loop import guard_save_pretrained
     from .masking.search import SearchArguments, search_arguments, search_mask as run_search
     from .registry import OptionGroups
     from .store_options import MaskStoreArguments
@@ -165,8 +170,10 @@ def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task
     _claim_run_dir("search_mask", args, model, task, data, source=source,
                    search={type(g).__name__: dataclasses.asdict(g) for g in groups})
     chosen = OptionGroups(groups)
-    return run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
-                      options=chosen, mask_store=chosen[MaskStoreArguments])
+    metrics = run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
+                         options=chosen, mask_store=chosen[MaskStoreArguments])
+    guard_save_pretrained(model)
+    return metrics
 
 
 def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None = None, *,
@@ -188,12 +195,17 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
 
 def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],
             task: TaskSpec, data: TaskData, output_dir: PathLike, **training: Any) -> dict[str, Any]:
-    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity."""
-    from .masking.retrain import retrain_ticket, ticket_trainer
-
+    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity.
+    Refuses a gated model. Leaves `model` plain, retrained in place, its pruned weights exact zeros."""
     from masks import model_fingerprint
 
+    from .masking.retrain import retrain_ticket, ticket_trainer
+    from .weights import is_parametrized
+
     _check_arguments("retrain", model=model, tokenizer=tokenizer, mask=ticket, task=task, data=data)
+    if is_parametrized(model):
+        raise SubnetsError("retrain was given a gated model (it still carries mask parametrizations, its weights "
+                           "frozen); expected a plain model: subnets.finalize(model) first, or load one.")
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
     trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args)
     _claim_run_dir("retrain", args, model, task, data, ticket=model_fingerprint(ticket))  # inputs checked
