@@ -1,7 +1,6 @@
 """The phases of the offline GPU check, one subcommand each; `bash benchmarks/gpu_check.sh --out DIR` runs them.
 
     python benchmarks/gpu_check.py PHASE --work DIR --result FILE [--device cpu --tiny] [--data_dir DIR]
-    python benchmarks/gpu_check.py summary --out DIR --work DIR --status FILE
 
 Models are random-initialised in the papers' shapes (bert-base, roberta-large; built from configs, nothing is
 downloaded), with the minilm WordPiece tokenizer (bert-base's vocabulary). A phase writes its rows to --result
@@ -34,7 +33,6 @@ for folder in (REPO, REPO / "tests", REPO / "benchmarks"):  # the library, stage
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from gpu_check_plan import PHASES, TOTAL_BUDGET  # noqa: E402
 from subnets.training import Callback  # noqa: E402
 
 
@@ -151,7 +149,6 @@ def build_model(shape: str, num_labels: int = 2):
 
 
 def random_inputs(model, batch: int, seq: int, device) -> dict:
-
     g = torch.Generator().manual_seed(batch)
     ids = torch.randint(1000, model.config.vocab_size, (batch, seq), generator=g)
     mask = torch.ones_like(ids)
@@ -252,7 +249,6 @@ class Probe(Callback):
 
 
 def synchronize(device) -> None:
-
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
@@ -295,7 +291,6 @@ def sdpa_kernels(model, inputs: dict, device, bf16: bool, train: bool) -> str:
 
 
 def phase_preflight(ctx: Context) -> None:
-
     from subnets.attention import use_sync_free_attention
 
     versions = package_versions()
@@ -330,36 +325,33 @@ def phase_preflight(ctx: Context) -> None:
 
 
 def phase_tests(ctx: Context) -> None:
-    """Run (or, at tiny scale, collect) the CUDA, resume and DDP tests; one row per test."""
-    import xml.etree.ElementTree as ET
+    """Run (at tiny scale: collect) the CUDA, resume and DDP tests; one row per test as pytest reports it, so a
+    run cut at the cap keeps the tests that finished."""
+    import re
 
-    junit = ctx.work / "junit.xml"
-    junit.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", *TEST_NODES]
-    if ctx.scale is TINY:
-        command.append("--collect-only")
-    else:
-        command.append(f"--junitxml={junit}")
-    run = subprocess.run(command, cwd=REPO, text=True, capture_output=True)
-    print(run.stdout, run.stderr, sep="\n", flush=True)
-    if ctx.scale is TINY:
-        collected = [line for line in run.stdout.splitlines() if "::" in line]
-        for node in collected:
-            ctx.add(test=node, outcome="collected")
-        ctx.result["headline"] = f"{len(collected)} tests collected (not run at tiny scale), pytest exit {run.returncode}"
-    elif junit.is_file():
-        counts: dict[str, int] = {}
-        for case in ET.parse(junit).getroot().iter("testcase"):
-            verdict = next((child for child in case if child.tag in ("failure", "error", "skipped")), None)
-            outcome = "passed" if verdict is None else verdict.tag
-            message = "" if verdict is None else verdict.get("message", "")
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *TEST_NODES,
+               *(["--collect-only", "-q"] if ctx.scale is TINY else ["-v", "-rfE"])]
+    verdict = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\s*(.*?)\s*(\[ *\d+%\])?$")
+    reason = re.compile(r"^(FAILED|ERROR) tests/\S+ - ")  # -rfE's summary: why a test failed
+    counts: dict[str, int] = {}
+    with subprocess.Popen(command, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as run:
+        for line in run.stdout:
+            print(line, end="", flush=True)
+            line = line.rstrip()
+            if ctx.scale is TINY and line.startswith("tests/") and "::" in line:
+                outcome, test, message = "collected", line, ""
+            elif match := verdict.match(line):
+                test, outcome, message = match.group(1), match.group(2).lower(), match.group(3)
+            else:
+                if reason.match(line):
+                    ctx.note(line[:300])
+                continue
             counts[outcome] = counts.get(outcome, 0) + 1
-            ctx.add(test=f"{case.get('classname')}::{case.get('name')}", outcome=outcome, message=message[:200],
-                    ok=outcome in ("passed", "skipped"))
-        ctx.result["headline"] = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-    else:
-        ctx.result["headline"] = f"pytest exit {run.returncode}, no report: {run.stdout.strip().splitlines()[-1:]}"
-    if run.returncode not in (0, 5):
+            ctx.add(test=test, outcome=outcome, message=message[:200], ok=outcome not in ("failed", "error"))
+    ctx.result["headline"] = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) + \
+        (" (not run at tiny scale)" if ctx.scale is TINY else "") + f"; pytest exit {run.returncode}"
+    if run.returncode not in (0, 5) and not counts.get("failed") and not counts.get("error"):
+        ctx.note(f"pytest exited with {run.returncode} without a failing test (see the log)")
         raise SystemExit(run.returncode)
 
 
@@ -417,14 +409,18 @@ def phase_steps(ctx: Context) -> None:
         variants.pop(1)
     if not ctx.cuda:
         ctx.note("on CPU only fp32 runs: bf16 autocast and TF32 are CUDA-only (and compiling is not timed)")
-        variants = [v for v in variants if v[0] == "fp32"]
-    for precision, options, matmul in variants:
-        families = ctx.selected(["dense"] if "compile" in precision else FAMILIES)
-        for family in families:
+    # bf16 for every family, then dense in the other variants, then the rest: a cut at the cap loses the least
+    others = [v for v in variants[1:] if "compile" not in v[0]]
+    order = [(f, variants[0]) for f in FAMILIES] + [("dense", v) for v in variants[1:]] + \
+        [(f, v) for v in others for f in FAMILIES if f != "dense"]
+    if not ctx.cuda:
+        order = [(f, v) for f, v in order if v[0] == "fp32"]
+    for family, (precision, options, matmul) in order:
+        if ctx.selected([family]):
             with recorded(ctx, family=family, precision=precision) as row, float32_matmul(matmul):
                 timer = StepTimer(ctx.scale.steps, ctx.device)
                 out = ctx.work / "steps" / f"{family}-{precision.replace(' ', '')}"
-                run_family_sized(ctx, family, places, out, timer, ctx.scale.steps, {**options})
+                run_family_sized(ctx, family, places, out, timer, ctx.scale.steps, options)
                 row.update(ms_per_step=timer.median_ms(ctx.scale.warmup), peak_mib=timer.peak_mib)
     dense = {r["precision"]: r.get("ms_per_step") for r in ctx.result["rows"] if r["family"] == "dense"}
     ctx.result["headline"] = "dense ms/step: " + ", ".join(f"{k} {v}" for k, v in dense.items())
@@ -585,10 +581,9 @@ def two_processes(ctx: Context) -> None:
 
     folder = ctx.work / "ddp2"
     workspace(dataclasses.replace(ctx, scale=TINY))  # once, before two workers would both build it
-    port = free_port()
     for family in ctx.selected(TWO_PROCESS_FAMILIES):
         with recorded(ctx, check="two gloo processes, one device", family=family) as row:
-            procs = []
+            procs, port = [], free_port()
             for rank in (0, 1):
                 env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
@@ -597,7 +592,6 @@ def two_processes(ctx: Context) -> None:
                            "--device", ctx.device]
                 procs.append(subprocess.Popen(command, env=env))
             codes = [p.wait() for p in procs]
-            port += 1
             if any(codes):
                 raise RuntimeError(f"worker exit codes {codes} (their output is in this log)")
             states = [load_file(folder / f"{family}-rank{rank}.safetensors") for rank in (0, 1)]
@@ -750,49 +744,6 @@ def phase_attack(ctx: Context) -> None:
                                        for r in ctx.result["rows"])
 
 
-# ----------------------------------------------------------------------------------------------- the summary
-
-
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    """A markdown table of rows (the union of their keys as columns)."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    cell = lambda v: "" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)).replace("|", "/")
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
-            *("| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows)]
-
-
-def summarize(out: Path, work: Path, status_file: Path) -> None:
-    """results.json and summary.md into `out` from the shell's status lines (phase, exit, seconds, cap) and the
-    phases' results; prints the table of phases."""
-    phases, overview = [], []
-    for line in status_file.read_text().splitlines():
-        name, code, seconds, cap = line.split()
-        path = work / "results" / f"{name}.json"
-        result = json.loads(path.read_text()) if path.is_file() else {"rows": [], "notes": [], "headline": ""}
-        code = int(code)
-        status = {0: "ok", 1: "problems found", 124: "cut at its cap", 137: "killed at its cap",
-                  -1: "not run: global deadline"}.get(code, f"failed (exit {code})")
-        phases.append({"phase": name, "status": status, "exit": code, "seconds": int(seconds), "cap": int(cap),
-                       **result})
-        overview.append({"phase": name, "status": status, "s / cap": f"{seconds} / {cap}",
-                         "result": result.get("headline", "")})
-    device = next((p["device"] for p in phases if p.get("device")), "unknown")
-    report = {"device": device, "total_budget_s": TOTAL_BUDGET, "phases": phases}
-    lines = [f"# GPU check: {device}", "", *table(overview)]
-    for phase in phases:
-        lines += ["", f"## {phase['phase']}: {PHASES[phase['phase']].measures}" if phase["phase"] in PHASES
-                  else f"## {phase['phase']}", ""]
-        lines += [f"- {note}" for note in phase.get("notes", [])]
-        if phase["rows"]:
-            lines += ["", *table(phase["rows"])]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(table(overview)))
-
-
 # ------------------------------------------------------------------------------------------- command line
 
 PHASE_FUNCTIONS: dict[str, Callable[[Context], None]] = {
@@ -816,10 +767,7 @@ def make_context(args: argparse.Namespace) -> Context:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    summary = sub.add_parser("summary", help="summary.md and results.json")
-    for flag in ("--out", "--work", "--status"):
-        summary.add_argument(flag, required=True)
-    for name in (*PHASES, "ddp-worker"):
+    for name in (*PHASE_FUNCTIONS, "ddp-worker"):
         p = sub.add_parser(name)
         p.add_argument("--work", required=True, help="scratch folder shared by the phases")
         p.add_argument("--result", required=True, help="this phase's JSON result")
@@ -831,9 +779,7 @@ def main(argv: list[str] | None = None) -> None:
             p.add_argument("--family", required=True)
             p.add_argument("--rank", type=int, required=True)
     args = parser.parse_args(argv)
-    if args.command == "summary":
-        summarize(Path(args.out), Path(args.work), Path(args.status))
-    elif args.command == "ddp-worker":
+    if args.command == "ddp-worker":
         ddp_worker(args)
     else:
 

