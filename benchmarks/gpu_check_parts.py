@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,19 +71,21 @@ def summarize(out: Path, work: Path, status_file: Path) -> None:
         phases.append({"phase": name, "status": status, "exit": code, "seconds": int(seconds), "cap": int(cap),
                        **result})
         overview.append({"phase": name, "status": status, "s / cap": f"{seconds} / {cap}",
-                         "result": result.get("headline", "")})
+                         "result": result.get("headline") or (f"{len(result['rows'])} rows measured (summary.md)"
+                                                              if result["rows"] else "(see check.log)")})
     device = next((p["device"] for p in phases if p.get("device")), "unknown")
     report = {"device": device, "total_budget_s": TOTAL_BUDGET, "phases": phases}
     lines = [f"# GPU check: {device}", "", *table(overview)]
     for phase in phases:
-        lines += ["", f"## {phase['phase']}: {PHASES[phase['phase']].measures}" if phase["phase"] in PHASES
-                  else f"## {phase['phase']}", ""]
+        lines += ["", f"## {phase['phase']}: {PARTS[phase['phase']].measures}", ""]
         lines += [f"- {note}" for note in phase.get("notes", [])]
         if phase["rows"]:
             lines += ["", *table(phase["rows"])]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    for name, text in (("results.json", json.dumps(report, indent=1, default=str)), ("summary.md", "\n".join(lines))):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text + "\n")
+        os.replace(tmp, out / name)
     print("\n".join(table(overview)))
 
 
