@@ -224,3 +224,25 @@ def test_summary_writes_three_files_and_one_table(tmp_path, capsys):
     assert "| steps | cut at its cap | 80 / 80 | dense 40 |" in printed
     summary = (out / "summary.md").read_text()
     assert summary.startswith("# GPU check: H100 x 1") and "- TF32 cut" in summary and "| dense | 40 |" in summary
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data_dir", "data"], "--out is required"),
+    (["--out", "bundle"], "--data_dir is required"),
+    (["--out", "taken", "--data_dir", "data"], "already exists"),
+    (["--out", "bundle", "--data_dir", "nowhere"], "nowhere/glue/SST-2/train.tsv is missing"),
+    (["--out", "bundle", "--data_dir", "data", "--rows", "0"], "--rows must be a positive number"),
+])
+def test_bundle_refuses_bad_input_before_downloading_anything(tmp_path, args, message):
+    from subnets.toydata import write_toy_task
+
+    write_toy_task(tmp_path / "data", "sst2", train=8, evaluation=8)
+    (tmp_path / "data" / "attack").mkdir()
+    (tmp_path / "data" / "attack" / "counterfitted_neighbors.json").write_text("{}")
+    (tmp_path / "taken").mkdir()
+    args = [str(tmp_path / a) if a in ("data", "bundle", "taken", "nowhere") else a for a in args]
+    run = subprocess.run(["bash", "benchmarks/gpu_bundle.sh", *args], cwd=REPO, text=True, capture_output=True,
+                         env={**os.environ, "PYTHON": sys.executable})
+    assert run.returncode == 2
+    assert run.stderr.startswith("error: ") and message in run.stderr and run.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "taken"] and not any((tmp_path / "taken").iterdir())
