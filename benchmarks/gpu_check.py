@@ -54,6 +54,7 @@ SDPA_KERNELS = {  # aten op -> the kernel family SDPA dispatched to
     "aten::_scaled_dot_product_cudnn_attention": "cuDNN",
     "aten::_scaled_dot_product_attention_math": "math",
 }
+PROBLEMS_FOUND = 3  # a phase's exit status when a row holds an error or a failed check
 SYNC_WARNING = "synchronizing CUDA operation"  # the text of torch.cuda.set_sync_debug_mode("warn")'s warnings
 
 
@@ -323,7 +324,8 @@ def phase_preflight(ctx: Context) -> None:
                                     f"{'bf16' if bf16 else 'fp32'}") as row:
                 row["value"] = sdpa_kernels(model, inputs, ctx.device, bf16, train)
                 seen.append(f"{'train' if train else 'eval'}/{'bf16' if bf16 else 'fp32'}: {row['value']}")
-    ctx.result["headline"] = f"{device}; torch {versions['torch']}; SDPA " + ", ".join(seen)
+    ctx.result["headline"] = (f"{device}; torch {versions['torch']}, transformers {versions['transformers']}, "
+                              f"datasets {versions['datasets']}; SDPA " + ", ".join(seen))
 
 
 # ------------------------------------------------------------------------------------------------- 2. tests
@@ -795,8 +797,9 @@ def main(argv: list[str] | None = None) -> None:
         problems = [row for row in ctx.result["rows"] if row.get("error") or row.get("ok") is False]
         ctx.result["problems"] = len(problems)
         ctx.save()
-        if problems:
-            raise SystemExit(f"{len(problems)} problem(s) found: the rows with an error or ok false")
+        if problems:  # exit status 3 (1 is Python's for a crash)
+            print(f"{len(problems)} problem(s) found: the rows with an error or ok false", file=sys.stderr)
+            raise SystemExit(PROBLEMS_FOUND)
 
 
 if __name__ == "__main__":

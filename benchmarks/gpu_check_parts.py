@@ -66,7 +66,7 @@ def summarize(out: Path, work: Path, status_file: Path) -> None:
         path = work / "results" / f"{name}.json"
         result = json.loads(path.read_text()) if path.is_file() else {"rows": [], "notes": [], "headline": ""}
         code = int(code)
-        status = {0: "ok", 1: "problems found", 124: "cut at its cap", 137: "killed at its cap",
+        status = {0: "ok", 3: "problems found", 124: "cut at its cap", 137: "killed at its cap",
                   -1: "not run: global deadline"}.get(code, f"failed (exit {code})")
         phases.append({"phase": name, "status": status, "exit": code, "seconds": int(seconds), "cap": int(cap),
                        **result})

@@ -141,7 +141,7 @@ def test_syncs_phase_counts_a_host_read_in_a_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stage1, "build_training_setup", with_reader)
     result, code = run_phase(tmp_path, "syncs", "--families", "dense")
-    assert code == 1
+    assert code == gpu_check.PROBLEMS_FOUND
     (row,) = result["rows"]
     assert row["ok"] is False and row["steady_state"] >= MAX_STEPS - 2 and min(row["syncs_per_step"][1:]) >= 1
 
@@ -154,7 +154,7 @@ def test_ddp_phase_forces_the_wrap_and_runs_two_gloo_ranks(tmp_path):
     assert two["replicas_identical"] is True
     assert {"metrics.json", "run_config.json"} <= set(two["rank0_wrote"])
     assert two["ok"] is (two["rank1_wrote"] == [])
-    assert code == (0 if two["ok"] else 1)
+    assert code == (0 if two["ok"] else gpu_check.PROBLEMS_FOUND)
 
 
 def test_inference_phase_compact_export_matches_the_masked_model(tmp_path):
