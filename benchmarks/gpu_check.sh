@@ -105,8 +105,9 @@ setup() {  # install what the bundle has and this Python lacks; PYTHONPATH gets 
     "$PY" -c "import site; print('\n'.join(site.getsitepackages() + [site.getusersitepackages()]))" \
       >"$("$WORK/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/python.pth" \
       || return 1
-    "$PY" -m pip --python "$WORK/venv/bin/python" install --no-index --find-links "$BUNDLE/wheels" \
-      --only-binary=:all: "${missing[@]}" || return 1
+    # $PY's pip, run by the new environment's interpreter (it sees pip through the .pth), installs into it
+    "$WORK/venv/bin/python" -m pip install --no-index --find-links "$BUNDLE/wheels" --only-binary=:all: \
+      "${missing[@]}" || return 1
     touch "$WORK/venv/ready"
   fi
 }
