@@ -72,13 +72,13 @@ LOG=$OUT/check.log
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-DEADLINE=$((SECONDS + TOTAL - $(awk '$1 == "summary" {print $2}' <<<"$PLAN")))
+DEADLINE=$((TOTAL - $(awk '$1 == "summary" {print $2}' <<<"$PLAN")))  # SECONDS counts from this script's start
 RUNPY=$PY
 
 # part NAME CAP COMMAND...: run with the part's cap, cut at the global deadline; appends to the log and status
 part() {
   local name=$1 cap=$2 start=$SECONDS rc; shift 2
-  local left=$((DEADLINE - SECONDS))
+  local left=$((DEADLINE - SECONDS - 5))  # 5 s: timeout's grace before it kills
   { echo; echo "=== $name (cap ${cap} s, ${left} s left) ==="; } >>"$LOG"
   if [ "$left" -le 0 ]; then
     rc=-1
