@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -178,6 +179,23 @@ class Blocker(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in self.names:
             raise ModuleNotFoundError(f"No module named '{name}' (blocked by the test)")
         return None
+
+
+def test_two_four_zeroes_the_two_smallest_of_every_four_weights_of_the_encoder():
+    model = gpu_check.build_model("tiny-bert")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    layers = gpu_check.two_four(model)
+    assert len(layers) == 6 * 2  # per layer: query, key, value, attention output, intermediate, output
+    for name, p in model.named_parameters():
+        if not any(p is layer.weight for layer in layers):
+            assert torch.equal(p, before[name]), name  # embeddings, LayerNorms, biases, the head: untouched
+            continue
+        groups, original = p.detach().view(-1, 4), before[name].view(-1, 4)
+        assert ((groups == 0).sum(dim=1) == 2).all()
+        kept = groups != 0
+        assert torch.equal(groups[kept], original[kept])  # the two kept weights are the larger ones, unchanged
+        assert (original.abs()[kept].view(-1, 2).min(dim=1).values >=
+                original.abs()[~kept].view(-1, 2).max(dim=1).values).all()
 
 
 def test_attack_phase_runs_without_spacy_use_or_wordnet(tmp_path, monkeypatch):
