@@ -742,8 +742,8 @@ def phase_attack(ctx: Context) -> None:
             queries = sum(r.queries for r in results)
             row.update(examples=len(results), queries=queries, queries_per_s=round(queries / wall, 1),
                        model_share=round(classifier.stats.model_seconds / wall, 3), wall_s=round(wall, 2))
-    ctx.result["headline"] = "; ".join(f"{r['recipe']} {r['mode']}: {r.get('queries_per_s')} q/s"
-                                       for r in ctx.result["rows"])
+    ctx.result["headline"] = "; ".join(f"{r['mode'] if r['recipe'] == '-' else r['recipe'] + ' ' + r['mode']}: "
+                                       f"{r.get('queries_per_s')} q/s" for r in ctx.result["rows"])
 
 
 # ------------------------------------------------------------------------------------------- command line

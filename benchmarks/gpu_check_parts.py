@@ -22,7 +22,7 @@ class Phase:
 
 
 TOTAL_BUDGET = 360  # seconds for the whole check: setup + phases + summary
-SETUP = Phase(25, "a virtual environment over the system packages plus the bundle's missing wheels")
+SETUP = Phase(25, "the bundle's wheels this Python lacks, into a throwaway virtual environment that sees its packages")
 SUMMARY = Phase(10, "summary.md and results.json into --out, the table")
 PHASES: dict[str, Phase] = {
     "preflight": Phase(30, "versions, GPU, trainer options, the SDPA kernel used in training and evaluation "
@@ -77,8 +77,9 @@ def summarize(out: Path, work: Path, status_file: Path) -> None:
     report = {"device": device, "total_budget_s": TOTAL_BUDGET, "phases": phases}
     lines = [f"# GPU check: {device}", "", *table(overview)]
     for phase in phases:
-        lines += ["", f"## {phase['phase']}: {PARTS[phase['phase']].measures}", ""]
-        lines += [f"- {note}" for note in phase.get("notes", [])]
+        lines += ["", f"## {phase['phase']}: {PARTS[phase['phase']].measures}"]
+        if phase.get("notes"):
+            lines += ["", *(f"- {note}" for note in phase["notes"])]
         if phase["rows"]:
             lines += ["", *table(phase["rows"])]
     out.mkdir(parents=True, exist_ok=True)
