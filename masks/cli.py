@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", parents=[common], help="PNG heat map")
     plot.add_argument("id")
     plot.add_argument("--out", help="PNG path (default: <id prefix>.png)")
+    plot.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     export = commands.add_parser("export", parents=[common], help="write a mask or a masked model elsewhere")
     export.add_argument("id")
@@ -166,10 +167,14 @@ def cmd_diff(store: MaskStore, args: argparse.Namespace) -> int:
 
 
 def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
-    from .plot import plot_grid, plot_steps
+    from .plot import image_format, plot_grid, plot_steps
 
     record = store.get(args.id)
-    out = Path(args.out or f"{record.id[:12]}.png")
+    out = output_path(args.out or f"{record.id[:12]}.png")
+    if out.is_dir() or (out.exists() and not args.force):
+        raise SubnetsError(f"--out {out} already exists; expected a new file path, or --force to replace a file.")
+    check_writable_dir(out.parent, "Plot folder")
+    image_format(out)
     title = f"{record.id[:12]} {record.meta.get('method') or ''} {record.meta.get('task') or ''}".strip()
     if record.kind == "update":
         steps, per_layer = update_frequency_by_layer(record)
@@ -184,6 +189,12 @@ def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}")
     return 0
+
+
+def output_path(option: str) -> Path:
+    """An --out path; a link stands for its target, so that writing there never replaces the link itself."""
+    path = Path(option)
+    return path.resolve() if path.is_symlink() else path
 
 
 def check_export_target(out: Path, record_id: str, force: bool) -> None:
@@ -217,6 +228,7 @@ def _export_pt(record: MaskRecord, args: argparse.Namespace) -> None:
 
 def cmd_export(store: MaskStore, args: argparse.Namespace) -> int:
     record = store.get(args.id)
+    args.out = str(output_path(args.out))
     if args.format == "pt":
         _export_pt(record, args)
     else:

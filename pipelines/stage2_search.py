@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, tokenizer = load_classifier(args.model_name_or_path, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
-    init_distributed()  # under torchrun: the process group the Trainer trains in
+    init_distributed(args.use_cpu, args.ddp_backend)  # under torchrun: the process group the Trainer trains in
     with run_directory(args, STAGE, task) as out:  # only once every input has been checked
         metrics = search_mask(model, tokenizer, task, data.train, data.eval, args[TrainingArguments],
                               args[SearchArguments], source=args.model_name_or_path,

@@ -24,8 +24,10 @@ from .targets import Target, describe_denominator, targets_from_names
 class SparsityReport:
     """Fractions of pruned weights (mask False) over the counted targets.
 
-    `global_sparsity` = pruned / total over all targets; `per_tensor` by parameter name; `per_layer` by encoder
-    layer; `per_kind` by matrix kind; `per_layer_kind` by (layer, kind); `denominator` names the targets.
+    `global_sparsity` = pruned / total over all targets; `per_tensor` by parameter name; `per_layer` by block;
+    `per_kind` by matrix kind; `per_layer_kind` by (layer, kind); `denominator` names the targets. A fused
+    projection (e.g. ModernBERT's `Wqkv`) counts under the roles of its parts (query, key, value) in `per_kind` and
+    `per_layer_kind`.
     """
 
     global_sparsity: float
@@ -83,12 +85,14 @@ def sparsity_report(mask: Mapping[str, torch.Tensor], targets: Sequence[Target] 
         pruned = total - count_nonzero(values)
         per_tensor[target.name] = pruned / max(total, 1)
         pruned_all, total_all = pruned_all + pruned, total_all + total
-        groups = [by_kind[target.kind]]
         if target.layer is not None:
-            groups += [by_layer[target.layer], by_layer_kind[(target.layer, target.kind)]]
-        for group in groups:
-            group[0] += pruned
-            group[1] += total
+            by_layer[target.layer][0] += pruned
+            by_layer[target.layer][1] += total
+        for role, role_pruned, role_total in _per_role(values, target, pruned, total):
+            groups = [by_kind[role]] + ([by_layer_kind[(target.layer, role)]] if target.layer is not None else [])
+            for group in groups:
+                group[0] += role_pruned
+                group[1] += role_total
     if total_all == 0:
         raise SubnetsError("Cannot report sparsity over an empty set of targets; expected at least one mask entry.")
     return SparsityReport(
@@ -101,6 +105,17 @@ def sparsity_report(mask: Mapping[str, torch.Tensor], targets: Sequence[Target] 
         per_kind=_ratios(by_kind),
         per_layer_kind=_ratios(by_layer_kind),
     )
+
+
+def _per_role(values: torch.Tensor, target: Target, pruned: int, total: int) -> list[tuple[str, int, int]]:
+    """(role, pruned, total) per role: a fused projection counted per part, any other target as its kind."""
+    if not target.parts:
+        return [(target.kind, pruned, total)]
+    counts = []
+    for role, start, stop in target.parts:
+        part = values.narrow(target.out_axis, start, stop - start)
+        counts.append((role, part.numel() - count_nonzero(part), part.numel()))
+    return counts
 
 
 def _ratios(counts: Mapping[Any, list[int]]) -> dict:

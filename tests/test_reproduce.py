@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from pipelines import reproduce
 from pipelines.papers import Setting
 
@@ -137,3 +139,25 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
     after = reproduce.main(argv + ["--report_only"])
     assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
     assert "| - |" not in (out / "report.md").read_text()
+
+
+def test_smoke_inputs_killed_while_written_are_generated_again(tmp_path, monkeypatch):
+    """Issue 28, defect 13: `reproduce --budget smoke` killed while it wrote its toy inputs never recovered."""
+    from subnets import toydata
+
+    paper, out = reproduce.load_paper("robust_tickets"), tmp_path / "rt"
+    original = toydata.write_toy_task
+
+    def killed_after_the_first_task(root, name, *args):
+        original(root, name, *args)
+        raise KeyboardInterrupt  # stands for the kill: the folder holds one task of several
+
+    monkeypatch.setattr(toydata, "write_toy_task", killed_after_the_first_task)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.smoke_inputs(paper, out)
+    monkeypatch.setattr(toydata, "write_toy_task", original)
+    model_dir, data_dir = reproduce.smoke_inputs(paper, out)
+    expected = toydata.write_toy_data(tmp_path / "expected", paper.tasks)
+    listing = sorted(str(p.relative_to(expected)) for p in expected.rglob("*") if p.is_file())
+    assert listing and all((Path(data_dir) / name).is_file() for name in listing)
+    assert (Path(model_dir) / "config.json").is_file() and (Path(model_dir) / "model.safetensors").is_file()

@@ -37,6 +37,11 @@ class AttackOptions:
     wordnet_dir: str | None = None
     bf16: bool = True  # bf16 autocast of the model's forward passes on CUDA
 
+    def __post_init__(self) -> None:
+        if self.samples is not None and self.samples < 1:  # 0 would not mean "the default size"
+            raise SubnetsError(f"The number of examples to attack (--attack_samples) must be at least 1; got "
+                               f"{self.samples} (leave it out for the default size).")
+
 
 def is_attackable(task: TaskSpec, model_labels: list[str]) -> bool:
     """Attacks run on a model's own task (not on transfer sets such as AdvGLUE or HANS) in its label space."""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..distributed import pick_device
 from ..errors import SubnetsError
 from ..precision import autocast
 
@@ -40,7 +41,7 @@ class HFClassifier:
                  max_length: int = 128, device: str | torch.device | None = None, bf16: bool = True):
         if batch_size < 1 or max_length < 2:
             raise SubnetsError(f"batch_size must be >= 1 and max_length >= 2; got {batch_size} and {max_length}.")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device) if device is not None else pick_device()
         self.model = model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.batch_size = batch_size

@@ -14,6 +14,7 @@ from masks import MaskStore
 from masks.checkpoint import save_sparse_checkpoint
 
 from ..config import TrainingArguments
+from ..distributed import is_main_process
 from ..errors import SubnetsError
 from ..models import load_classifier
 from ..registry import check_choice
@@ -93,7 +94,7 @@ def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str
                  mask_store: MaskStoreArguments | None = None) -> str | None:
     """Put the drawn ticket in the mask store and save `checkpoint-best-sparse/`: the best retrained model in
     sparse-aware form (kept values + bit mask referencing the store record). Main process only; returns the id."""
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if not is_main_process():
         return None
     best, _ = load_classifier(out / "checkpoint-best")
     parent = mask_meta.get("id") or mask_meta.get("file") or retrain.mask

@@ -15,10 +15,12 @@ from typing import Any, Literal, Sequence
 import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
 
 from masks import MaskStore
 
 from ..config import TrainingArguments
+from ..distributed import is_main_process
 from ..errors import SubnetsError
 from ..io import atomic_write_json
 from ..registry import OptionGroups, check_choice, option_groups
@@ -28,9 +30,11 @@ from ..targets import Target, find_targets
 from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .draw import SCOPES
-from .layout import GRANULARITIES
+from .layout import GRANULARITIES, head_counts, layout_for
 from .methods import MASK_METHODS, FoundMask, MaskMethodName, SearchContext
 from .sources import RUN_MASKS_FILE, record_meta
+
+logger = logging.get_logger("subnets")
 
 
 @dataclass
@@ -63,7 +67,17 @@ def search_arguments() -> list[type]:
 
 
 def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Target]:
-    return find_targets(model, pooler=search.mask_pooler, classifier=search.mask_classifier)
+    """The targets the search masks and counts: at a structured granularity, those it has heads or neurons in."""
+    targets = find_targets(model, pooler=search.mask_pooler, classifier=search.mask_classifier)
+    if search.granularity == "weight":
+        return targets
+    counts = head_counts(model, search.granularity)
+    kept = [t for t in targets if layout_for(t, search.granularity, *counts) is not None]
+    left_out = sorted({t.kind for t in targets if t.layer is None} - {t.kind for t in kept})
+    if left_out:
+        logger.warning(f"--granularity {search.granularity} masks attention heads and FFN neurons only: the "
+                       f"{' and '.join(left_out)} stays unmasked and is not counted in the sparsity.")
+    return kept
 
 
 def search_mask(
@@ -95,6 +109,9 @@ def search_mask(
 
 def _store(out: Path, model: torch.nn.Module, found: FoundMask, config: dict[str, Any], task: TaskSpec,
            source: str, seed: int, mask_store: MaskStoreArguments) -> dict[str, str]:
+    """Put the ticket (and state) in the store and list their ids in masks.json: main process only ({} elsewhere)."""
+    if not is_main_process():
+        return {}
     store = MaskStore(mask_store.root)
     meta = record_meta(model, task.name, config["method"], model_name=source, parent=source, seed=seed,
                        step=found.metrics.get("best_step"), target_sparsity=config["target_sparsity"],
