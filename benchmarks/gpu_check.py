@@ -37,14 +37,17 @@ for folder in (REPO, REPO / "tests", REPO / "benchmarks"):  # the library, stage
 from subnets.training import Callback  # noqa: E402
 
 
-# tests/ node ids of phase 2: the CUDA file, then the resume and DDP tests of the CPU suite
+# tests/ node ids of phase 2: the CUDA file, then the resume and DDP tests of the suite (slowest last: a cut at
+# the cap loses the least)
 TEST_NODES = (
     "tests/test_cuda.py",
     "tests/test_training.py::test_resume_after_a_crash_ends_with_identical_weights_and_metrics",
-    "tests/test_stage1_cli.py::test_ddp_two_cpu_processes_end_identical_and_match_one_process",
+    "tests/test_ddp_one_process.py",
     "tests/test_objectives.py::test_perturbers_inside_ddp_match_the_unwrapped_model",
+    "tests/test_stage1_cli.py::test_ddp_two_cpu_processes_end_identical_and_match_one_process",
+    "tests/test_ddp_writes.py",
 )
-DDP_FAMILIES = ("dense", "freelb", "rose_first", "rose_second", "roast", "hard_concrete", "scores")
+DDP_FAMILIES = ("dense", "freelb", "pgd", "rose_first", "rose_second", "roast", "hard_concrete", "scores")
 TWO_PROCESS_FAMILIES = ("dense", "hard_concrete")  # stage 1 and stage 2 (a mask-store record) under two ranks
 ATTACK_RECIPES = ("textfooler", "textbugger")
 SDPA_KERNELS = {  # aten op -> the kernel family SDPA dispatched to
@@ -554,10 +557,13 @@ def phase_ddp(ctx: Context) -> None:
     backend = "nccl" if ctx.cuda else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     original = Distributed.wrap
+
+    def always_wrap(self: Distributed, *args, **kwargs):  # the stages' Distributed, DDP over a 1-process group
+        return original(dataclasses.replace(self, always_wrap=True), *args, **kwargs)
+
     try:
-        with MonkeyPatch.context() as mp:  # the wrap a world of one skips, forced: DDP over a 1-process group
-            mp.setattr(Distributed, "wrap", lambda self, *a, **k: original(dataclasses.replace(self, world_size=2),
-                                                                              *a, **k))
+        with MonkeyPatch.context() as mp:
+            mp.setattr(Distributed, "wrap", always_wrap)
             for family in ctx.selected(DDP_FAMILIES):
                 with recorded(ctx, check=f"{backend} world size 1, DDP forced", family=family) as row:
                     counter = AllReduceCounter(MAX_STEPS, WARMUP_STEPS)
@@ -585,7 +591,7 @@ def two_processes(ctx: Context) -> None:
             procs, port = [], free_port()
             for rank in (0, 1):
                 env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}
+                       "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"}  # as torchrun sets
                 command = [sys.executable, __file__, "ddp-worker", "--family", family, "--rank", str(rank),
                            "--work", str(ctx.work), "--result", str(folder / f"{family}-rank{rank}.json"),
                            "--device", ctx.device]
@@ -603,8 +609,8 @@ def two_processes(ctx: Context) -> None:
 
 
 def ddp_worker(args: argparse.Namespace) -> None:
-    """One rank of `two_processes` (launched with torchrun's environment; both ranks use GPU 0)."""
-    import torch.distributed as dist
+    """One rank of `two_processes`, launched with torchrun's environment: the stage's own `init_distributed`
+    starts the gloo group (`--ddp_backend gloo`), and with one GPU both ranks land on it (`pick_device`)."""
     from safetensors.torch import save_file
 
     from stage_families import MAX_STEPS
@@ -628,13 +634,12 @@ def ddp_worker(args: argparse.Namespace) -> None:
             state = {k: v.detach().cpu().contiguous() for k, v in trainer.model.state_dict().items()}
             save_file(state, folder / f"{args.family}-rank{args.rank}.safetensors")
 
-    dist.init_process_group("gloo")
     os.replace, os.rename = logged("replace"), logged("rename")
     try:
-        run_family_sized(ctx, args.family, places, folder / args.family, SaveState(MAX_STEPS + 1), MAX_STEPS)
+        run_family_sized(ctx, args.family, places, folder / args.family, SaveState(MAX_STEPS + 1), MAX_STEPS,
+                         {"--ddp_backend": "gloo"})
     finally:
         os.replace, os.rename = renames["replace"], renames["rename"]
-        dist.destroy_process_group()
     Path(args.result).write_text(json.dumps(writes))
 
 
