@@ -15,7 +15,6 @@
 # transformers); those are never bundled. USE, spaCy and WordNet are not bundled either: the check skips what
 # needs them.
 set -eu
-cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 LIMIT_MIB=48
 DATASETS_VERSIONS="5.2.0 3.6.0"  # the newest, and one that accepts pyarrow >= 15 and huggingface-hub >= 0.24
@@ -36,6 +35,10 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown option $1; $usage" >&2; exit 2;;
   esac
 done
+# paths as given, relative to where the command was run; then work from the checkout
+[ -n "$OUT" ] && [ "${OUT#/}" = "$OUT" ] && OUT=$PWD/$OUT
+[ -n "$DATA" ] && [ "${DATA#/}" = "$DATA" ] && DATA=$PWD/$DATA
+cd "$(dirname "$0")/.."
 [ -n "$OUT" ] || { echo "error: --out is required; $usage" >&2; exit 2; }
 [ -n "$DATA" ] || { echo "error: --data_dir is required (the offline data folder); $usage" >&2; exit 2; }
 [ -e "$OUT" ] && { echo "error: $OUT already exists; expected a new folder (it is never replaced)" >&2; exit 2; }

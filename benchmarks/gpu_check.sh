@@ -12,7 +12,6 @@
 # Writes check.log (every part's output), summary.md and results.json into --out (a new or empty folder) and
 # prints one table. PYTHON=... picks the interpreter.
 set -u
-cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 usage="expected: bash benchmarks/gpu_check.sh --out DIR [--bundle DIR] [--data_dir DIR] [--dry_run] [--smoke]"
 OUT= BUNDLE= DATA= DRY=0 SMOKE=0
@@ -27,6 +26,11 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown option $1; $usage" >&2; exit 2;;
   esac
 done
+# paths as given, relative to where the command was run; then work from the checkout
+[ -n "$OUT" ] && [ "${OUT#/}" = "$OUT" ] && OUT=$PWD/$OUT
+[ -n "$BUNDLE" ] && [ "${BUNDLE#/}" = "$BUNDLE" ] && BUNDLE=$PWD/$BUNDLE
+[ -n "$DATA" ] && [ "${DATA#/}" = "$DATA" ] && DATA=$PWD/$DATA
+cd "$(dirname "$0")/.."
 if [ -n "$BUNDLE" ] && { [ ! -d "$BUNDLE/wheels" ] || [ ! -f "$BUNDLE/requirements.txt" ]; }; then
   echo "error: $BUNDLE is not a bundle (no wheels/ or requirements.txt); expected a folder made by gpu_bundle.sh" >&2
   exit 2

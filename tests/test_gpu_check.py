@@ -52,6 +52,14 @@ def test_dry_run_prints_every_part_with_caps_within_the_budget_and_the_bundle_si
     assert list(tmp_path.iterdir()) == [bundle]  # a dry run writes nothing
 
 
+def test_paths_are_relative_to_where_the_command_runs(tmp_path):
+    fake_bundle(tmp_path / "bundle")
+    run = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry_run", "--bundle", "bundle"],
+                         cwd=tmp_path, text=True, capture_output=True, env={**os.environ, "PYTHON": sys.executable})
+    assert run.returncode == 0, run.stderr
+    assert f"bundle: {tmp_path}/bundle, 2.0 MiB" in run.stdout and f"data: {tmp_path}/bundle/data" in run.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--out"], "--out needs a value"),
     (["--out", "o", "--fast"], "unknown option --fast"),
