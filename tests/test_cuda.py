@@ -1,6 +1,6 @@
 """The CUDA path in one file (skipped without CUDA): every stage family under bf16 autocast with host syncs made
 errors in its steady-state steps, and a 2-process NCCL run when two GPUs exist. `benchmarks/gpu_check.sh` runs
-this file and the benchmark ratios."""
+this file in its tests phase (docs/performance.md, "GPU check")."""
 
 import os
 import subprocess
