@@ -6,6 +6,9 @@ times forward passes of both, alternating between them each repetition, and repo
 
     python benchmarks/bench_compact_export.py                      # minilm, batch 32, seq 128, 50% / 50%
     python benchmarks/bench_compact_export.py --device cuda --dtype bfloat16
+    python benchmarks/bench_compact_export.py --model DIR                # any family of docs/families.md
+
+For a model with grouped-query attention, --keep_heads is the fraction of key/value groups kept.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from subnets.export import apply_structured_masks, compact_export
 from subnets.masking.baselines import magnitude_structured_masks
 from subnets.models import load_classifier
+from subnets.targets import find_encoder_layers
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,7 +79,7 @@ def main() -> None:
                     times[name].append(seconds)
 
     params = {name: sum(p.numel() for p in net.parameters()) for name, net in (("masked", masked), ("compact", compact))}
-    encoder = {name: sum(p.numel() for n, p in net.named_parameters() if ".layer." in n)
+    encoder = {name: sum(p.numel() for block in find_encoder_layers(net) for p in block.parameters())
                for name, net in (("masked", masked), ("compact", compact))}
     median = {name: statistics.median(values) for name, values in times.items()}
     print(f"model {args.model}, device {device}, dtype {args.dtype}, batch {args.batch_size} x seq {args.seq_len}, "

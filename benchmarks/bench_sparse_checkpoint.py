@@ -52,7 +52,8 @@ def main() -> None:
             saved = time.perf_counter()
             state = load_sparse_state_dict(out)
             loaded = time.perf_counter()
-            lossless = all(torch.equal(state[k], v) for k, v in plain_state_dict(model).items())
+            # the loaded state is on the CPU, the model possibly on CUDA: compare on the CPU
+            lossless = all(torch.equal(state[k], v.cpu()) for k, v in plain_state_dict(model).items())
             size, bound = checkpoint_bytes(out), size_bound(plain_state_dict(model), masks)
             print(f"{sparsity:8.0%}  {size / 1e6:9.1f}  {bound / 1e6:8.1f}  {size / bound:10.3f}  {size / dense:10.3f}"
                   f"  {saved - start:6.2f}  {loaded - saved:6.2f}  {lossless}")

@@ -117,7 +117,12 @@ def load_sparse_model(directory: str | os.PathLike, *, store: MaskStore | None =
     directory = Path(directory)
     if not (directory / "config.json").exists():
         raise SubnetsError(f"{directory} has no config.json; it was saved from a model without a transformers config.")
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(directory))
+    try:
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)  # never code from a model folder
+    except (OSError, ValueError) as e:
+        raise SubnetsError(f"Could not read the config of {directory} ({str(e).strip()[:200]}); expected the config "
+                           f"of a transformers architecture (code shipped with a model is never run).") from e
+    model = AutoModelForSequenceClassification.from_config(config)
     model.load_state_dict(load_sparse_state_dict(directory, store=store), strict=True)
     return model.eval()
 
@@ -130,7 +135,8 @@ def export_dense(
 
     directory = Path(directory)
     model = load_sparse_model(directory, store=store)
-    tokenizer = AutoTokenizer.from_pretrained(directory) if (directory / "tokenizer_config.json").exists() else None
+    has_tokenizer = (directory / "tokenizer_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False) if has_tokenizer else None
     save_plain_model(model, tokenizer, out_dir)
     return Path(out_dir)
 

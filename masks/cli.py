@@ -17,6 +17,7 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
+from subnets.sparsity import parse_pattern, pattern_violations
 from subnets.weights import apply_masks, save_plain_model
 
 from .record import MaskRecord
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", parents=[common], help="PNG heat map")
     plot.add_argument("id")
     plot.add_argument("--out", help="PNG path (default: <id prefix>.png)")
+    plot.add_argument("--force", action="store_true", help="replace --out if it exists")
 
     export = commands.add_parser("export", parents=[common], help="write a mask or a masked model elsewhere")
     export.add_argument("id")
@@ -145,11 +147,26 @@ def cmd_show(store: MaskStore, args: argparse.Namespace) -> int:
         target = meta.get("target_sparsity")
         print(f"sparsity:  {sparsity['global']:.4f} ({sparsity['pruned']} of {sparsity['total']} weights pruned; "
               f"over {sparsity['denominator']})" + (f", target {target}" if target is not None else ""))
+    if meta.get("pattern") is not None and record.kind == "ticket":
+        print(f"pattern:   {pattern_line(record)}")
     if record.kind == "update":
         print(f"steps:     {meta['steps_logged']} logged" + ("" if meta.get("complete") else " (log not closed)"))
     print(f"tensors:   {len(meta['tensors'])}\n\n{label} per layer x matrix kind:")
     print(grid_table(grid))
     return 0
+
+
+def pattern_line(record: MaskRecord) -> str:
+    """The ticket's declared N:M pattern, checked again on its masks."""
+    pattern = parse_pattern(record.meta["pattern"])
+    if pattern is None:
+        return "unstructured"
+    bad = pattern_violations(record.masks, pattern)
+    n, m = pattern
+    if bad:
+        return f"{n}:{m}, NOT held by {len(bad)} of {len(record.masks)} tensors (first: {bad[0]})"
+    return (f"{n}:{m} (checked: every group of {m} consecutive input weights keeps {n}, in all {len(record.masks)} "
+            f"tensors)")
 
 
 def cmd_diff(store: MaskStore, args: argparse.Namespace) -> int:
@@ -166,10 +183,14 @@ def cmd_diff(store: MaskStore, args: argparse.Namespace) -> int:
 
 
 def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
-    from .plot import plot_grid, plot_steps
+    from .plot import image_format, plot_grid, plot_steps
 
     record = store.get(args.id)
-    out = Path(args.out or f"{record.id[:12]}.png")
+    out = output_path(args.out or f"{record.id[:12]}.png")
+    if out.is_dir() or (out.exists() and not args.force):
+        raise SubnetsError(f"--out {out} already exists; expected a new file path, or --force to replace a file.")
+    check_writable_dir(out.parent, "Plot folder")
+    image_format(out)
     title = f"{record.id[:12]} {record.meta.get('method') or ''} {record.meta.get('task') or ''}".strip()
     if record.kind == "update":
         steps, per_layer = update_frequency_by_layer(record)
@@ -184,6 +205,12 @@ def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
     else:
         print(f"wrote {out}")
     return 0
+
+
+def output_path(option: str) -> Path:
+    """An --out path; a link stands for its target, so that writing there never replaces the link itself."""
+    path = Path(option)
+    return path.resolve() if path.is_symlink() else path
 
 
 def check_export_target(out: Path, record_id: str, force: bool) -> None:
@@ -217,6 +244,7 @@ def _export_pt(record: MaskRecord, args: argparse.Namespace) -> None:
 
 def cmd_export(store: MaskStore, args: argparse.Namespace) -> int:
     record = store.get(args.id)
+    args.out = str(output_path(args.out))
     if args.format == "pt":
         _export_pt(record, args)
     else:

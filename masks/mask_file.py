@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import torch
 
 from subnets.errors import SubnetsError
-from subnets.sparsity import sparsity_report
+from subnets.sparsity import parse_pattern, pattern_violations, sparsity_report
 
 from .bits import decode_masks, encode_masks
 from .files import Staging, publish, read_checked, records_dir, utc_now, write_record_json
@@ -30,6 +30,11 @@ class MaskFileFormat:
         record["format"] = FORMAT_VERSION
         record["tensors"] = tensor_layout(masks)
         record["sparsity"] = sparsity_report(masks).as_record_field() if record["kind"] == "ticket" else None
+        if record["kind"] == "ticket" and record.get("pattern") is not None:
+            bad = pattern_violations(masks, parse_pattern(record["pattern"]))
+            if bad:
+                raise SubnetsError(f"The ticket declares pattern {record['pattern']}, which {bad[0]} does not hold "
+                                   f"({len(bad)} tensor(s)); expected a mask with that pattern in every group.")
         record["files"] = {MASK_FILE: {"sha256": sha256_hex(data), "bytes": len(data)}}
         record["created"] = utc_now()
         record_id = content_id(record, {MASK_FILE: record["files"][MASK_FILE]["sha256"]})

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from subnets.errors import SubnetsError
+from subnets.io import atomic_write_bytes
 
 from .report import grid_columns
 
@@ -15,6 +20,26 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """The image format a path's extension names (png without one); an extension matplotlib cannot write is an
+    error."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower() or "png"
+    known = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in known:
+        raise SubnetsError(f"Cannot write a .{suffix} image; expected one of {', '.join(sorted(known))}.")
+    return suffix
+
+
+def _save(fig: Any, path: str | os.PathLike) -> None:
+    """Write the figure atomically (temp file + rename), in the format of the path's extension."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=image_format(path), dpi=120)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_grid(grid: Mapping[str, Any], title: str, label: str, path: str | os.PathLike) -> None:
@@ -33,8 +58,7 @@ def plot_grid(grid: Mapping[str, Any], title: str, label: str, path: str | os.Pa
     fig.colorbar(image, ax=ax, label=label)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_steps(steps: Sequence[int], per_layer: Mapping[int, Sequence[float]], title: str, path: str | os.PathLike) -> None:
@@ -51,5 +75,4 @@ def plot_steps(steps: Sequence[int], per_layer: Mapping[int, Sequence[float]], t
     fig.colorbar(image, ax=ax, label="fraction updated")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)

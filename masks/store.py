@@ -93,8 +93,10 @@ class MaskStore:
 
     def resolve(self, prefix: str) -> str:
         """The full id for an id or an unambiguous prefix of at least 4 hex digits, like git."""
-        prefix = prefix.strip().lower()
+        given, prefix = prefix, prefix.strip().lower()
         if len(prefix) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in prefix):
+            if ("/" in given or os.sep in given or Path(given).suffix) and not Path(given).exists():
+                raise SubnetsError(f"{given} does not exist (no such file or folder), and it is not a record id.")
             raise SubnetsError(f"'{prefix}' is not a record id; expected at least {MIN_PREFIX} hex digits of one.")
         matches = [i for i in self.ids() if i.startswith(prefix)]
         if not matches:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -26,7 +26,8 @@ from subnets.io import atomic_write_bytes
 from subnets.sparsity import count_nonzero
 
 from .bits import check_mask_tensor, decode_masks, encode_masks
-from .files import Staging, discard, publish, read_checked, read_record_json, records_dir, utc_now, write_record_json
+from .files import (RECORD_FILE, Staging, discard, publish, read_checked, read_record_json, records_dir, utc_now,
+                    write_record_json)
 from .record import FORMAT_VERSION, MaskRecord, canonical_json, content_id, sha256_hex, tensor_layout
 
 INDEX_FILE = "index.jsonl"
@@ -135,7 +136,11 @@ class UpdateLog:
         """Write buffered steps as one chunk plus one index line (called automatically every `flush_every`)."""
         if not self.buffer:
             return
-        name = f"chunk-{self.chunks:06d}.safetensors"
+        if not (self.directory / RECORD_FILE).is_file():
+            raise SubnetsError(f"The update-mask record {self.id[:12]} was removed from {self.root} while this run "
+                               f"logged to it (`subnets-masks rm`?), so its earlier steps are lost; expected the open "
+                               f"record to stay until the run closes it (rerun with a new --output_dir).")
+        name = chunk_name(self.chunks)
         data = encode_masks({f"{step}/{key}": m for step, masks in self.buffer for key, m in masks.items()})
         atomic_write_bytes(self.directory / name, data)
         entry = {
@@ -155,20 +160,30 @@ class UpdateLog:
         self.chunks += 1
         self.buffer, self.buffer_counts = [], {}
 
-    def close(self) -> str:
-        """Flush, record per-tensor update counts, rename to the content-hash id and return it."""
+    def close(self, announce: Callable[[str], None] | None = None) -> str:
+        """Flush, record per-tensor update counts, rename to the content-hash id and return it.
+
+        `announce(id)` is called with the final id before the rename, so that a writer killed in between can
+        find the closed record (a run writes it beside its checkpoints)."""
         if self.closed_id is not None:
             return self.closed_id
         self.flush()
         index_bytes = (self.directory / INDEX_FILE).read_bytes()
+        entries = read_index(self.directory)
+        problem = index_problem(entries, self.steps_logged)
+        if problem is not None:
+            raise SubnetsError(f"The update-mask record {self.id[:12]} cannot be closed: {problem}; it stays "
+                               f"incomplete (`subnets-masks verify` reports it).")
         files = {INDEX_FILE: {"sha256": sha256_hex(index_bytes), "bytes": len(index_bytes)}}
-        for entry in read_index(self.directory):
+        for entry in entries:
             files[entry["file"]] = {"sha256": entry["sha256"], "bytes": entry["bytes"]}
         self.meta.update(summary(self.layout, self.totals, self.steps_logged))
         self.meta["files"] = files
         self.meta["complete"] = True
         record_id = content_id(self.meta, {name: f["sha256"] for name, f in files.items()})
         final = records_dir(self.root) / record_id
+        if announce is not None:
+            announce(record_id)
         if final.exists():  # an identical run already logged the same content: keep that record
             discard(self.root, self.directory)
         else:
@@ -194,6 +209,22 @@ def summary(layout: Mapping[str, Any] | None, totals: Mapping[str, float], steps
     (for a scalar mask: the number of logged steps in which the tensor was updated).
     """
     return {"tensors": dict(layout or {}), "update_counts": dict(totals), "steps_logged": steps_logged}
+
+
+def chunk_name(number: int) -> str:
+    return f"chunk-{number:06d}.safetensors"
+
+
+def index_problem(entries: list[dict[str, Any]], steps_logged: int | None) -> str | None:
+    """What is wrong with a log's index, or None: its chunks must be numbered from 0 without a gap and, where the
+    number of logged steps is known (a closed record's metadata, a writer's count), hold exactly that many."""
+    for number, entry in enumerate(entries):
+        if entry.get("file") != chunk_name(number):
+            return f"chunk {chunk_name(number)} is missing from its index (found {entry.get('file')})"
+    steps = sum(len(entry["steps"]) for entry in entries)
+    if steps_logged is not None and steps != steps_logged:
+        return f"its chunks hold {steps} steps, its metadata claims {steps_logged}"
+    return None
 
 
 def read_index(directory: Path) -> list[dict[str, Any]]:
@@ -258,6 +289,9 @@ def verify_update_record(directory: Path, meta: Mapping[str, Any], record_id: st
     entries = read_index(directory)
     for entry in entries:
         decode_masks(read_checked(directory / entry["file"], entry))
+    problem = index_problem(entries, meta["steps_logged"] if meta.get("complete") else None)
+    if problem is not None:
+        return problem
     if not meta.get("complete"):
         return None
     for name, expected in meta["files"].items():

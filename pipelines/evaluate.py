@@ -29,6 +29,7 @@ from subnets.attacks import ATTACKS
 from subnets.attacks.pipeline import AttackOptions, attack_examples, attack_tables, file_examples, is_attackable, task_examples
 from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, subsample, tokenize
+from subnets.distributed import pick_device
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, compute_metrics, predict
 from subnets.io import atomic_write_json, atomic_write_text
@@ -54,6 +55,8 @@ class EvaluateArguments:
     max_seq_length: int = 128
     per_device_eval_batch_size: int = 128
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
+    use_cpu: bool = field(default=False, metadata={
+        "help": "Evaluate on the CPU even where CUDA is available (also $SUBNETS_USE_CPU=1)."})
     attack: str = field(default="none", metadata={"help": "none|textfooler|pwws|textbugger|bae (docs/robustness.md)."})
     attack_samples: int | None = field(default=None, metadata={"help": "Examples to attack (default: 872 SST-2, else 1000; a file: all rows)."})
     attack_seed: int = 0
@@ -81,7 +84,7 @@ class EvaluateArguments:
                 raise SubnetsError("--attack_batch_size was given without --attack; expected one of "
                                    + ", ".join(ATTACKS) + ".")
             check_at_least_one(self, ("attack_batch_size",))
-        check_at_least_one(self, ("per_device_eval_batch_size",))
+        check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
 FILE_SET_PREFIX = "file:"  # metrics.json key of an --attack_file's results: file:<file stem>
@@ -122,7 +125,7 @@ def user_sets(files: DataFileArguments, first_checkpoint: str) -> list[TaskSpec]
 def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArguments,
                         name: str = "") -> dict[str, dict[str, float]]:
     model, tokenizer, labels = load_for_eval(path)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(use_cpu=args.use_cpu)
     model.to(device)
     options = attack_options(args)
 

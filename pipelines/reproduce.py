@@ -14,18 +14,20 @@ import argparse
 import importlib
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from pipelines.common import run_cli
 from pipelines.papers import BUDGETS, Paper, Setting, Table
+from pipelines.sweep import require_success
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
 from pipelines.sweeping.execute import EXECUTORS, SweepSettings, is_finished, run_plan
 from pipelines.sweeping.plan import Leaf, Plan
 from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
-from subnets.io import atomic_write_json, atomic_write_text
+from subnets.io import atomic_dir, atomic_write_json, atomic_write_text
 
-PAPERS = ("robust_tickets", "srnets", "rose", "roast")
+GENERATED_MARKER = ".complete"  # written last into the smoke budget's generated model and data folders
+PAPERS = ("robust_tickets", "srnets", "rose", "roast", "pruning_robustness")
 # Options every training stage of a budget shares (the smoke budget trains a handful of steps on toy data)
 TRAIN = {"smoke": {"max_steps": 2, "per_device_train_batch_size": 16, "max_seq_length": 32, "logging_steps": 1},
          "cpu": {"max_train_samples": 4000, "max_seq_length": 64, "per_device_train_batch_size": 32,
@@ -46,14 +48,25 @@ def smoke_inputs(paper: Paper, out: Path) -> tuple[str, str]:
     from subnets.models import tiny_model
     from subnets.toydata import write_toy_data
 
-    model_dir, data_dir = out / "smoke_model", out / "smoke_data"
-    if not (model_dir / "config.json").is_file():
+    def save_model(directory: Path) -> None:
         model, tokenizer = tiny_model("bert")
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-    if not data_dir.is_dir():
-        write_toy_data(data_dir, paper.tasks)
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+
+    model_dir, data_dir = out / "smoke_model", out / "smoke_data"
+    generate_once(model_dir, save_model)
+    generate_once(data_dir, lambda directory: write_toy_data(directory, paper.tasks))
     return str(model_dir), str(data_dir)
+
+
+def generate_once(directory: Path, write: Callable[[Path], None]) -> None:
+    """`write` a generated input folder unless it is complete: it is written into a temporary folder, marked
+    complete and renamed into place, so a generation killed midway is redone by the next command."""
+    if (directory / GENERATED_MARKER).is_file():
+        return
+    with atomic_dir(directory) as tmp:
+        write(tmp)
+        (tmp / GENERATED_MARKER).touch()
 
 
 def choose_tasks(paper: Paper, budget: str, requested: Sequence[str] | None) -> tuple[str, ...]:
@@ -195,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if table.plot:
             plot(table, results[table.name], out / f"{table.name}.png")
             parts.append(f"![{table.title}]({table.name}.png)\n")
+    if paper.notes is not None:
+        parts.append(paper.notes(out, results))
     if failed:
         parts.append("## Failed runs\n\n" + "\n".join(failed) + "\n")
     atomic_write_json(out / "results.json", results)
@@ -204,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    return run_cli(main)
+    return run_cli(lambda argv: require_success(main(argv)["outcomes"]))
 
 
 if __name__ == "__main__":

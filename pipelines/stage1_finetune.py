@@ -25,13 +25,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model, tokenizer = load_classifier(args.model_name_or_path, task.label_names)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
-    init_distributed()  # under torchrun: the process group the Trainer trains in
+    init_distributed(args.use_cpu, args.ddp_backend)  # under torchrun: the process group the Trainer trains in
     trainer = Trainer(model, args[TrainingArguments], task, data.train, data.eval, tokenizer,
                       objective=setup.objective, callbacks=setup.callbacks, optimizer_factory=setup.optimizer_factory)
     with run_directory(args, STAGE, task) as out:  # only once every input has been checked
         metrics = trainer.train()
-        if trainer.is_main_process:
-            write_metrics(out, metrics)
+        write_metrics(out, metrics)
     return metrics
 
 

@@ -47,10 +47,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     set_seed(args.seed)
     store = args[MaskStoreArguments]
     ticket, mask_meta = draw_ticket(retrain, store)
-    model, tokenizer = load_initialisation(source, retrain.init, task.label_names)
+    model, tokenizer = load_initialisation(source, retrain.init, task.label_names, mask_meta.get("weights"))
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
-    init_distributed()  # under torchrun: the process group the Trainer trains in
+    init_distributed(args.use_cpu, args.ddp_backend)  # under torchrun: the process group the Trainer trains in
     trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args[TrainingArguments],
                              objective=setup.objective, callbacks=setup.callbacks,
                              optimizer_factory=setup.optimizer_factory)

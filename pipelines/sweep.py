@@ -96,8 +96,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return {"outcomes": outcomes, "cells": cells}
 
 
+def require_success(outcomes: dict[str, dict[str, Any]]) -> None:
+    """One error listing the runs that failed or were blocked, so that the command exits non-zero (after its
+    results and report are written)."""
+    bad = [f"{name} ({o['status']})" for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
+    if bad:
+        raise SubnetsError(f"{len(bad)} of {len(outcomes)} runs failed or were blocked: {', '.join(bad)}; see "
+                           f"sweep_status.json in the output directory.")
+
+
 def cli() -> int:
-    return run_cli(main)
+    return run_cli(lambda argv: require_success(main(argv).get("outcomes", {})))
 
 
 if __name__ == "__main__":

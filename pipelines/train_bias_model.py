@@ -25,6 +25,7 @@ from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli
 from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, tokenize
+from subnets.distributed import pick_device
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, predict, softmax
 from subnets.io import atomic_write_json
@@ -58,13 +59,15 @@ class BiasModelArguments:
         "help": "Also cache this fine-tuned model's predictions (stage-1 run dir) as conf_reg's teacher."})
     max_seq_length: int = field(default=128, metadata={"help": "Teacher inputs are truncated to this length."})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "Teacher inference batch size."})
+    use_cpu: bool = field(default=False, metadata={
+        "help": "Run the teacher on the CPU even where CUDA is available (also $SUBNETS_USE_CPU=1)."})
 
     def __post_init__(self) -> None:
         """Reject bad values while parsing, before anything is written."""
         check_choice("bias_type", self.bias_type, BIAS_TYPES)
         if not self.l2 >= 0:
             raise SubnetsError(f"--l2 must be a non-negative penalty; got {self.l2}.")
-        check_at_least_one(self, ("per_device_eval_batch_size",))
+        check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
 def load_teacher(model_path: str, task: TaskSpec) -> tuple[torch.nn.Module, Any]:
@@ -79,7 +82,7 @@ def load_teacher(model_path: str, task: TaskSpec) -> tuple[torch.nn.Module, Any]
 def teacher_predictions(model: torch.nn.Module, tokenizer: Any, task: TaskSpec, train,
                         args: BiasModelArguments) -> PredictionCache:
     """The softmax of a fine-tuned classifier on every training example (the conf_reg teacher)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(use_cpu=args.use_cpu)
     model.to(device)
     tokenized = tokenize(train, tokenizer, task, args.max_seq_length)
     probs = softmax(predict(model, tokenized, Collator(tokenizer), args.per_device_eval_batch_size, device))

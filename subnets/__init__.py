@@ -10,7 +10,10 @@ __version__ = "0.1.0"
 
 _API = ("TaskData", "load_task", "load_model", "load_data", "finetune", "search_mask", "draw_ticket", "retrain",
         "attack", "put_mask")
-__all__ = ["__version__", *_API]
+# bring your own loop (docs/api.md): name -> the module that defines it, imported on first use
+_LOOP = {"attach": "loop", "fix_mask": "loop", "finalize": "loop", "make_objective": "loop",
+         "SubnetsTrainer": "hf_trainer"}
+__all__ = ["__version__", *_API, *_LOOP]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +21,13 @@ def __getattr__(name: str) -> Any:
         from . import api
 
         return getattr(api, name)
+    if name in _LOOP:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LOOP[name]}", __name__), name)
     raise AttributeError(f"module 'subnets' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    """The API for tab completion (it is loaded lazily, so the module's own namespace does not list it)."""
+    return sorted(__all__)

@@ -8,22 +8,26 @@ options (`TrainingArguments` field names and the stage's option names) given as 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import TrainingArguments
+from .config import RUN_NEUTRAL_OPTIONS, TrainingArguments
 from .data import default_data_dir, load_split, subsample, tokenize
 from .distributed import init_distributed
 from .errors import SubnetsError
+from .io import LOCK_FILE, atomic_write_json, check_writable_dir, empty_run_folder
 from .tasks import TaskSpec, get_task
 from .training import Trainer, set_seed
 from .user_data import DataFileArguments, user_task
 
 PathLike = str | os.PathLike
+RUN_CONFIG_FILE = "run_config.json"
 
 
 class TaskData(NamedTuple):
@@ -43,10 +47,27 @@ def _options(cls: type, options: dict[str, Any], **fixed: Any) -> Any:
     return cls(**options, **fixed)
 
 
+def _check_arguments(function: str, **given: Any) -> None:
+    """One clear error for an argument of the wrong kind (a task name where a TaskSpec is expected, ...)."""
+    kinds = {"model": (PreTrainedModel, "a model from load_model"),
+             "tokenizer": (PreTrainedTokenizerBase, "a tokenizer from load_model"),
+             "task": (TaskSpec, "a task from load_task"), "data": (TaskData, "the splits load_data returns"),
+             "mask": (dict, "a dict of tensors by parameter name")}
+    for name, value in given.items():
+        kind, expected = kinds[name]
+        if not isinstance(value, kind):
+            raise SubnetsError(f"{function}: argument {name} is {type(value).__name__}; expected {expected}.")
+    if isinstance(given.get("mask"), dict) and not all(isinstance(t, torch.Tensor) for t in given["mask"].values()):
+        raise SubnetsError(f"{function}: argument mask holds values that are not tensors; expected "
+                           f"{kinds['mask'][1]}.")
+
+
 def load_task(name: str | None = None, **files: Any) -> TaskSpec:
     """A built-in task by name (`load_task("sst2")`), or one read from your own files:
     `load_task(train_file="train.csv", validation_file="dev.csv", text_columns="sentence")` (options as the
     stages' --train_file, --validation_file, --test_file, --text_columns, --label_column, --label_names)."""
+    if name is not None and not isinstance(name, str):
+        raise SubnetsError(f"load_task: name is {type(name).__name__}; expected a task name such as 'sst2'.")
     if files:
         return user_task(_options(DataFileArguments, files), name)
     return get_task(name or "sst2")
@@ -58,6 +79,9 @@ def load_model(name_or_path: PathLike, task: TaskSpec, *, seed: int = 42) -> tup
     a new classifier head is initialised from `seed`, as the stages do with --seed."""
     from .models import load_classifier
 
+    _check_arguments("load_model", task=task)
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise SubnetsError(f"load_model: seed {seed!r} is out of range; expected an integer in [0, 2**32 - 1].")
     set_seed(seed)
     return load_classifier(str(name_or_path), task.label_names)
 
@@ -65,7 +89,10 @@ def load_model(name_or_path: PathLike, task: TaskSpec, *, seed: int = 42) -> tup
 def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: PathLike | None = None,
               max_seq_length: int = 128, max_train_samples: int | None = None,
               max_eval_samples: int | None = None) -> TaskData:
-    """The task's train split (if it has one) and evaluation split, tokenised as the stages do."""
+    """The task's train split (if it has one) and evaluation split, tokenised as the stages do; `data_dir`
+    defaults to $SUBNETS_DATA_DIR (else the hub), as in the stages."""
+    _check_arguments("load_data", task=task, tokenizer=tokenizer)
+    data_dir = default_data_dir() if data_dir is None else data_dir
     raw_eval = subsample(load_split(task, task.eval_split, data_dir), max_eval_samples, shuffle=False)
     train = None
     if task.trainable:
@@ -74,30 +101,79 @@ def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: P
     return TaskData(train, tokenize(raw_eval, tokenizer, task, max_seq_length), raw_eval)
 
 
+def _claim_run_dir(command: str, args: TrainingArguments, model: torch.nn.Module, task: TaskSpec, data: TaskData,
+                   **inputs: Any) -> None:
+    """The stages' rule for a run folder: a run is resumed only by the call that made it. A new or empty folder
+    is claimed (its run_config.json names the call, its options, task, data sizes and the starting weights'
+    fingerprint); the same call resumes the run there; any other run, or a folder holding something else, is
+    refused; `overwrite_output_dir=True` first empties a folder that holds a run of this toolkit."""
+    from masks import model_fingerprint
+
+    out = Path(args.output_dir)
+    check_writable_dir(out)
+    options = {k: v for k, v in dataclasses.asdict(args).items() if k not in RUN_NEUTRAL_OPTIONS}
+    config = json.loads(json.dumps({
+        "stage": f"api.{command}", "task": task.name, "model_fingerprint": model_fingerprint(model),
+        "examples": [0 if data.train is None else len(data.train), len(data.eval)], "options": options, **inputs,
+    }, default=str))
+    path = out / RUN_CONFIG_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as e:
+            raise SubnetsError(f"{path} is not valid JSON; expected the config of a previous run.") from e
+        if args.overwrite_output_dir:
+            empty_run_folder(out)
+        elif old != config:
+            what = (f"a {old.get('stage')} run" if old.get("stage") != config["stage"] else
+                    "a run of other " + ", ".join(k for k in config if old.get(k) != config[k]))
+            raise SubnetsError(f"Output directory {out} already holds {what}; expected a new output_dir, the same "
+                               f"call to resume that run, or overwrite_output_dir=True.")
+    elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
+        raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new "
+                           f"directory (overwrite_output_dir=True only replaces a run of this toolkit).")
+    atomic_write_json(path, config)
+
+
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
              output_dir: PathLike, **training: Any) -> dict[str, Any]:
-    """Stage 1: fine-tune `model` in place; returns the HF-style metrics."""
+    """Stage 1: fine-tune `model` in place; returns the HF-style metrics. A folder holding this very call's
+    run resumes it; one holding another run is refused (see `_claim_run_dir`)."""
+    _check_arguments("finetune", model=model, tokenizer=tokenizer, task=task, data=data)
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=init_distributed()).train()
+    distributed = init_distributed(args.use_cpu, args.ddp_backend)
+    trainer = Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=distributed)
+    _claim_run_dir("finetune", args, model, task, data)  # once the trainer has checked its inputs
+    return trainer.train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
                 output_dir: PathLike, *, source: str = "api", **options: Any) -> dict[str, Any]:
     """Stage 2: search a mask (options: the stage's option names, such as method, target_sparsity, controller,
     imp_rate, mask_store, plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id,
-    "state": id}."""
+    "state": id}.
+
+    Leaves `model` gated after hard_concrete and scores (gates on the targets, weights frozen; its `save_pretrained`
+    writes the finalized model, `subnets.finalize(model)` makes it plain), plain with the pruned weights zeroed after
+    imp, random and magnitude."""
+    from .loop import guard_save_pretrained
     from .masking.search import SearchArguments, search_arguments, search_mask as run_search
     from .registry import OptionGroups
     from .store_options import MaskStoreArguments
 
+    _check_arguments("search_mask", model=model, tokenizer=tokenizer, task=task, data=data)
     groups = []
     for cls in [*search_arguments(), MaskStoreArguments]:
         names = {f.name for f in dataclasses.fields(cls)}
         groups.append(cls(**{k: options.pop(k) for k in list(options) if k in names}))
     args = _options(TrainingArguments, options, output_dir=str(output_dir))
+    _claim_run_dir("search_mask", args, model, task, data, source=source,
+                   search={type(g).__name__: dataclasses.asdict(g) for g in groups})
     chosen = OptionGroups(groups)
-    return run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
-                      options=chosen, mask_store=chosen[MaskStoreArguments])
+    metrics = run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
+                         options=chosen, mask_store=chosen[MaskStoreArguments])
+    guard_save_pretrained(model)
+    return metrics
 
 
 def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None = None, *,
@@ -109,6 +185,7 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
     from .store_options import MaskStoreArguments
 
     if isinstance(mask, dict):
+        _check_arguments("draw_ticket", mask=mask)
         if sparsity is None:
             raise SubnetsError("draw_ticket needs a sparsity to draw from a mask given as tensors.")
         return draw_mask({n: t.float() for n, t in mask.items()}, sparsity, scope=scope)
@@ -118,11 +195,21 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
 
 def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],
             task: TaskSpec, data: TaskData, output_dir: PathLike, **training: Any) -> dict[str, Any]:
-    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity."""
-    from .masking.retrain import retrain_ticket, ticket_trainer
+    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity.
+    Refuses a gated model. Leaves `model` plain, retrained in place, its pruned weights exact zeros."""
+    from masks import model_fingerprint
 
+    from .masking.retrain import retrain_ticket, ticket_trainer
+    from .weights import is_parametrized
+
+    _check_arguments("retrain", model=model, tokenizer=tokenizer, mask=ticket, task=task, data=data)
+    if is_parametrized(model):
+        raise SubnetsError("retrain was given a gated model (it still carries mask parametrizations, its weights "
+                           "frozen); expected a plain model: subnets.finalize(model) first, or load one.")
     args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    return retrain_ticket(ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args), ticket)
+    trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args)
+    _claim_run_dir("retrain", args, model, task, data, ticket=model_fingerprint(ticket))  # inputs checked
+    return retrain_ticket(trainer, ticket)
 
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData, *,
@@ -135,6 +222,7 @@ def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Tas
     the `attack_config`."""
     from .attacks.pipeline import AttackOptions, attack_examples, task_examples
 
+    _check_arguments("attack", model=model, tokenizer=tokenizer, task=task, data=data)
     chosen = AttackOptions(attack=attack, **{"data_dir": default_data_dir(), **options})
     return attack_examples(model, tokenizer, task_examples(task, data.eval_text, chosen), chosen, output_prefix,
                            max_length=max_length)
@@ -149,6 +237,7 @@ def put_mask(mask: dict[str, torch.Tensor], model: PreTrainedModel, *, task: Tas
 
     from .masking.sources import record_meta
 
+    _check_arguments("put_mask", mask=mask, model=model)
     binary = all(t.dtype == torch.bool for t in mask.values())
     task_name = task if isinstance(task, str) else task.name
     record = record_meta(model, task_name, method, model_name=model_name, parent=model_name, seed=seed, **meta)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ from .errors import SubnetsError
 LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 REPORT_TO = ("tensorboard", "none")
 EVAL_STRATEGIES = ("epoch", "steps", "no")
+DDP_BACKENDS = ("nccl", "gloo")
+# Options that do not change what a run computes (a run directory may be resumed with other values, or moved).
+RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "logging_steps", "dataloader_num_workers",
+                       "per_device_eval_batch_size", "save_steps", "num_threads", "use_cpu", "torch_compile",
+                       "torch_compile_backend", "ddp_backend", "allow_changed_data"}
 
 
 @dataclass
@@ -47,6 +53,28 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a fixed seeded sample."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N examples."})
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every input to max_seq_length."})
+    allow_changed_data: bool = field(
+        default=False, metadata={"help": "Resume a run although a data file changed since it started (the change is "
+                                         "recorded in run_config.json)."})
+
+    def __post_init__(self) -> None:
+        check_at_least_one(self, ("max_seq_length",))  # 0 would not mean "no truncation"
+
+
+def check_value(options: object, name: str, valid: bool, expected: str) -> None:
+    """The one error of an option value out of its range (`valid` is False for NaN: write ranges as comparisons)."""
+    if not valid:
+        raise SubnetsError(f"--{name} {getattr(options, name)} is out of range; expected {expected}.")
+
+
+def check_finite(options: object) -> None:
+    """Refuse NaN and infinite values of an option dataclass's float fields; infinity only in the fields its class
+    names in `allow_inf` (where it has a meaning, e.g. RoAST's beta = inf for Child-Tuning-D)."""
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if isinstance(value, float) and not math.isfinite(value) and not (
+                math.isinf(value) and f.name in getattr(options, "allow_inf", ())):
+            raise SubnetsError(f"--{f.name} {value} is not a finite number; expected a finite value.")
 
 
 def check_at_least_one(options: object, names: Sequence[str]) -> None:
@@ -101,6 +129,13 @@ class TrainingArguments:
     label_smoothing_factor: float = field(
         default=0.0, metadata={"help": "Cross-entropy against (1 - f) one-hot + f / num_labels targets."})
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
+    use_cpu: bool = field(default=False, metadata={
+        "help": "Train and evaluate on the CPU even where CUDA is available (also $SUBNETS_USE_CPU=1)."})
+    torch_compile: bool = field(default=False, metadata={
+        "help": "torch.compile the model for training and evaluation (off until shown faster: docs/performance.md)."})
+    torch_compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend."})
+    ddp_backend: str | None = field(default=None, metadata={
+        "help": "torch.distributed backend under torchrun: nccl | gloo (default: nccl on CUDA, gloo on the CPU)."})
     dataloader_num_workers: int = 0
     num_threads: int | None = field(default=None, metadata={
         "help": "Intra-op CPU threads (default: $OMP_NUM_THREADS if set, else the cores this process may use); a "
@@ -110,12 +145,25 @@ class TrainingArguments:
 
     def __post_init__(self) -> None:
         """Reject values that would train nothing or fail mid-run, while parsing (before anything is written)."""
-        choices = {"lr_scheduler_type": LR_SCHEDULERS, "report_to": REPORT_TO, "eval_strategy": EVAL_STRATEGIES}
+        choices = {"lr_scheduler_type": LR_SCHEDULERS, "report_to": REPORT_TO, "eval_strategy": EVAL_STRATEGIES,
+                   "ddp_backend": (None, *DDP_BACKENDS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
+                allowed = [a for a in allowed if a is not None]
                 raise SubnetsError(f"Unknown --{name} '{getattr(self, name)}'; expected one of {', '.join(allowed)}.")
+        check_finite(self)
         check_at_least_one(self, ("per_device_train_batch_size", "per_device_eval_batch_size",
                                   "gradient_accumulation_steps", "eval_steps", "logging_steps"))
+        check_value(self, "learning_rate", self.learning_rate >= 0, "a non-negative number (0 keeps the weights)")
+        check_value(self, "weight_decay", self.weight_decay >= 0, "a number >= 0")
+        check_value(self, "warmup_ratio", 0 <= self.warmup_ratio <= 1, "a fraction of the steps in [0, 1]")
+        check_value(self, "warmup_steps", self.warmup_steps >= 0, "a number of steps >= 0")
+        check_value(self, "max_grad_norm", self.max_grad_norm >= 0, "a norm >= 0 (0 disables clipping)")
+        check_value(self, "adam_beta1", 0 <= self.adam_beta1 < 1, "a value in [0, 1)")
+        check_value(self, "adam_beta2", 0 <= self.adam_beta2 < 1, "a value in [0, 1)")
+        check_value(self, "adam_epsilon", self.adam_epsilon > 0, "a positive number")
+        check_value(self, "seed", 0 <= self.seed < 2**32, "an integer in [0, 2**32 - 1]")
+        check_value(self, "best_after_fraction", 0 <= self.best_after_fraction <= 1, "a fraction in [0, 1]")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
             raise SubnetsError(f"--num_train_epochs {self.num_train_epochs} trains nothing; expected a positive "
                                f"number of epochs (or --max_steps N > 0).")
@@ -159,6 +207,29 @@ class StageArgs:
         return groups
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A mapping that refuses a key given twice (JSON and YAML loaders would silently keep the last value)."""
+    keys = [k for k, _ in pairs]
+    repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise _RepeatedKey(", ".join(repeated))
+    return dict(pairs)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, with `_unique_keys` mappings."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # the keys written in this mapping (a merge `<<: *base` may be overridden, as YAML defines)
+        _unique_keys([(self.construct_object(k, deep=deep), None) for k, _ in node.value
+                      if k.tag != "tag:yaml.org,2002:merge"])
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(name_or_path: str, recipe_dir: Path | None = None) -> dict[str, Any]:
     """A recipe file's options (YAML or JSON), by name from `recipe_dir` or by path."""
     named = [recipe_dir / f"{name_or_path}.yaml", recipe_dir / f"{name_or_path}.json"] if recipe_dir else []
@@ -168,7 +239,10 @@ def load_recipe(name_or_path: str, recipe_dir: Path | None = None) -> dict[str, 
                            + (f" or a name in {recipe_dir}." if recipe_dir else "."))
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys) if path.suffix == ".json" else \
+            yaml.load(text, Loader=_UniqueKeyLoader)
+    except _RepeatedKey as e:
+        raise SubnetsError(f"Recipe {path} sets {e} more than once; expected each option once.") from None
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise SubnetsError(f"Recipe {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}.") from e
     if not isinstance(data, dict):
@@ -277,4 +351,7 @@ def parse_args(types: Sequence[type], argv: Sequence[str] | None = None, *, reci
     *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if rest:
         raise SubnetsError(f"Unknown option(s) {' '.join(rest)}; see --help for this stage's options.")
-    return StageArgs([p for p in parsed if dataclasses.is_dataclass(p)], frozenset(explicit - {"recipe"}))
+    instances = [p for p in parsed if dataclasses.is_dataclass(p)]
+    for instance in instances:
+        check_finite(instance)
+    return StageArgs(instances, frozenset(explicit - {"recipe"}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -102,28 +103,48 @@ USER_FORMATS = {".csv": "user_csv", ".tsv": "user_tsv", ".jsonl": "user_json", "
 def read_user_file(path: Path, reader: str) -> Rows:
     """A user's CSV (standard quoting), TSV (no quoting, as GLUE's) or JSON-lines file, read with `datasets`;
     CSV and TSV cells stay strings exactly as written (no NA or number conversion)."""
+    kind = {"user_csv": "CSV", "user_tsv": "TSV", "user_json": "JSON lines"}[reader]
     options: dict[str, Any] = {}
-    if reader in ("user_csv", "user_tsv"):
-        sep = "\t" if reader == "user_tsv" else ","
-        quoting = csv.QUOTE_NONE if reader == "user_tsv" else csv.QUOTE_MINIMAL
-        with open(path, encoding=ENCODING, newline="") as f:
-            reader = csv.reader(f, delimiter=sep, quoting=quoting)
-            header, first_row = next(reader, None), next(reader, None)
-        if not header:
-            raise SubnetsError(f"{path} is empty; expected a header row naming the columns, then one example per row.")
-        if first_row is None:
-            return []  # a header and no example: reported by the caller
-        options = dict(sep=sep, quoting=quoting, keep_default_na=False, na_filter=False, encoding=ENCODING,
-                       features=datasets.Features({name: datasets.Value("string") for name in header}))
-    elif path.stat().st_size == 0:
-        raise SubnetsError(f"{path} is empty; expected one JSON object per line.")
     try:
+        if reader in ("user_csv", "user_tsv"):
+            sep = "\t" if reader == "user_tsv" else ","
+            quoting = csv.QUOTE_NONE if reader == "user_tsv" else csv.QUOTE_MINIMAL
+            with open(path, encoding=ENCODING, newline="") as f:
+                lines = csv.reader(f, delimiter=sep, quoting=quoting)
+                header, first_row = next(lines, None), next(lines, None)
+            if not header:
+                raise SubnetsError(f"{path} is empty; expected a header row naming the columns, then one example "
+                                   f"per row.")
+            if first_row is None:
+                return []  # a header and no example: reported by the caller
+            options = dict(sep=sep, quoting=quoting, keep_default_na=False, na_filter=False, encoding=ENCODING,
+                           features=datasets.Features({name: datasets.Value("string") for name in header}))
+        elif path.stat().st_size == 0:
+            raise SubnetsError(f"{path} is empty; expected one JSON object per line.")
         ds = datasets.load_dataset("json" if reader == "user_json" else "csv", data_files=str(path), split="train",
                                    **options)
-    except Exception as e:  # pandas / pyarrow raise many types for malformed files
-        kind = {"user_csv": "CSV", "user_tsv": "TSV", "user_json": "JSON lines"}[reader]
+    except UnicodeDecodeError as e:
+        raise SubnetsError(f"{path} is not UTF-8 text ({e.reason}); expected a UTF-8 {kind} file (convert it, e.g. "
+                           f"with `iconv -f latin1 -t utf-8`).") from e
+    except SubnetsError:
+        raise
+    except Exception as e:  # csv, pandas and pyarrow raise many types for malformed files
         raise SubnetsError(f"Could not read {path} as {kind} ({e.__class__.__name__}: {str(e)[:200]}).") from e
     return ds.to_list()
+
+
+def _is_missing(value: Any) -> bool:
+    """An empty or NaN cell (a JSON null, a float NaN, or the text '' or 'nan' in any case)."""
+    return value is None or (isinstance(value, float) and value != value) or str(value).strip().lower() in ("", "nan")
+
+
+def check_labels_present(rows: Rows, label: str, where: str) -> None:
+    """Refuse rows whose label cell is empty or NaN, naming them (examples counted from 1, a header not counted)."""
+    missing = [i + 1 for i, r in enumerate(rows) if label in r and _is_missing(r[label])]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise SubnetsError(f"Label column '{label}' of {where} is empty or NaN in example row(s) {shown} (the first "
+                           f"example is row 1); expected a label in every row.")
 
 
 def _label_index(value: Any, task: TaskSpec, where: str) -> int:
@@ -147,6 +168,7 @@ def _to_dataset(rows: Rows, columns: dict[str, str], label: str, task: TaskSpec,
         except KeyError as e:
             raise SubnetsError(f"Column '{column}' (field '{field}') is missing in {where}; "
                                f"found columns {sorted(rows[0]) if rows else []}.") from e
+    check_labels_present(rows, label, where)
     try:
         data["label"] = [_label_index(r[label], task, where) for r in rows]
     except KeyError as e:
@@ -223,6 +245,35 @@ def load_split(task: TaskSpec, split: str, data_dir: str | os.PathLike | None = 
     return _load_hub(task.hub[split], task)
 
 
+def split_files(task: TaskSpec, split: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The local files `load_split` reads for a split (none when it reads the hub or the task lacks the split)."""
+    if (not task.user and data_dir is None) or split not in task.local:
+        return []
+    root = Path("/") if task.user else Path(data_dir)
+    return [root / p for p in _pick_source(root, task.local[split]).paths]
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a rewritten file is hashed again
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_hashes(task: TaskSpec, splits: Iterable[str], data_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """{absolute path: sha256 of its content} of the local files the splits read (a run records them, so that a
+    resume notices a changed file)."""
+    hashes = {}
+    for split in splits:
+        for path in split_files(task, split, data_dir):
+            if path.is_file():
+                stat = path.stat()
+                hashes[str(path.resolve())] = _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return hashes
+
+
 def subsample(ds: datasets.Dataset, n: int | None, *, shuffle: bool) -> datasets.Dataset:
     """The first `n` examples (evaluation) or a fixed seeded sample of `n` (training); the seed is SPLIT_SEED,
     so every run and seed trains on the same subset."""
@@ -237,7 +288,14 @@ def subsample(ds: datasets.Dataset, n: int | None, *, shuffle: bool) -> datasets
 
 def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, max_seq_length: int = 128,
              *, pad_to_max_length: bool = False) -> datasets.Dataset:
-    """Tokenise the task's text fields (pairs as pairs), truncating to `max_seq_length`; padding happens per batch."""
+    """Tokenise the task's text fields (pairs as pairs), truncating to `max_seq_length`; padding happens per batch.
+
+    `max_seq_length` is checked against the tokenizer's `model_max_length` (`models.load_classifier` sets it to the
+    model's position limit)."""
+    limit = tokenizer.model_max_length
+    if not 1 <= max_seq_length <= limit:
+        raise SubnetsError(f"max_seq_length {max_seq_length} is out of range; expected 1 to {limit}, the positions "
+                           f"of model {tokenizer.name_or_path}.")
     fields = task.text_fields
 
     def encode(batch: dict[str, list]) -> dict[str, list]:

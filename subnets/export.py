@@ -1,20 +1,21 @@
-"""Compact export: physically remove pruned attention heads and FFN neurons from an encoder.
+"""Compact export: physically remove pruned attention head units and FFN neurons from a transformer.
 
-A structured subnetwork is described per encoder layer by a boolean vector over attention heads (True = kept)
-and one over FFN neurons. The "masked model" zeroes the removed units' weights (Q/K/V rows and the attention
-output columns of a head; the FFN-in row and FFN-out column of a neuron). Because a removed unit's output
-column is zero, it contributes nothing, so deleting its rows and columns gives the same outputs with smaller
-matrices. The deletion goes through torch-pruning's `DependencyGraph`, which traces the model and couples the
-Q/K/V output channels of a head with the attention output's input channels (and DeBERTa's relative-position
-projections), so no per-family wiring is written here.
+A structured subnetwork is described per block by a boolean vector over head units (True = kept) and one over FFN
+neurons. A head unit is one key/value head with the query heads that share it (grouped-query attention; one head
+otherwise). The "masked model" zeroes the removed units' weights (their rows of Q/K/V, or of the fused projection's
+parts, and their attention-output columns; a neuron's rows of FFN in and gate and its FFN-out column). Because a
+removed unit's output column is zero, it contributes nothing, so deleting its rows and columns gives the same
+outputs with smaller matrices. Which rows and columns form a unit comes from the family table (through
+`subnets.masking.layout.encoder_layers`), as do the attention-module attributes the forward reads (head counts,
+split sizes), which the export sets to the kept sizes; no model is traced.
 
-transformers cannot run an attention block with zero heads, so a layer that loses every head keeps one
-stand-in head whose output columns are zero (likewise one zeroed neuron for a layer that loses every neuron):
-the outputs stay exact and the cost is one head / one neuron.
+transformers cannot run an attention block with zero heads, so a layer that loses every head unit keeps one
+stand-in unit whose output columns are zero (likewise one zeroed neuron for a layer that loses every neuron):
+the outputs stay exact and the cost is one unit / one neuron.
 
-The compact architecture differs per layer, which `from_pretrained` cannot express: it raises a size-mismatch
-error. `save_compact` records the per-layer structure in `config.json` under `compact_structure` and
-`load_compact` rebuilds the shrunk architecture before loading the weights.
+The compact architecture differs per layer, which no family's config can express (`from_pretrained` raises a
+size-mismatch error). `save_compact` records the per-layer structure in `config.json` under `compact_structure`
+and `load_compact` rebuilds the shrunk architecture before loading the weights.
 """
 
 from __future__ import annotations
@@ -23,24 +24,23 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import torch
 import transformers
 from safetensors.torch import load_file
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.pytorch_utils import Conv1D
 
 from .errors import SubnetsError
-from .masking.layout import HEAD_KINDS, NEURON_KINDS, EncoderLayer, Layout, UnitMasks, encoder_layers
-from .targets import Target, canonical_parameter_name
+from .masking.layout import EncoderLayer, UnitMasks, UnitSlice, encoder_layers
+from .targets import canonical_parameter_name, model_family
 from .weights import require_plain, save_plain_model
-
-if TYPE_CHECKING:
-    import torch_pruning as tp
 
 COMPACT_CONFIG_KEY = "compact_structure"
 LOADER_NAME = "subnets.export.load_compact"
-_HEAD_COUNT_ATTRIBUTES = ("num_attention_heads", "n_heads", "num_heads")
+CONFIG_NOTE = ("the per-layer sizes differ from the config's, which cannot express them; from_pretrained cannot "
+               "rebuild this model: load it with subnets.export.load_compact")
 
 
 def _binary(name: str, mask: torch.Tensor) -> torch.Tensor:
@@ -59,17 +59,16 @@ def _binary(name: str, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _units_from_slices(
-    masks: Mapping[str, torch.Tensor], slices: list[tuple[Target, Layout]], unit: str, layer: int
+    masks: Mapping[str, torch.Tensor], slices: tuple[UnitSlice, ...], unit: str, layer: int
 ) -> torch.Tensor:
-    """Kept units of one layer from the weight masks of the matrices that share them.
+    """Kept units of one layer from the weight masks of the matrix slices that share them.
 
-    Each (target, layout) names a matrix whose rows (layout axis 0) or columns (axis 1) form the units; every
-    unit must be entirely kept or entirely pruned, and all matrices must agree.
+    Every unit must be entirely kept or entirely pruned in each slice, and all slices must agree.
     """
-    units = slices[0][1].group_shape[0]
     kept: torch.Tensor | None = None
     agreed_with = ""
-    for target, layout in slices:
+    for piece in slices:
+        target = piece.target
         if target.name not in masks:
             continue
         mask = _binary(target.name, masks[target.name])
@@ -77,7 +76,7 @@ def _units_from_slices(
             raise SubnetsError(
                 f"Mask '{target.name}' has shape {tuple(mask.shape)}; expected the weight shape {target.shape}."
             )
-        blocks = (mask if layout.axis == 0 else mask.T).reshape(units, -1)
+        blocks = piece.blocks(mask)
         block_kept, block_any = blocks.all(dim=1), blocks.any(dim=1)
         partial = (block_kept != block_any).nonzero().flatten()
         if len(partial):
@@ -92,20 +91,20 @@ def _units_from_slices(
                 f"every matrix of a {unit} to keep or remove it together."
             )
         kept, agreed_with = block_kept, target.name
-    return kept.cpu() if kept is not None else torch.ones(units, dtype=torch.bool)
+    return kept.cpu() if kept is not None else torch.ones(slices[0].units, dtype=torch.bool)
 
 
 def structured_masks_from_weight_masks(
     model: torch.nn.Module, masks: Mapping[str, torch.Tensor]
 ) -> tuple[UnitMasks, UnitMasks]:
-    """Per encoder layer, the kept heads [num_heads] and kept FFN neurons [intermediate] of a structured weight mask.
+    """Per block, the kept head units [units] and FFN neurons [intermediate] of a structured weight mask.
 
     `masks` is keyed by parameter name (as in the mask store); matrices without a mask count as fully kept.
     Raises SubnetsError if a mask removes part of a head or neuron, if the matrices of one unit disagree, or
     if a mask outside the six encoder matrices removes anything (only heads and neurons can be exported).
     """
     layers = encoder_layers(model)
-    encoder_names = {t.name for layer in layers for t in layer.targets.values()}
+    encoder_names = {s.target.name for layer in layers for s in layer.heads + layer.neurons}
     parameter_names = {canonical_parameter_name(n) for n, _ in model.named_parameters()}
     for name, mask in masks.items():
         if name not in parameter_names:
@@ -118,9 +117,8 @@ def structured_masks_from_weight_masks(
     heads: UnitMasks = {}
     neurons: UnitMasks = {}
     for index, layer in enumerate(layers):
-        heads[index] = _units_from_slices(masks, [(layer.targets[k], layer.layouts[k]) for k in HEAD_KINDS], "head", index)
-        neurons[index] = _units_from_slices(masks, [(layer.targets[k], layer.layouts[k]) for k in NEURON_KINDS],
-                                            "neuron", index)
+        heads[index] = _units_from_slices(masks, layer.heads, "head", index)
+        neurons[index] = _units_from_slices(masks, layer.neurons, "neuron", index)
     return heads, neurons
 
 
@@ -158,18 +156,21 @@ def _unit_vectors(
 
 
 @torch.no_grad()
-def _zero_units(modules: Mapping[str, torch.nn.Module], layer: EncoderLayer, heads: torch.Tensor, neurons: torch.Tensor) -> None:
-    for kind in HEAD_KINDS + NEURON_KINDS:
-        weight = modules[layer.targets[kind].module_name].weight
-        kept = layer.layouts[kind].broadcast(heads if kind in HEAD_KINDS else neurons)
-        weight.masked_fill_(~kept.to(weight.device), 0)
+def _zero_units(modules: Mapping[str, torch.nn.Module], layer: EncoderLayer, heads: torch.Tensor,
+                neurons: torch.Tensor) -> None:
+    for slices, kept in ((layer.heads, heads), (layer.neurons, neurons)):
+        for piece in slices:
+            weight = modules[piece.target.module_name].weight
+            lines = kept.to(weight.device).repeat_interleave(piece.width)
+            removed = ~(lines.unsqueeze(1) if piece.axis == 0 else lines.unsqueeze(0))
+            weight.narrow(piece.axis, piece.start, piece.units * piece.width).masked_fill_(removed, 0)
 
 
 def apply_structured_masks(
     model: torch.nn.Module, head_masks: Mapping[int, torch.Tensor], neuron_masks: Mapping[int, torch.Tensor]
 ) -> None:
-    """Zero, in place, the weights of the removed heads (Q/K/V rows, attention-output columns) and neurons
-    (FFN-in rows, FFN-out columns). Layers missing from a dict keep all their units."""
+    """Zero, in place, the weights of the removed head units (Q/K/V rows, attention-output columns) and neurons
+    (FFN-in and gate rows, FFN-out columns). Layers missing from a dict keep all their units."""
     require_plain(model)
     layers = encoder_layers(model)
     heads, neurons = _unit_vectors(layers, head_masks, neuron_masks)
@@ -187,59 +188,47 @@ def _zero_all(model: torch.nn.Module, layers: list[EncoderLayer], heads: list[to
 # shrinking
 
 
-def _example_inputs(model: PreTrainedModel) -> dict[str, torch.Tensor]:
-    input_ids = model.dummy_inputs["input_ids"].to(model.device)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+def _select(module: torch.nn.Module, axis: int, index: torch.Tensor) -> None:
+    """Keep only channels `index` along `axis` of a Linear or Conv1D weight (and of its bias on the output axis)."""
+    out_axis = 1 if isinstance(module, Conv1D) else 0
+    weight = module.weight
+    module.weight = torch.nn.Parameter(weight.index_select(axis, index.to(weight.device)).clone(),
+                                       requires_grad=weight.requires_grad)
+    if axis == out_axis and module.bias is not None:
+        module.bias = torch.nn.Parameter(module.bias.index_select(0, index.to(weight.device)).clone(),
+                                         requires_grad=module.bias.requires_grad)
+    if isinstance(module, Conv1D):  # weight [in, out]
+        module.nx, module.nf = module.weight.shape
+    else:
+        module.out_features, module.in_features = module.weight.shape
 
 
-def _prune_coupled(graph: tp.DependencyGraph, modules: Mapping[str, torch.nn.Module], layer: EncoderLayer,
-                   kind: str, removed: list[int]) -> None:
-    """Remove output channels `removed` of the `kind` matrix and every channel torch-pruning couples to them."""
-    import torch_pruning as tp
-
-    if not removed:
-        return
-    t = layer.targets
-    group = graph.get_pruning_group(modules[t[kind].module_name], tp.prune_linear_out_channels, idxs=removed)
-    coupled = {dep.target.module for dep, _ in group}
-    expected = HEAD_KINDS if kind == "query" else NEURON_KINDS
-    missing = [t[k].module_name for k in expected if modules[t[k].module_name] not in coupled]
-    if missing:
-        raise SubnetsError(
-            f"torch-pruning did not couple {', '.join(missing)} with {t[kind].module_name}; compact export supports "
-            "BERT, RoBERTa, DistilBERT, ELECTRA and DeBERTa-v2 style attention blocks."
-        )
-    group.prune()
+def _set_sizes(model: PreTrainedModel, attention: torch.nn.Module, layer: EncoderLayer, units: int) -> None:
+    """Set the attention module's size attributes (family table) to the kept sizes."""
+    sizes = {"heads": units * layer.group_size, "kv_heads": units, "width": units * layer.group_size * layer.head_size}
+    for attribute, quantity in model_family(model).size_attributes.items():
+        owner = attention
+        if attribute.startswith("config."):
+            if attention.config is model.config:  # this block gets a config of its own
+                attention.config = copy.copy(model.config)
+            owner, attribute = attention.config, attribute.removeprefix("config.")
+        setattr(owner, attribute, sizes[quantity])
 
 
+@torch.no_grad()
 def _shrink(model: PreTrainedModel, kept_heads: list[list[int]], kept_neurons: list[list[int]]) -> None:
-    """Delete, in place, every head and neuron not listed (each list non-empty), and fix the head counts."""
-    import torch_pruning as tp  # imported here: it takes about a second and only exports need it
-
-    layers = encoder_layers(model)
-    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    # Tracing follows autograd, so every parameter must require grad while the graph is built.
-    for p in model.parameters():
-        p.requires_grad_(True)
-    with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example_inputs(model), verbose=False)
+    """Delete, in place, every head unit and neuron not listed (each list non-empty), and set the sizes."""
     modules = dict(model.named_modules())
-    for layer, heads, neurons in zip(layers, kept_heads, kept_neurons):
-        removed_heads = sorted(set(range(layer.num_heads)) - set(heads))
-        removed_channels = [h * layer.head_size + c for h in removed_heads for c in range(layer.head_size)]
-        _prune_coupled(graph, modules, layer, "query", removed_channels)
-        _prune_coupled(graph, modules, layer, "ffn_in", sorted(set(range(layer.intermediate_size)) - set(neurons)))
-        attention = modules[layer.attention_name]
-        for attribute in _HEAD_COUNT_ATTRIBUTES:
-            if isinstance(getattr(attention, attribute, None), int):
-                setattr(attention, attribute, len(heads))
-        if isinstance(getattr(attention, "all_head_size", None), int):
-            attention.all_head_size = len(heads) * layer.head_size
-    for name, p in model.named_parameters():
-        p.requires_grad_(requires_grad.get(name, True))
-    model.train(was_training)
+    for layer, heads, neurons in zip(encoder_layers(model), kept_heads, kept_neurons):
+        channels: dict[tuple[str, int], list[torch.Tensor]] = {}
+        for slices, kept in ((layer.heads + layer.coupled, heads), (layer.neurons, neurons)):
+            for piece in slices:
+                mask = torch.zeros(piece.units, dtype=torch.bool)
+                mask[kept] = True
+                channels.setdefault((piece.target.module_name, piece.axis), []).append(piece.channels(mask))
+        for (name, axis), pieces in channels.items():
+            _select(modules[name], axis, torch.cat(pieces))
+        _set_sizes(model, modules[layer.attention_name], layer, len(heads))
 
 
 def _kept_or_stand_in(mask: torch.Tensor) -> list[int]:
@@ -254,7 +243,8 @@ def compact_export(
     """A physically smaller copy of `model` without the removed heads and neurons, with the masked model's outputs.
 
     `model` itself is left untouched. The copy's config records the structure under `compact_structure`
-    (original indices of kept heads per layer, kept neuron counts, and the sizes actually built).
+    (original indices of kept head units per layer, query heads per unit, kept neuron counts, the sizes actually
+    built, and a note that the config's own sizes do not describe the model).
     """
     require_plain(model)
     compact = copy.deepcopy(model)
@@ -267,9 +257,11 @@ def compact_export(
     setattr(compact.config, COMPACT_CONFIG_KEY, {
         "loader": LOADER_NAME,
         "kept_heads": [m.nonzero().flatten().tolist() for m in heads],
+        "query_heads_per_unit": layers[0].group_size,
         "kept_neurons": [int(m.sum()) for m in neurons],
         "num_heads": [len(k) for k in kept_heads],
         "intermediate_sizes": [len(k) for k in kept_neurons],
+        "config_sizes": CONFIG_NOTE,
     })
     return compact
 
@@ -323,7 +315,7 @@ def load_compact(directory: str | os.PathLike) -> PreTrainedModel:
     """Rebuild the shrunk architecture recorded in `directory/config.json` and load its weights (in eval mode)."""
     directory = Path(directory)
     try:
-        config = AutoConfig.from_pretrained(directory)
+        config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise SubnetsError(f"Could not read a model config from '{directory}'; expected a directory written by save_compact.") from e
     structure = getattr(config, COMPACT_CONFIG_KEY, None)

@@ -7,6 +7,7 @@ private 0600 / 0700 of `tempfile`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -34,6 +35,15 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = "") -> P
     return tmp
 
 
+def _disk_full(error: BaseException, path: Path, kept: str) -> None:
+    """Raise one clear error if `error` is a full disk (or quota) while writing `path`; `kept` says what is left."""
+    codes = (errno.ENOSPC, errno.EDQUOT)
+    # safetensors reports the OS error inside its own exception type: "... No space left on device (os error 28)"
+    if (error.errno in codes) if isinstance(error, OSError) else any(f"(os error {c})" in str(error) for c in codes):
+        raise SubnetsError(f"No space left to write {path} (disk full or quota exceeded); {kept}: free some space "
+                           f"and rerun the same command to continue.") from error
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the complete new one."""
     path = Path(path)
@@ -46,9 +56,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _disk_full(e, path, "the previous version of the file, if any, is kept")
         raise
 
 
@@ -88,8 +99,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = make_temp_dir(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        _disk_full(e, path, f"the last complete {path.name} is kept" if path.exists() else "nothing was written there")
         raise
     old = _previous(path)
     if old.exists():
@@ -114,6 +126,14 @@ def remove_stale_temps(directory: str | os.PathLike) -> list[str]:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed.append(entry.name)
     return removed
+
+
+def empty_run_folder(directory: str | os.PathLike) -> None:
+    """Remove everything in a run folder but its lock (`--overwrite_output_dir`: a run is what its command says),
+    once the caller has checked that the folder holds a run of this toolkit and none of the run's inputs."""
+    for entry in Path(directory).iterdir():
+        if entry.name != LOCK_FILE:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def check_writable_dir(path: str | os.PathLike, what: str = "Output directory") -> None:

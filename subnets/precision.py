@@ -12,4 +12,5 @@ import torch
 def autocast(device: torch.device, bf16: bool = True) -> torch.autocast:
     """bf16 autocast for `device` if it is a CUDA device and `bf16` is set; otherwise a disabled context (CPU
     always runs float32: its bf16 kernels are slower than float32 ones on most CPUs)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and bf16)
+    cuda = device.type == "cuda"
+    return torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda and bf16)

@@ -1,6 +1,7 @@
 """Sparsity reports of binary masks and the TensorBoard scalars of mask search and selective fine-tuning.
 
-Every number names its denominator (which targets were counted), because the papers count differently.
+Every number names its denominator (which targets were counted), because the papers count differently. N:M
+patterns (keep N of every M consecutive input weights of a row) are parsed, drawn and checked here.
 Tags follow docs/methods.md (TensorBoard): `sparsity/global`, `sparsity/expected_l0`, `sparsity/layer_<i>/<kind>`,
 `sparsity/kind/<kind>`, `mask/flip_rate`, `mask/gates_near_0`, `mask/gates_near_1`, `update/ratio/layer_<i>`.
 The `*_scalars` functions return {tag: value}; callbacks return them from `log_scalars` and the Trainer's metric
@@ -13,19 +14,76 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import re
+
 import numpy as np
 import torch
 
 from .errors import SubnetsError
 from .targets import Target, describe_denominator, targets_from_names
 
+Pattern = tuple[int, int] | None  # (N, M), or None: unstructured
+UNSTRUCTURED = "unstructured"
+
+
+def parse_pattern(pattern: str) -> Pattern:
+    """'unstructured' -> None; 'N:M' (0 < N < M) -> (N, M)."""
+    if pattern == UNSTRUCTURED:
+        return None
+    match = re.fullmatch(r"(\d+):(\d+)", pattern)
+    if not match or not 0 < int(match.group(1)) < int(match.group(2)):
+        raise SubnetsError(f"Unknown --pattern '{pattern}'; expected unstructured or N:M with 0 < N < M, "
+                           f"such as 2:4 or 4:8.")
+    return int(match.group(1)), int(match.group(2))
+
+
+def format_pattern(pattern: Pattern) -> str:
+    return UNSTRUCTURED if pattern is None else f"{pattern[0]}:{pattern[1]}"
+
+
+def pattern_sparsity(pattern: Pattern) -> float | None:
+    """The sparsity an N:M pattern fixes (1 - N/M), None for unstructured."""
+    return None if pattern is None else 1 - pattern[0] / pattern[1]
+
+
+def _groups(values: torch.Tensor, pattern: tuple[int, int], name: str) -> torch.Tensor:
+    """A matrix as [rows, cols / M, M] groups of M consecutive input weights."""
+    n, m = pattern
+    if values.dim() != 2 or values.shape[1] % m:
+        raise SubnetsError(f"'{name}' of shape {tuple(values.shape)} cannot hold a {n}:{m} pattern; expected a "
+                           f"matrix whose input features are a multiple of {m}.")
+    return values.reshape(values.shape[0], -1, m)
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int, name: str = "a matrix") -> torch.Tensor:
+    """Keep the N highest scores in every group of M consecutive columns of each row (True = kept)."""
+    groups = _groups(scores, (n, m), name)
+    kept = torch.zeros_like(groups, dtype=torch.bool)
+    kept.scatter_(2, groups.topk(n, dim=2).indices, True)
+    return kept.reshape(scores.shape)
+
+
+def pattern_violations(mask: Mapping[str, torch.Tensor], pattern: Pattern) -> list[str]:
+    """The entries of a binary mask where some group of M consecutive input weights does not keep exactly N
+    (every entry for a matrix the pattern cannot tile); none for unstructured."""
+    if pattern is None:
+        return []
+    bad = []
+    for name, kept in mask.items():
+        ok = kept.dim() == 2 and kept.shape[1] % pattern[1] == 0
+        if not ok or not bool((_groups(kept.bool(), pattern, name).sum(-1) == pattern[0]).all()):
+            bad.append(name)
+    return bad
+
 
 @dataclass
 class SparsityReport:
     """Fractions of pruned weights (mask False) over the counted targets.
 
-    `global_sparsity` = pruned / total over all targets; `per_tensor` by parameter name; `per_layer` by encoder
-    layer; `per_kind` by matrix kind; `per_layer_kind` by (layer, kind); `denominator` names the targets.
+    `global_sparsity` = pruned / total over all targets; `per_tensor` by parameter name; `per_layer` by block;
+    `per_kind` by matrix kind; `per_layer_kind` by (layer, kind); `denominator` names the targets. A fused
+    projection (e.g. ModernBERT's `Wqkv`) counts under the roles of its parts (query, key, value) in `per_kind` and
+    `per_layer_kind`.
     """
 
     global_sparsity: float
@@ -83,12 +141,14 @@ def sparsity_report(mask: Mapping[str, torch.Tensor], targets: Sequence[Target] 
         pruned = total - count_nonzero(values)
         per_tensor[target.name] = pruned / max(total, 1)
         pruned_all, total_all = pruned_all + pruned, total_all + total
-        groups = [by_kind[target.kind]]
         if target.layer is not None:
-            groups += [by_layer[target.layer], by_layer_kind[(target.layer, target.kind)]]
-        for group in groups:
-            group[0] += pruned
-            group[1] += total
+            by_layer[target.layer][0] += pruned
+            by_layer[target.layer][1] += total
+        for role, role_pruned, role_total in _per_role(values, target, pruned, total):
+            groups = [by_kind[role]] + ([by_layer_kind[(target.layer, role)]] if target.layer is not None else [])
+            for group in groups:
+                group[0] += role_pruned
+                group[1] += role_total
     if total_all == 0:
         raise SubnetsError("Cannot report sparsity over an empty set of targets; expected at least one mask entry.")
     return SparsityReport(
@@ -101,6 +161,17 @@ def sparsity_report(mask: Mapping[str, torch.Tensor], targets: Sequence[Target] 
         per_kind=_ratios(by_kind),
         per_layer_kind=_ratios(by_layer_kind),
     )
+
+
+def _per_role(values: torch.Tensor, target: Target, pruned: int, total: int) -> list[tuple[str, int, int]]:
+    """(role, pruned, total) per role: a fused projection counted per part, any other target as its kind."""
+    if not target.parts:
+        return [(target.kind, pruned, total)]
+    counts = []
+    for role, start, stop in target.parts:
+        part = values.narrow(target.out_axis, start, stop - start)
+        counts.append((role, part.numel() - count_nonzero(part), part.numel()))
+    return counts
 
 
 def _ratios(counts: Mapping[Any, list[int]]) -> dict:

@@ -75,6 +75,18 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
 
 
+def _nested_tensors(state: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(path, tensor) for each tensor inside nested dicts, lists and tuples."""
+    if isinstance(state, torch.Tensor):
+        yield prefix, state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from _nested_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(state, (list, tuple)):
+        for i, value in enumerate(state):
+            yield from _nested_tensors(value, f"{prefix}[{i}]")
+
+
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -171,6 +183,8 @@ class Trainer:
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         check_label_compatibility(labels, task, task, f"model {type(model).__name__}")
         self.distributed = distributed or Distributed.current()
+        if args.use_cpu:
+            self.distributed = self.distributed.on_cpu()
         self.rank, self.world_size = self.distributed.rank, self.distributed.world_size
         self.is_main_process = self.distributed.is_main_process
         self.device = self.distributed.device
@@ -184,6 +198,8 @@ class Trainer:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         self.model = model.to(self.device)
         use_sync_free_attention(self.model)  # no host sync per forward (bitwise-identical outputs)
+        if args.torch_compile:  # in place (nn.Module.compile): the model keeps its type, DDP and hooks see it
+            self.model.compile(backend=args.torch_compile_backend)
         self.collator = Collator(tokenizer, pad_to_multiple_of=8 if self.device.type == "cuda" else None)
         self.output_dir = Path(args.output_dir)
         if metric_logger is None:
@@ -263,6 +279,7 @@ class Trainer:
                  "last_eval_step": self.last_eval_step, "runtime": self.runtime, "samples_seen": self.samples_seen,
                  "log_history": self.log_history, "train_loss_sum": self.train_loss_sum,
                  "train_loss_count": self.train_loss_count,
+                 "pending_loss": {"sum": self._loss_sum, "count": self._loss_count},  # steps since the last log
                  "rng": rng, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "callbacks": callbacks}
 
@@ -316,6 +333,9 @@ class Trainer:
         for key in ("global_step", "epoch", "step_in_epoch", "best", "last_eval", "last_eval_step", "runtime",
                     "samples_seen", "log_history", "train_loss_sum", "train_loss_count"):
             setattr(self, key, state[key])
+        if "pending_loss" in state:  # absent from checkpoints written before it was kept
+            self._loss_sum = state["pending_loss"]["sum"].to(self.device)
+            self._loss_count = state["pending_loss"]["count"]
         self.saved_step = self.global_step
         return True
 
@@ -327,7 +347,12 @@ class Trainer:
         if self.optimizer is not None:
             named += [(f"optimizer group {i} parameter {j}", p) for i, g in enumerate(self.optimizer.param_groups)
                       for j, p in enumerate(g["params"])]
-        finite = torch.stack([torch.isfinite(t).all() for _, t in named]) if named else torch.ones(1, dtype=torch.bool)
+        for name, cb in zip(callback_names(self.callbacks), self.callbacks):  # what callbacks hold and save
+            named += [(f"callback {name} {key}", t) for key, t in _nested_tensors(cb.state_dict())
+                      if t.is_floating_point()]
+        # one flag per tensor, gathered on the model's device (a callback's state may live elsewhere)
+        finite = (torch.stack([torch.isfinite(t).all().to(self.device) for _, t in named]) if named
+                  else torch.ones(1, dtype=torch.bool))
         if not bool(finite.all()):
             self._diverged(f"The weights became non-finite (first: {named[int((~finite).nonzero()[0])][0]})")
 

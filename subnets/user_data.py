@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import USER_FORMATS, read_user_file
+from .data import USER_FORMATS, check_labels_present, read_user_file
 from .errors import SubnetsError
 from .tasks import TASKS, LocalSource, TaskSpec
 
@@ -88,6 +88,7 @@ def user_task(args: DataFileArguments, name: str | None = None, labels: tuple[st
         if rows and args.label_column not in rows[0]:
             raise SubnetsError(f"Label column '{args.label_column}' is missing in {files[split]}; found columns "
                                f"{sorted(rows[0])}.")
+        check_labels_present(rows, args.label_column, str(files[split]))
         labels = _sorted_labels({str(r[args.label_column]).strip() for r in rows})
         if len(labels) < 2:
             raise SubnetsError(f"{files[split]} has {len(labels)} distinct label(s) in column '{args.label_column}'; "

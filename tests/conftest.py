@@ -6,6 +6,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite means the same on every machine: the CPU, even where CUDA is available (and so float32, not bf16);
+# tests/test_cuda.py asks for CUDA itself.
+os.environ.setdefault("SUBNETS_USE_CPU", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -27,15 +27,22 @@ FILLER = ["the", "movie", "was", "plot", "story", "really", "a", "film"]
 FAMILIES: dict[str, tuple[str, list[str]]] = {
     "dense": ("stage1_finetune", []),
     "freelb": ("stage1_finetune", ["--adversary", "freelb", "--adv_steps", "1"]),
+    "pgd": ("stage1_finetune", ["--adversary", "pgd", "--adv_steps", "1", "--adv_max_norm", "0.1"]),
     "poe": ("stage1_finetune", ["--debias", "poe", "--bias_predictions", "{bias}"]),
     "rose_first": ("stage1_finetune", ["--selective", "rose_first", "--rose_upper", "60"]),
     "rose_second": ("stage1_finetune", ["--selective", "rose_second", "--rose_upper", "60"]),
     "roast": ("stage1_finetune", ["--selective", "roast", "--adversary", "roast", "--roast_fisher_batches", "2"]),
     "hard_concrete": ("stage2_search", ["--method", "hard_concrete", "--controller", "lagrangian",
                                         "--target_sparsity", "0.3"]),
+    "hard_concrete_fixed": ("stage2_search", ["--method", "hard_concrete", "--controller", "fixed",
+                                              "--target_sparsity", "0.3"]),
+    "hard_concrete_structured": ("stage2_search", ["--method", "hard_concrete", "--granularity", "structured",
+                                                   "--mask_pooler", "false", "--controller", "lagrangian",
+                                                   "--target_sparsity", "0.3"]),
     "scores": ("stage2_search", ["--method", "scores", "--target_sparsity", "0.3", "--threshold_interval", "1"]),
     # two rounds: the second trains with the first round's mask fixed
     "imp_round": ("stage2_search", ["--method", "imp", "--target_sparsity", "0.19"]),
+    "imp_prune_first": ("stage2_search", ["--method", "imp", "--target_sparsity", "0.19", "--imp_prune_first"]),
     "fixed_mask_retrain": ("stage3_retrain", ["--mask", "{magnitude_run}", "--sparsity", "0.3",
                                               "--init", "pretrained"]),
 }
@@ -109,14 +116,19 @@ def stage_argv(places: dict[str, str], out: Path, options: list[str]) -> list[st
             *[option.format(**places) for option in options]]
 
 
+def prepare_family(family: str, places: dict[str, str]) -> None:
+    """Make what `family`'s run starts from (fixed-mask retraining: a magnitude ticket, no training)."""
+    if family == "fixed_mask_retrain" and not Path(places["magnitude_run"]).is_dir():
+        from pipelines import stage2_search
+
+        stage2_search.main(stage_argv(places, Path(places["magnitude_run"]), ["--method", "magnitude"]))
+
+
 def run_family(family: str, places: dict[str, str], out: Path, guard: SteadyStateGuard, monkeypatch) -> None:
     """Run `family`'s stage with `guard` among its callbacks (the guard is closed even if the run fails)."""
     import importlib
 
-    if family == "fixed_mask_retrain" and not Path(places["magnitude_run"]).is_dir():
-        from pipelines import stage2_search  # the mask to retrain with: a magnitude ticket (no training)
-
-        stage2_search.main(stage_argv(places, Path(places["magnitude_run"]), ["--method", "magnitude"]))
+    prepare_family(family, places)
     module_name, options = FAMILIES[family]
     module = importlib.import_module(f"pipelines.{module_name}")
     original = module.build_training_setup

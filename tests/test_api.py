@@ -36,3 +36,69 @@ def test_import_subnets_is_light():
     code = "import sys, subnets; print('torch' in sys.modules, callable(subnets.draw_ticket))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_api_calls_with_wrong_arguments_are_one_clear_error(tiny_bert):
+    import pytest
+
+    from subnets import api
+    from subnets.errors import SubnetsError
+
+    model, tokenizer = tiny_bert
+    task = api.load_task("sst2")
+    calls = {"load_model: argument task is str": lambda: api.load_model("minilm", "sst2"),
+             "load_data: argument task is str": lambda: api.load_data("sst2", tokenizer),
+             "load_data: argument tokenizer is NoneType": lambda: api.load_data(task, None),
+             "finetune: argument data is NoneType": lambda: api.finetune(model, tokenizer, task, None, "out"),
+             "attack: argument data is NoneType": lambda: api.attack(model, tokenizer, task, None),
+             "put_mask: argument mask is list": lambda: api.put_mask([1], model, task=task),
+             "put_mask: argument mask holds values that are not tensors": lambda: api.put_mask({"a": 3}, model,
+                                                                                                 task=task),
+             "load_task: name is int": lambda: api.load_task(5),
+             "load_model: seed -1 is out of range": lambda: api.load_model("minilm", task, seed=-1)}
+    for message, call in calls.items():
+        with pytest.raises(SubnetsError, match=message):
+            call()
+
+
+def test_load_data_reads_the_data_folder_of_subnets_data_dir(tiny_bert, tiny_data_dir, monkeypatch):
+    from subnets import api
+
+    monkeypatch.setenv("SUBNETS_DATA_DIR", str(tiny_data_dir))
+    data = api.load_data(api.load_task("sst2"), tiny_bert[1], max_seq_length=16)
+    assert len(data.train) == 96 and len(data.eval) == 32  # the toy folder's sizes, not the hub's
+
+
+def test_finetune_into_an_existing_run_folder_resumes_only_the_same_call(tmp_path, tiny_model_dir, tiny_data_dir):
+    """Issue 28, defect 4: `finetune` into another run's folder loaded that run's checkpoint into the model passed in
+    and returned its metrics without training."""
+    import pytest
+    import torch
+
+    import subnets
+    from pipelines import stage1_finetune
+    from subnets.errors import SubnetsError
+
+    task = subnets.load_task("sst2")
+    model_dir, out = tiny_model_dir(), tmp_path / "run"
+    model, tokenizer = subnets.load_model(model_dir, task)
+    data = subnets.load_data(task, tokenizer, data_dir=tiny_data_dir)
+    quick = dict(max_steps=2, per_device_train_batch_size=16, disable_tqdm=True, report_to="none")
+    first = subnets.finetune(model, tokenizer, task, data, out, learning_rate=1e-3, **quick)
+    other, _ = subnets.load_model(model_dir, task)
+    with torch.no_grad():
+        other.classifier.weight.add_(0.5)  # another starting model
+    with pytest.raises(SubnetsError, match="already holds a run of other model_fingerprint"):
+        subnets.finetune(other, tokenizer, task, data, out, learning_rate=1e-3, **quick)
+    before = {n: p.clone() for n, p in other.state_dict().items()}
+    with pytest.raises(SubnetsError, match="already holds a run of other model_fingerprint, options"):
+        subnets.finetune(other, tokenizer, task, data, out, learning_rate=3e-3, **quick)
+    assert all(torch.equal(before[n], p) for n, p in other.state_dict().items())  # nothing was loaded into it
+    again, _ = subnets.load_model(model_dir, task)  # the same call: the finished run is resumed, not retrained
+    assert subnets.finetune(again, tokenizer, task, data, out, learning_rate=1e-3, **quick) == first
+    replaced = subnets.finetune(other, tokenizer, task, data, out, learning_rate=3e-3, overwrite_output_dir=True,
+                                **quick)
+    assert replaced["train_steps"] == 2 and replaced["train_loss"] != first["train_loss"]
+    with pytest.raises(SubnetsError, match="holds a different run"):  # the CLI resumes only its own runs too
+        stage1_finetune.main(["--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir",
+                              str(tiny_data_dir), "--output_dir", str(out), "--max_steps", "2"])

@@ -163,3 +163,53 @@ def test_files_and_folders_honour_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
+
+
+class DivergingController(Callback):
+    """A controller whose saved state (not a model or optimizer tensor) turns NaN at a given step."""
+
+    def __init__(self, at):
+        self.at, self.value = at, torch.zeros(2)
+
+    def on_step_end(self, trainer):
+        if trainer.global_step == self.at:
+            self.value[1] = float("nan")
+
+    def state_dict(self):
+        return {"nested": {"values": [self.value]}}
+
+    def load_state_dict(self, state):
+        self.value = state["nested"]["values"][0]
+
+
+def test_no_checkpoint_is_written_from_a_callback_state_that_diverged(tmp_path, tiny_data_dir):
+    trainer = make_trainer(tmp_path, tiny_data_dir, callbacks=[DivergingController(at=4)], eval_strategy="steps",
+                           eval_steps=2, logging_steps=100)
+    with pytest.raises(SubnetsError, match=r"non-finite \(first: callback DivergingController nested.values\[0\]\) "
+                                           r"by step 4.*checkpoint-last is kept at step 2"):
+        trainer.train()
+    assert strict_json(tmp_path / "run" / "checkpoint-last" / "trainer_state.json")["global_step"] == 2
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_last_good_checkpoint(tmp_path, tiny_data_dir, monkeypatch):
+    import subnets.checkpointing as checkpointing
+    from safetensors import SafetensorError
+
+    real_save, calls, kept = checkpointing.save_file, [], {}
+    last = tmp_path / "run" / "checkpoint-last"
+
+    def disk_fills_up(tensors, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) > 2:  # the second checkpoint-last: safetensors' own error for ENOSPC
+            kept.update({p.name: p.read_bytes() for p in last.iterdir()})
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpointing, "save_file", disk_fills_up)
+    with pytest.raises(SubnetsError, match=r"No space left to write .*checkpoint-last .*the last complete "
+                                           r"checkpoint-last is kept: free some space and rerun"):
+        make_trainer(tmp_path, tiny_data_dir, save_steps=4).train()
+    assert {p.name: p.read_bytes() for p in last.iterdir()} == kept
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(checkpointing, "save_file", real_save)
+    assert make_trainer(tmp_path, tiny_data_dir, save_steps=4).train()["train_steps"] == 18  # resumes to the end

@@ -257,3 +257,148 @@ def test_a_run_resumes_from_another_spelling_of_its_paths_and_after_a_move(tmp_p
     assert config["DataArguments"]["data_dir"] == str(tiny_data_dir.resolve())
     with pytest.raises(SubnetsError, match="already holds a different run"):
         stage1_finetune.main(stage1_argv(f"./{model.name}/", "data/", "moved/", "--learning_rate", "0.5"))
+
+
+def custom_code_model(tiny_model_dir, marker):
+    """A model folder whose config names code shipped with it (auto_map); importing that code creates `marker`."""
+    model = tiny_model_dir("bert")
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="shipped-code", auto_map={"AutoConfig": "custom.CustomConfig",
+                                                       "AutoModelForSequenceClassification": "custom.CustomModel"})
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "custom.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                     "from transformers import BertConfig, BertForSequenceClassification\n"
+                                     "class CustomConfig(BertConfig):\n    model_type = 'shipped-code'\n"
+                                     "class CustomModel(BertForSequenceClassification):\n"
+                                     "    config_class = CustomConfig\n")
+    return model
+
+
+@pytest.mark.parametrize("command", ["stage1", "evaluate", "masks export"])
+def test_code_shipped_in_a_model_folder_never_runs_even_when_stdin_says_yes(capsys, monkeypatch, tmp_path, search,
+                                                                            tiny_model_dir, tiny_data_dir, command):
+    import io
+
+    from masks.cli import main as masks_main
+
+    marker = tmp_path / "code-ran"
+    model, out = custom_code_model(tiny_model_dir, marker), tmp_path / "out"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 100))  # `yes y | ...`: transformers' prompt would say yes
+    if command == "masks export":
+        ticket = json.loads((search / "masks.json").read_text())["ticket"]
+        code = masks_main(["--root", str(tmp_path / "store"), "export", ticket, "--format", "dense", "--model",
+                           str(model), "--out", str(out)])
+        err = capsys.readouterr().err
+    else:
+        argv = stage1_argv(model, tiny_data_dir, out) if command == "stage1" else \
+            ["--checkpoint", model, "--tasks", "sst2", "--data_dir", tiny_data_dir, "--output_dir", out]
+        code, err = cli(capsys, monkeypatch, command, argv)
+    assert_one_error(code, err, "ships its own code ('auto_map' in config.json); subnets never runs code")
+    assert not marker.exists() and not out.exists()
+
+
+def rewrite_weights(model, change):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(model / "model.safetensors")
+    change(weights)
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("case", ["another architecture", "a mis-shaped weight", "no tokenizer files"])
+def test_what_loads_is_what_was_asked_for(capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir, case):
+    model = tiny_model_dir("bert", label_names=("a", "b", "c"))  # another task: the head is new, nothing else
+    if case == "another architecture":
+        config = json.loads((model / "config.json").read_text())
+        config.update(model_type="roberta", architectures=["RobertaForSequenceClassification"])
+        (model / "config.json").write_text(json.dumps(config))
+        expected = "no weights of the right shape for"
+    elif case == "a mis-shaped weight":
+        name = "bert.encoder.layer.0.output.dense.weight"
+        rewrite_weights(model, lambda w: w.update({name: w[name][:, :-4].clone()}))
+        expected = f"(e.g. {name}), which would start random"
+    else:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (model / name).unlink()
+        expected = "has no tokenizer vocabulary"
+    out = tmp_path / "out"
+    code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(model, tiny_data_dir, out))
+    assert_one_error(code, err, expected)
+    assert "only the classifier head of a new task may be new" in err or case == "no tokenizer files"
+    assert not out.exists()
+
+
+def test_a_data_file_changed_before_a_resume_is_refused_or_accepted_on_request(capsys, monkeypatch, tmp_path,
+                                                                              tiny_model_dir, tiny_data_dir):
+    model, out = tiny_model_dir("bert"), tmp_path / "run"
+    stage1_finetune.main(stage1_argv(model, tiny_data_dir, out))
+    train = tiny_data_dir / "glue" / "SST-2" / "train.tsv"
+    train.write_text(train.read_text().replace("\t0\n", "\t1\n"))  # relabelled between a kill and the resume
+    before = (out / "run_config.json").read_text()
+    code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(model, tiny_data_dir, out))
+    assert_one_error(code, err, f"Data file {train.resolve()} changed since the run in {out} started")
+    assert (out / "run_config.json").read_text() == before
+    recorded = json.loads(before)["data_files"]
+    stage1_finetune.main(stage1_argv(model, tiny_data_dir, out, "--allow_changed_data", "true"))
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["accepted_data_changes"] == [{"file": str(train.resolve()), "before": recorded[str(train.resolve())],
+                                               "after": config["data_files"][str(train.resolve())]}]
+    assert config["DataArguments"]["allow_changed_data"] is True
+    code, err = cli(capsys, monkeypatch, "stage1",
+                    stage1_argv(model, tiny_data_dir, out, "--allow_changed_data", "true"))
+    assert code == 0 and "warning: --allow_changed_data has no effect" in err  # nothing changed since
+
+
+@pytest.mark.parametrize("command, extra, message", [
+    ("stage1", ["--learning_rate", "nan"], "--learning_rate nan is not a finite number"),
+    ("stage1", ["--learning_rate", "-1"], "--learning_rate -1.0 is out of range"),
+    ("stage2", ["--method", "imp", "--imp_rate", "0"], "--imp_rate 0.0 is out of range"),
+    ("stage2", ["--method", "imp", "--imp_rate", "1.5"], "--imp_rate 1.5 is out of range"),
+    ("stage1", ["--max_seq_length", "200"], "max_seq_length 200 is out of range; expected 1 to 135"),
+])
+def test_option_values_are_checked_before_anything_is_written(capsys, monkeypatch, tmp_path, tiny_model_dir,
+                                                              tiny_data_dir, command, extra, message):
+    model, out = tiny_model_dir("roberta"), tmp_path / "run"  # RoBERTa: 136 positions hold 135 tokens
+    argv = stage1_argv(model, tiny_data_dir, out, "--mask_store", tmp_path / "store", *extra)
+    code, err = cli(capsys, monkeypatch, command, argv)
+    assert_one_error(code, err, message)
+    assert not out.exists()  # so the corrected command is a new run, not "a different run"
+
+
+@pytest.mark.parametrize("command, extra, message", [
+    ("stage1", ["--max_seq_length", "-5"], "--max_seq_length must be at least 1; got -5"),
+    ("stage1", ["--seed", "-1"], "--seed -1 is out of range"),
+    ("stage3", ["--init", "finetuned", "--mask_store", "STORE"], "masks.json is damaged (JSONDecodeError)"),
+])
+def test_bad_values_and_damaged_files_are_one_line_errors(capsys, monkeypatch, tmp_path, search, tiny_model_dir,
+                                                          tiny_data_dir, command, extra, message):
+    (search / "masks.json").write_text('{"ticket": "abc')  # a stage-2 run's listing, damaged
+    out = tmp_path / "out"
+    extra = [str(tmp_path / "store") if e == "STORE" else e for e in extra]
+    argv = stage1_argv(tiny_model_dir("bert"), tiny_data_dir, out, *extra)
+    code, err = cli(capsys, monkeypatch, command, argv + (["--mask", search] if command == "stage3" else []))
+    assert_one_error(code, err, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max_seq_length", "0"], "--max_seq_length must be at least 1; got 0"),
+    (["--warmup_ratio", "2"], "--warmup_ratio 2.0 is out of range; expected a fraction of the steps in [0, 1]"),
+    (["--recipe", "RECIPE"], "sets learning_rate more than once"),
+])
+def test_values_are_never_silently_reinterpreted(capsys, monkeypatch, tmp_path, tiny_model_dir, tiny_data_dir, extra,
+                                                 message):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("learning_rate: 1e-3\nwarmup_ratio: 0.1\nlearning_rate: 5e-5\n")
+    extra = [str(recipe) if e == "RECIPE" else e for e in extra]
+    out = tmp_path / "o"
+    code, err = cli(capsys, monkeypatch, "stage1", stage1_argv(tiny_model_dir("bert"), tiny_data_dir, out, *extra))
+    assert_one_error(code, err, message)
+    assert not out.exists()
+
+
+def test_attacking_zero_examples_is_an_error_not_the_default_size():
+    from subnets.attacks.pipeline import AttackOptions
+
+    with pytest.raises(SubnetsError, match="must be at least 1; got 0"):
+        AttackOptions(attack="textfooler", samples=0)

@@ -1,6 +1,6 @@
 """The CUDA path in one file (skipped without CUDA): every stage family under bf16 autocast with host syncs made
 errors in its steady-state steps, and a 2-process NCCL run when two GPUs exist. `benchmarks/gpu_check.sh` runs
-this file and the benchmark ratios."""
+this file in its tests phase (docs/performance.md, "GPU check")."""
 
 import os
 import subprocess
@@ -18,6 +18,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+@pytest.fixture(autouse=True)
+def on_cuda(monkeypatch):
+    """The suite runs on the CPU (tests/conftest.py); these tests ask for CUDA."""
+    monkeypatch.setenv("SUBNETS_USE_CPU", "0")
+
+
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     return make_workspace(tmp_path_factory.mktemp("cuda"))
@@ -28,7 +34,7 @@ def test_family_runs_in_bf16_without_host_syncs(family, places, tmp_path, monkey
     monkeypatch.setenv("SUBNETS_MASK_STORE", str(tmp_path / "store"))
     guard = SteadyStateGuard(cuda_sync_errors)
     run_family(family, places, tmp_path / family, guard, monkeypatch)
-    rounds = 2 if family == "imp_round" else 1
+    rounds = 2 if family.startswith("imp") else 1
     assert guard.guarded_steps == rounds * (MAX_STEPS - WARMUP_STEPS)
     assert torch.bfloat16 in guard.logit_dtypes  # the forward passes ran under bf16 autocast
 

@@ -201,6 +201,29 @@ def test_score_masks_are_straight_through_and_thresholds_control_sparsity(tiny):
     assert len({float(m.threshold) for m in masks.values()}) == 1
 
 
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5])
+def test_thresholds_from_one_sort_per_shape_equal_each_matrix_kthvalue(sparsity):
+    from subnets.masking.draw import pruned_count
+
+    model, _ = tiny_model("bert")
+    targets = find_targets(model, classifier=True)  # several shapes: attention, FFN in/out, classifier
+    masks = attach_scores(model, targets, init="soft", sparsity=0.1)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in masks.values():  # random scores with ties (values on a coarse grid)
+            m.scores.copy_(torch.randint(0, 50, m.scores.shape, generator=generator).float() / 7)
+    reset_thresholds(masks, sparsity, scope="per_matrix")
+    for m in masks.values():
+        k = pruned_count(m.scores.numel(), sparsity)
+        expected = m.scores.min() - 1.0 if k == 0 else torch.kthvalue(m.scores.flatten(), k).values
+        assert torch.equal(m.threshold, expected)
+    reset_thresholds(masks, sparsity, scope="global")
+    flat = torch.cat([m.scores.flatten() for m in masks.values()])
+    k = pruned_count(flat.numel(), sparsity)
+    expected = flat.min() - 1.0 if k == 0 else torch.kthvalue(flat, k).values
+    assert all(torch.equal(m.threshold, expected) for m in masks.values())
+
+
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_soft_score_init_hits_the_sparsity(kind):
     model, _ = tiny_model(kind)

@@ -128,3 +128,32 @@ def test_python_dash_m_entry_point(store_with_records):
     done = subprocess.run([sys.executable, "-m", "masks", "--root", str(root / "store"), "list", "--json"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and len(json.loads(done.stdout)) == len(ids)
+
+
+def test_plot_never_replaces_an_existing_file_and_creates_a_missing_folder(capsys, store_with_records):
+    """Issue 28, defect 1: `plot --out thesis.pdf` overwrote any existing file, exit 0."""
+    root, _, ids = store_with_records
+    thesis = root / "thesis.pdf"
+    thesis.write_bytes(b"my thesis")
+    code, _, err = run(capsys, root, "plot", ids["a"][:6], "--out", str(thesis))
+    assert code == 2 and "already exists" in err and "--force" in err and thesis.read_bytes() == b"my thesis"
+    code, _, err = run(capsys, root, "plot", ids["a"][:6], "--out", str(root / "figs" / "new" / "a.pdf"))
+    assert code == 0 and (root / "figs" / "new" / "a.pdf").read_bytes()[:5] == b"%PDF-"
+    code, _, err = run(capsys, root, "plot", ids["a"][:6], "--out", str(root / "a.nosuchformat"))
+    assert code == 2 and err.count("\n") == 1 and "nosuchformat" in err
+    code, _, _ = run(capsys, root, "plot", ids["a"][:6], "--out", str(thesis), "--force")
+    assert code == 0 and thesis.read_bytes()[:5] == b"%PDF-"
+
+
+def test_missing_paths_are_named_and_export_writes_into_a_linked_folder(capsys, store_with_records):
+    """Issue 28, defect 19: a missing path was "not a record id"; `export --out LINK` replaced the link."""
+    root, _, ids = store_with_records
+    missing = root / "runs" / "gone" / "mask.safetensors"
+    code, _, err = run(capsys, root, "show", str(missing))
+    assert code == 2 and f"{missing} does not exist" in err
+    target = root / "target"
+    target.mkdir()
+    (root / "link").symlink_to(target)
+    code, _, _ = run(capsys, root, "export", ids["a"][:6], "--format", "dense", "--model", str(root / "base"),
+                     "--out", str(root / "link"))
+    assert code == 0 and (root / "link").is_symlink() and (target / "config.json").is_file()

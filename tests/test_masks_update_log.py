@@ -117,3 +117,39 @@ def test_an_identical_rerun_closes_onto_the_existing_record(tmp_path):
     assert ids[0] == ids[1]
     assert [r.id for r in store.list()] == [ids[0]]
     assert store.verify(ids[0])[0]["ok"]
+
+
+def test_removing_an_open_log_fails_its_writer_and_verify_checks_chunks_against_metadata(tmp_path):
+    """Issue 28, defect 9: `subnets-masks rm` of an open log during a run left a record whose metadata claimed
+    every step while chunks were missing, and `verify` said ok."""
+    import os
+
+    from masks.files import read_record_json, write_record_json
+    from masks.record import content_id, sha256_hex
+
+    store = MaskStore(tmp_path)
+    log = store.open_update_log({"method": "rose-first"}, flush_every=1)
+    log.append(1, scalar_masks(1))
+    store.remove(log.id)  # what `subnets-masks rm` does while the run goes on
+    with pytest.raises(SubnetsError, match="was removed from"):
+        log.append(2, scalar_masks(2))
+    with pytest.raises(SubnetsError):
+        log.close()
+    assert store.ids() == []  # complete or absent: nothing claims the lost steps
+
+    log = store.open_update_log({"method": "rose-first"}, flush_every=1)
+    for step in (1, 2, 3):
+        log.append(step, scalar_masks(step))
+    directory = tmp_path / "records" / log.close()
+    # the record the old writer published: chunk 0 gone, checksums and id consistent with what is left
+    meta = read_record_json(directory)
+    (directory / "chunk-000000.safetensors").unlink()
+    index = b"".join((directory / "index.jsonl").read_bytes().splitlines(keepends=True)[1:])
+    (directory / "index.jsonl").write_bytes(index)
+    del meta["files"]["chunk-000000.safetensors"]
+    meta["files"]["index.jsonl"] = {"sha256": sha256_hex(index), "bytes": len(index)}
+    damaged = tmp_path / "records" / content_id(meta, {n: f["sha256"] for n, f in meta["files"].items()})
+    os.rename(directory, damaged)
+    write_record_json(damaged, meta)
+    [result] = store.verify()
+    assert not result["ok"] and "chunk-000000.safetensors is missing" in result["problem"]

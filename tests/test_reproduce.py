@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from pipelines import reproduce
 from pipelines.papers import Setting
 
@@ -137,3 +139,49 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
     after = reproduce.main(argv + ["--report_only"])
     assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
     assert "| - |" not in (out / "report.md").read_text()
+
+
+def test_smoke_inputs_killed_while_written_are_generated_again(tmp_path, monkeypatch):
+    """Issue 28, defect 13: `reproduce --budget smoke` killed while it wrote its toy inputs never recovered."""
+    from subnets import toydata
+
+    paper, out = reproduce.load_paper("robust_tickets"), tmp_path / "rt"
+    original = toydata.write_toy_task
+
+    def killed_after_the_first_task(root, name, *args):
+        original(root, name, *args)
+        raise KeyboardInterrupt  # stands for the kill: the folder holds one task of several
+
+    monkeypatch.setattr(toydata, "write_toy_task", killed_after_the_first_task)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.smoke_inputs(paper, out)
+    monkeypatch.setattr(toydata, "write_toy_task", original)
+    model_dir, data_dir = reproduce.smoke_inputs(paper, out)
+    expected = toydata.write_toy_data(tmp_path / "expected", paper.tasks)
+    listing = sorted(str(p.relative_to(expected)) for p in expected.rglob("*") if p.is_file())
+    assert listing and all((Path(data_dir) / name).is_file() for name in listing)
+    assert (Path(model_dir) / "config.json").is_file() and (Path(model_dir) / "model.safetensors").is_file()
+
+
+def test_reproduce_pruning_robustness_smoke_has_every_method_at_both_patterns(tmp_path):
+    results, report = smoke("pruning_robustness", tmp_path / "pr")
+    assert sorted(results) == ["2of4", "cost", "unstructured"]
+    for table in ("unstructured", "2of4"):
+        assert {"dense", "Wanda", "SparseGPT + retrain", "Wanda robust calib.", "robust ticket"} <= set(results[table])
+    assert all(cell["Sparsity"]["mean"] == 50.0 for cell in results["cost"].values())
+    evaluate = recorded_argv(tmp_path / "pr" / results["2of4"]["Wanda"]["SST-2 dev"]["runs"][0])
+    stage2 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
+    assert stage2[stage2.index("--method") + 1] == "wanda" and stage2[stage2.index("--pattern") + 1] == "2:4"
+    section = report[report.index("## Paired differences"):]
+    assert section.count("| robust ticket | ") == 2 and "| dense |" not in section
+    assert "| 4 |" in section  # 4 attacked sentences paired with the dense model's (one seed)
+
+
+def test_paired_bootstrap_interval():
+    from pipelines.sweeping.aggregate import paired_bootstrap
+
+    assert paired_bootstrap([2.0] * 10) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 10}
+    values = [1.0, -1.0, 3.0, 0.0, 2.0, 1.0, 0.5, 1.5]
+    stat = paired_bootstrap(values, seed=3)
+    assert stat == paired_bootstrap(values, seed=3) and stat["low"] < stat["mean"] == 1.0 < stat["high"]
+    assert stat["low"] >= min(values) and stat["high"] <= max(values)

@@ -303,3 +303,16 @@ def test_one_symmetric_kl_for_roast_and_rose(tiny_bert):
     manual = torch.autograd.grad(0.5 * reference(a, b).float() / 4, rose.params)
     for ours, theirs in zip(kl_grads, manual):
         assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
+
+
+def test_update_ratio_meter_counts_updated_elements_per_layer():
+    from subnets.selective import LayerParameter, UpdateRatioMeter
+
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in (4, (2, 3), 6)]
+    selected = [LayerParameter("a", params[0], 0), LayerParameter("b", params[1], 0), LayerParameter("c", params[2], 1)]
+    meter = UpdateRatioMeter(selected, "cpu")
+    meter.add([torch.tensor([0.0, 2.5, -1.0, 0.0]), torch.tensor([[1.0, 0, 0], [0, 0, 0]]), torch.ones(6)])
+    meter.add([torch.zeros(4), torch.zeros(2, 3), torch.tensor([0, 0, 0, 1.0, 1, 0])])
+    assert meter.mean() == pytest.approx([(3 / 10 + 0) / 2, (1 + 2 / 6) / 2])
+    meter.add([torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0.3)])  # one value per tensor
+    assert meter.mean() == pytest.approx([4 / 10, 1.0])

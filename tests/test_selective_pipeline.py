@@ -110,3 +110,21 @@ def test_builder_choices():
         build_selective(SelectiveArguments(selective="rose"))
     with pytest.raises(SubnetsError, match="update_mask_every"):
         build_selective(SelectiveArguments(selective="roast", update_mask_every=0))
+
+
+@pytest.mark.parametrize("selective", ["rose_first", "roast"])
+def test_rerunning_a_finished_or_killed_after_training_run_finishes_cleanly(tiny_data_dir, tiny_model_dir, tmp_path,
+                                                                              selective):
+    """Issue 28, defect 11: rerunning a finished ROSE or RoAST command, or one killed after training ended, failed
+    with "update-mask record ... is not in STORE"."""
+    out, store = tmp_path / "run", tmp_path / "store"
+    argv = ["--selective", selective, "--update_mask_every", "2", "--max_train_samples", "32"]
+    first = run_stage1(tiny_data_dir, tiny_model_dir("bert"), out, store, *argv)
+    record_id = json.loads((out / "update_masks.json").read_text())["update_log_id"]
+    again = run_stage1(tiny_data_dir, tiny_model_dir("bert"), out, store, *argv)
+    assert again["eval_accuracy"] == first["eval_accuracy"] and again["train_steps"] == first["train_steps"]
+    (out / "metrics.json").unlink()  # killed after training ended, before the stage wrote its metrics
+    run_stage1(tiny_data_dir, tiny_model_dir("bert"), out, store, *argv)
+    assert json.loads((out / "update_masks.json").read_text())["update_log_id"] == record_id
+    assert [r.id for r in MaskStore(store).list(kind="update")] == [record_id]
+    assert all(r["ok"] for r in MaskStore(store).verify())

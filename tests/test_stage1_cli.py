@@ -140,3 +140,26 @@ def test_a_run_with_tuple_options_resumes_in_its_own_directory(tmp_path):
     args[WithTuple].window = (0.2, 0.4)
     with pytest.raises(SubnetsError, match=r"WithTuple.window = \[0.1, 0.4\] there, \[0.2, 0.4\] here"):
         prepare_run_dir(args, "stage_x")
+
+
+def test_overwrite_output_dir_starts_from_an_empty_folder_and_never_empties_a_foreign_one(tmp_path, tiny_model_dir,
+                                                                                         tiny_data_dir):
+    """Issue 28, defect 3: --overwrite_output_dir kept round-*/, checkpoint-step-* and other leftovers."""
+    model_dir, out = tiny_model_dir("bert"), tmp_path / "run"
+    stage1_finetune.main(stage1_argv(model_dir, tiny_data_dir, out, "--max_steps", "2", "--save_model_at_steps", "1"))
+    (out / "round-1").mkdir()
+    (out / "round-1" / "metrics.json").write_text("{}")
+    assert (out / "checkpoint-step-1").is_dir()
+    stage1_finetune.main(stage1_argv(model_dir, tiny_data_dir, out, "--max_steps", "2", "--learning_rate", "3e-3",
+                                     "--overwrite_output_dir", "true"))
+    assert not (out / "round-1").exists() and not (out / "checkpoint-step-1").exists()
+    assert json.loads((out / "run_config.json").read_text())["TrainingArguments"]["learning_rate"] == 3e-3
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("words")
+    with pytest.raises(SubnetsError, match="holds no run"):
+        stage1_finetune.main(stage1_argv(model_dir, tiny_data_dir, foreign, "--overwrite_output_dir", "true"))
+    assert (foreign / "chapter1.tex").read_text() == "words" and len(list(foreign.iterdir())) == 1
+    with pytest.raises(SubnetsError, match="would delete --model_name_or_path"):  # a run folder as its own model
+        stage1_finetune.main(stage1_argv(out, tiny_data_dir, out, "--max_steps", "2", "--overwrite_output_dir", "true"))
+    assert (out / "checkpoint-best").is_dir()

@@ -1,8 +1,16 @@
 import json
+import os
 import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from pipelines import sweep
 from pipelines.sweeping.aggregate import aggregate, flat_metrics, markdown
 from pipelines.sweeping.plan import Chain, Plan
@@ -102,3 +110,113 @@ def test_submitit_local_executor_runs_a_two_run_grid(tmp_path, tiny_model_dir, t
     for name in result["outcomes"]:
         assert json.loads((out / name / "metrics.json").read_text())["train_steps"] == 6
     assert result["cells"]["all"]["seeds"] == ["1", "2"]
+
+
+def test_local_workers_get_gpus_round_robin():
+    from pipelines.sweeping.execute import worker_gpus
+
+    assert worker_gpus(3, 1, ["3", "5"]) == ["3", "5", "3"]
+    assert worker_gpus(2, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3"]
+    assert worker_gpus(2, 2, ["0", "1", "2"]) == ["0,1", "2,0"]
+    assert worker_gpus(4, 1, []) is None
+
+
+def _report_gpus(sync_dir: str, workers: int) -> str:
+    """In a worker: wait until every worker holds a task (so that each answers once), then report its GPUs."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(sync_dir, str(os.getpid())).touch()
+    while len(list(Path(sync_dir).iterdir())) < workers:
+        time.sleep(0.05)
+    return os.environ["CUDA_VISIBLE_DEVICES"]
+
+
+def test_each_local_worker_sees_its_own_gpus(tmp_path, monkeypatch):
+    from pipelines.sweeping.execute import LocalExecutor
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # two GPUs, as the sweep's parent sees them
+    executor = LocalExecutor(2)
+    try:
+        handles = [executor.submit(_report_gpus, str(tmp_path), 2) for _ in range(2)]
+        assert sorted(h.result() for h in handles) == ["3", "5"]
+    finally:
+        executor.close()
+
+
+def test_torchrun_runs_get_a_rendezvous_of_their_own(monkeypatch):
+    from pipelines.sweeping import execute
+
+    commands = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(execute.subprocess, "run", lambda command, **kwargs: commands.append(command) or Done())
+    monkeypatch.setattr(execute, "atomic_write_json", lambda *args: None)
+    execute.execute_run("stage1", ["--output_dir", "x"], "x", {}, nproc_per_run=2)
+    assert commands[0][1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+
+
+def test_sweep_and_reproduce_exit_non_zero_listing_failed_and_blocked_runs(tmp_path, tiny_data_dir, monkeypatch,
+                                                                         capsys):
+    """Issue 28, defect 17: `sweep` and `reproduce` exited 0 when runs failed or were blocked."""
+    from pipelines import reproduce
+
+    missing = tmp_path / "no-such-model"
+    argv = sweep_argv(missing, tiny_data_dir, tmp_path / "sweep", "--executor", "inline", grid=("seed=1",))
+    monkeypatch.setattr(sys, "argv", ["sweep", *argv])
+    assert sweep.cli() == 2
+    err = capsys.readouterr().err
+    assert "2 of 2 runs failed or were blocked" in err and "stage1/seed=1" in err and "(blocked)" in err
+    monkeypatch.setattr(sys, "argv", ["reproduce", "robust_tickets", "--budget", "smoke", "--seeds", "1",
+                                      "--tasks", "sst2", "--model_name_or_path", str(missing), "--executor", "inline",
+                                      "--output_dir", str(tmp_path / "reproduce")])
+    assert reproduce.cli() == 2
+    assert "runs failed or were blocked" in capsys.readouterr().err
+    assert (tmp_path / "reproduce" / "report.md").is_file()  # the report is still written
+
+
+def _descendants(pid):
+    """The processes `pid` started, and theirs (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or not hasattr(os, "pidfd_open"), reason="needs Linux")
+def test_kill_9_of_a_sweep_takes_its_workers_with_it_and_the_rerun_completes(tmp_path, tiny_model_dir, tiny_data_dir):
+    """Issue 28, defect 12: after kill -9 of a sweep with --workers N the workers lived on, holding their run locks."""
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "pipelines.sweep", "--stages", "stage1", "--output_dir", str(out),
+            "--grid", "seed=1,2", "--executor", "local", "--workers", "2", "--threads_per_worker", "1",
+            "--set", f"model_name_or_path={tiny_model_dir('bert')}", f"data_dir={tiny_data_dir}", "max_steps=100",
+            "save_steps=10", "eval_strategy=no", "max_seq_length=16", "per_device_train_batch_size=16",
+            "report_to=none"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    sweep_process = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+    while len(list((out / "stage1").glob("*/run_config.json"))) < 2:  # both workers are training
+        assert sweep_process.poll() is None, "the sweep ended before it could be killed"
+        time.sleep(0.1)
+    workers = _descendants(sweep_process.pid)
+    pidfds = [os.pidfd_open(pid) for pid in workers]
+    sweep_process.send_signal(signal.SIGKILL)
+    sweep_process.wait()
+    running = set(pidfds)
+    while running:  # a hang guard, not a timing check: the workers die at once, or, unfixed, never
+        ready, _, _ = select.select(list(running), [], [], 120)
+        if not ready:
+            break
+        running -= set(ready)
+    left = [pid for pid, fd in zip(workers, pidfds) if fd in running]
+    assert workers and not left, f"processes left after the sweep was killed: {left}"
+    assert len(list((out / "stage1").glob("*/metrics.json"))) < 2  # the kill interrupted a run
+    rerun = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    status = json.loads((out / "sweep_status.json").read_text())
+    assert sorted(o["status"] for o in status.values()) == ["done", "done"]
+    assert all(json.loads((out / n / "metrics.json").read_text())["train_steps"] == 100 for n in status)

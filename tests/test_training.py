@@ -76,6 +76,37 @@ def test_resume_after_a_crash_ends_with_identical_weights_and_metrics(tmp_path, 
         {k: v for k, v in full_metrics.items() if k not in drop}
 
 
+def test_a_resume_between_logging_steps_logs_what_an_uninterrupted_run_logs(tmp_path, tiny_data_dir):
+    """Issue 28, defect 10: after a resume from a checkpoint between logging steps the logged `loss` and
+    `train_loss` differed from an uninterrupted run's, and a mask search's first log lacked `mask/flip_rate`."""
+    from subnets.masking.callbacks import FixedLambda
+    from subnets.masking.hard_concrete import attach_hard_concrete
+    from subnets.targets import find_targets
+
+    def search(name, callbacks=()):
+        model, tokenizer = tiny_model("bert", label_names=SST2.label_names)
+        gates = attach_hard_concrete(model, find_targets(model))
+        args = TrainingArguments(output_dir=str(tmp_path / name), max_steps=8, learning_rate=3e-3, logging_steps=3,
+                                 save_steps=2, eval_strategy="no", per_device_train_batch_size=16, disable_tqdm=True,
+                                 seed=3, report_to="none")
+        return Trainer(model, args, SST2, *datasets_for(tokenizer, tiny_data_dir), tokenizer,
+                       callbacks=[FixedLambda(gates, lam=1.0), *callbacks])
+
+    full = search("full")
+    full_metrics = full.train()
+    with pytest.raises(KeyboardInterrupt):
+        search("crash", [Crash(at=5)]).train()  # checkpoint-last at step 4, the last log at step 3
+    resumed = search("crash")
+    resumed_metrics = resumed.train()
+
+    def logged(history):
+        return [{k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k} for entry in history]
+
+    assert resumed_metrics["train_loss"] == full_metrics["train_loss"]
+    assert logged(resumed.log_history) == logged(full.log_history)
+    assert all("mask/flip_rate" in entry for entry in full.log_history[1:] if "loss" in entry)
+
+
 def test_gradient_accumulation_matches_a_larger_batch(tmp_path, tiny_data_dir):
     big = make_trainer(tmp_path, tiny_data_dir, name="big", dropout=False, max_steps=3, eval_strategy="no",
                        per_device_train_batch_size=16, max_grad_norm=0.0)
@@ -267,3 +298,16 @@ def test_process_group_is_prepared_outside_the_trainer(tmp_path, tiny_data_dir, 
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun, but nobody initialised torch.distributed
     with pytest.raises(SubnetsError, match="WORLD_SIZE=2, but torch.distributed is not initialised"):
         Trainer(model, args, SST2, train, dev, tokenizer)
+
+
+def test_torch_compile_trains_the_same_model(tmp_path, tiny_data_dir):
+    # The "eager" backend traces the forward with TorchDynamo (parametrizations and hooks included) and runs the
+    # captured graph without code generation: the same numbers as the uncompiled model, quickly.
+    plain = make_trainer(tmp_path, tiny_data_dir, name="plain", max_steps=3, eval_strategy="no")
+    compiled = make_trainer(tmp_path, tiny_data_dir, name="compiled", max_steps=3, eval_strategy="no",
+                            torch_compile=True, torch_compile_backend="eager")
+    assert compiled.model._compiled_call_impl is not None
+    plain_metrics, compiled_metrics = plain.train(), compiled.train()
+    assert compiled_metrics["train_loss"] == pytest.approx(plain_metrics["train_loss"], rel=1e-5)
+    for a, b in zip(plain.model.parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

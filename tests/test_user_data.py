@@ -227,3 +227,34 @@ def test_user_task_without_train_file_or_with_bad_metric_leaves_no_run_directory
         stage1_finetune.main([*base, "--train_file", str(tmp_path / "dev.csv"), "--metric_for_best_model", "f1",
                               "--output_dir", str(tmp_path / "b")])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_empty_and_nan_labels_are_an_error_naming_the_rows(tmp_path):
+    write(tmp_path / "train.csv", ["text,label", "good,pos", "meh,", "bad,neg", "odd,NaN"])
+    write(tmp_path / "dev.jsonl", ['{"text": "fine", "label": "pos"}', '{"text": "what", "label": null}'])
+    args = DataFileArguments(train_file=str(tmp_path / "train.csv"), text_columns="text")
+    with pytest.raises(SubnetsError, match=r"Label column 'label' of .*train.csv is empty or NaN in example row\(s\) "
+                                           r"2, 4 \(the first example is row 1\)"):
+        user_task(args)  # not the classes '', 'NaN', 'neg', 'pos'
+    task = user_task(DataFileArguments(train_file=str(tmp_path / "train.csv"), validation_file=str(
+        tmp_path / "dev.jsonl"), text_columns="text", label_names="neg,pos"))
+    with pytest.raises(SubnetsError, match=r"dev.jsonl is empty or NaN in example row\(s\) 2 "):
+        load_split(task, "validation")
+
+
+@pytest.mark.parametrize("case", ["malformed csv", "malformed tsv", "latin-1"])
+def test_unreadable_user_files_are_one_clear_error(tmp_path, case):
+    if case == "malformed csv":
+        path = tmp_path / "train.csv"
+        path.write_text('text,label\n"good,pos\nbad,neg,extra,cells\n')
+        message = r"Could not read .*train.csv as CSV"
+    elif case == "malformed tsv":
+        path = tmp_path / "train.tsv"
+        path.write_text("text\tlabel\ngood\tpos\nbad\tneg\tsurplus\tcells\n")
+        message = r"Could not read .*train.tsv as TSV"
+    else:
+        path = tmp_path / "train.csv"
+        path.write_bytes("text,label\ncaf\u00e9 cr\u00e8me,pos\nbad,neg\n".encode("latin-1"))
+        message = r"train.csv is not UTF-8 text \(invalid continuation byte\); expected a UTF-8 CSV file"
+    with pytest.raises(SubnetsError, match=message):
+        user_task(DataFileArguments(train_file=str(path), text_columns="text"))

@@ -4,6 +4,7 @@ metrics read from the chains' last runs) and the paper's own numbers (one data m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipelines.sweeping.plan import Chain
@@ -68,6 +69,8 @@ class Paper:
     models: Mapping[str, str]  # budget -> model name
     budget_tasks: Mapping[str, Sequence[str]]  # budget -> the training tasks of its tables
     tables: Callable[[Setting], list[Table]]
+    # an extra report section from the finished runs: (output folder, results.json's {table: {row: {column: cell}}})
+    notes: Callable[[Path, Mapping[str, Any]], str] | None = None
 
 
 def chain(setting: Setting, stages: str, options: Mapping[str, Mapping[str, Any]] | None = None,

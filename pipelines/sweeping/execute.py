@@ -13,11 +13,14 @@ SLURM or submitit's local mode). With `nproc_per_run` > 1 each run is launched u
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -61,8 +64,9 @@ def execute_run(stage_name: str, argv: list[str], directory: str, record: dict[s
     start = time.perf_counter()
     try:
         if nproc_per_run > 1:
-            command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc_per_run),
-                       "-m", stage.module, *argv]
+            # --standalone: a rendezvous of its own on a free port (runs in flight at once never share one)
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                       str(nproc_per_run), "-m", stage.module, *argv]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")] or \
@@ -107,12 +111,68 @@ class InlineExecutor:
         pass
 
 
-class LocalExecutor:
-    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang)."""
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a Linux process gets when the thread that started it ends
 
-    def __init__(self, workers: int):
+
+def die_with_parent(parent: int) -> None:
+    """End this worker when the sweep that started it (`parent`) dies, even by kill -9, so that no run goes on
+    without its sweep, holding its run lock: Linux delivers SIGKILL (PR_SET_PDEATHSIG); elsewhere a thread
+    watches the parent."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent:  # the sweep died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use: $CUDA_VISIBLE_DEVICES if set, else every device torch counts."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_gpus(workers: int, nproc_per_run: int, gpus: list[str]) -> list[str] | None:
+    """$CUDA_VISIBLE_DEVICES of each local worker: `nproc_per_run` GPUs each, dealt round-robin over `gpus` (so
+    that workers share GPUs only when there are fewer GPUs than processes); None without GPUs."""
+    if not gpus:
+        return None
+    return [",".join(gpus[(w * nproc_per_run + i) % len(gpus)] for i in range(nproc_per_run)) for w in range(workers)]
+
+
+def start_worker(parent: int, gpu_slots: Any) -> None:
+    """A local worker's start-up: die with the sweep, and take one slot's GPUs (if any) before anything in this
+    process touches CUDA."""
+    die_with_parent(parent)
+    if gpu_slots is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_slots.get()
+
+
+class LocalExecutor:
+    """N spawned worker processes (spawn, not fork: forking a process that has started torch threads can hang),
+    which die with the sweep (`die_with_parent`); with GPUs, each worker sees its own (`worker_gpus`) for its
+    whole life."""
+
+    def __init__(self, workers: int, nproc_per_run: int = 1):
         self.capacity = workers
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        context = multiprocessing.get_context("spawn")
+        devices = worker_gpus(workers, nproc_per_run, visible_gpus())
+        slots = None
+        if devices is not None:
+            slots = context.Queue()
+            for device in devices:
+                slots.put(device)
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker,
+                                           initargs=(os.getpid(), slots))
 
     def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Handle:
         return self.pool.submit(fn, *args)
@@ -168,7 +228,7 @@ class SweepSettings:
                                     self.submitit_parameters)
         if self.executor == "inline" or self.workers == 1:
             return InlineExecutor()
-        return LocalExecutor(self.workers)
+        return LocalExecutor(self.workers, self.nproc_per_run)
 
     def threads(self) -> int | None:
         if self.executor == "submitit":

@@ -41,6 +41,11 @@ class AttackOptions:
     bf16: bool = True  # bf16 autocast of the model's forward passes on CUDA
     batch_size: int | None = None  # examples attacked together (default: DEFAULT_IN_FLIGHT for the device)
 
+    def __post_init__(self) -> None:
+        if self.samples is not None and self.samples < 1:  # 0 would not mean "the default size"
+            raise SubnetsError(f"The number of examples to attack (--attack_samples) must be at least 1; got "
+                               f"{self.samples} (leave it out for the default size).")
+
 
 # Examples attacked together by default, per device: enough candidates to fill the model's batches of each length.
 DEFAULT_IN_FLIGHT = {"cuda": 64, "cpu": 32}

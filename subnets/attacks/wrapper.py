@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..distributed import pick_device
 from ..errors import SubnetsError
 from ..precision import autocast
 
@@ -50,7 +51,7 @@ class HFClassifier:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int | None = None,
                  max_length: int = 128, device: str | torch.device | None = None, bf16: bool = True):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device) if device is not None else pick_device()
         batch_size = batch_size or DEFAULT_ROWS.get(self.device.type, DEFAULT_ROWS["cpu"])
         if batch_size < 1 or max_length < 2:
             raise SubnetsError(f"batch_size must be >= 1 and max_length >= 2; got {batch_size} and {max_length}.")

@@ -14,7 +14,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import SubnetsError
 from ..targets import Target
-from .layout import Layout, layout_for, num_attention_heads
+from .layout import Layout, head_counts, layout_for
 
 
 class MaskParametrization(torch.nn.Module):
@@ -52,10 +52,10 @@ def attach(
     ends with `requires_grad=False`.
     """
     modules = dict(model.named_modules())
-    heads = num_attention_heads(model)
+    counts = head_counts(model, granularity) if granularity != "weight" else ()
     attached: dict[str, MaskParametrization] = {}
     for target in targets:
-        layout = layout_for(target, granularity, heads)
+        layout = layout_for(target, granularity, *counts)
         if layout is None:
             continue
         module = modules[target.module_name]

@@ -3,7 +3,7 @@ baseline of whole heads and FFN neurons (structured, for compact export)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 
@@ -11,7 +11,7 @@ from ..errors import SubnetsError
 from ..targets import Target
 from ..weights import require_plain
 from .draw import draw_mask
-from .layout import HEAD_KINDS, NEURON_KINDS, EncoderLayer, UnitMasks, encoder_layers
+from .layout import UnitMasks, UnitSlice, encoder_layers
 
 
 def target_weights(model: torch.nn.Module, targets: Iterable[Target]) -> dict[str, torch.Tensor]:
@@ -40,8 +40,9 @@ def random_mask(
 def magnitude_structured_masks(
     model: torch.nn.Module, keep_heads: float, keep_neurons: float
 ) -> tuple[UnitMasks, UnitMasks]:
-    """Keep, per layer, the fraction `keep_heads` of heads and `keep_neurons` of FFN neurons with the largest L1
-    weight norm (a head: its Q/K/V rows and attention-output columns; a neuron: its FFN-in row and FFN-out column).
+    """Keep, per layer, the fraction `keep_heads` of head units and `keep_neurons` of FFN neurons with the largest
+    L1 weight norm (a head unit: its Q/K/V rows and attention-output columns; a neuron: its FFN-in (and gate) row
+    and FFN-out column).
     A one-shot structured baseline, also used by the compact-export benchmark (`subnets.export`)."""
     for name, value in (("keep_heads", keep_heads), ("keep_neurons", keep_neurons)):
         if not 0.0 <= value <= 1.0:
@@ -51,17 +52,20 @@ def magnitude_structured_masks(
     heads: UnitMasks = {}
     neurons: UnitMasks = {}
     for index, layer in enumerate(encoder_layers(model)):
-        heads[index] = _top_units(_unit_norms(modules, layer, HEAD_KINDS), keep_heads)
-        neurons[index] = _top_units(_unit_norms(modules, layer, NEURON_KINDS), keep_neurons)
+        heads[index] = _top_units(_unit_norms(modules, layer.heads), keep_heads)
+        neurons[index] = _top_units(_unit_norms(modules, layer.neurons), keep_neurons)
     return heads, neurons
 
 
-def _unit_norms(modules: dict[str, torch.nn.Module], layer: EncoderLayer, kinds: tuple[str, ...]) -> torch.Tensor:
-    """L1 norm of each unit: per row or column (by each matrix's layout axis) summed over the matrices, then
-    over the rows or columns of the unit."""
-    per_channel = sum(modules[layer.targets[k].module_name].weight.abs().float().sum(1 - layer.layouts[k].axis)
-                      for k in kinds)
-    return per_channel.reshape(layer.layouts[kinds[0]].group_shape[0], -1).sum(1)
+def _unit_norms(modules: dict[str, torch.nn.Module], slices: tuple[UnitSlice, ...]) -> torch.Tensor:
+    """L1 norm of each unit over every matrix slice it spans."""
+    return unit_scores(slices, {s.target.name: modules[s.target.module_name].weight.abs() for s in slices})
+
+
+def unit_scores(slices: tuple[UnitSlice, ...], scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Per unit (head unit or FFN neuron), the sum of the per-weight `scores` (by target name, weight-shaped) over
+    every matrix slice it spans."""
+    return sum(s.blocks(scores[s.target.name].float()).sum(1) for s in slices)
 
 
 def _top_units(scores: torch.Tensor, keep: float) -> torch.Tensor:

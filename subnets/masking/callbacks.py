@@ -17,6 +17,7 @@ import torch
 
 from ..io import atomic_write_bytes
 from ..sparsity import flip_rate, gate_scalars, sparsity_report, sparsity_scalars
+from ..targets import Target, find_targets
 from ..training import Callback, Trainer
 from .base import MaskParametrization, binary_mask, mask_states
 from .fixed import FixedMask
@@ -40,6 +41,7 @@ class MaskSearchCallback(Callback):
         self.masks, self.lr, self.weight_decay = masks, lr, weight_decay
         self.evaluated: dict[str, torch.Tensor] | None = None
         self._previous: dict[str, torch.Tensor] | None = None
+        self._targets: list[Target] | None = None
 
     def param_groups(self, trainer: Trainer) -> list[dict[str, Any]]:
         params = [p for m in self.masks.values() for p in m.parameters()]
@@ -49,7 +51,18 @@ class MaskSearchCallback(Callback):
         current = binary_mask(self.masks)
         flip = flip_rate(self._previous, current) if self._previous is not None else None
         self._previous = current
-        return sparsity_scalars(sparsity_report(current), flip=flip)
+        if self._targets is None:  # the model's targets, so that fused projections are reported per role
+            found = {t.name: t for t in find_targets(trainer.model, pooler=True, classifier=True, word_embeddings=True)}
+            self._targets = [found[name] for name in current] if set(current) <= set(found) else []
+        return sparsity_scalars(sparsity_report(current, self._targets or None), flip=flip)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The mask of the last logging step, so that a resumed run's first log has its flip rate."""
+        return {"previous": self._previous} if self._previous is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = next(p for m in self.masks.values() for p in m.parameters()).device
+        self._previous = {n: t.to(device) for n, t in state["previous"].items()} if "previous" in state else None
 
     def on_evaluate(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.evaluated = binary_mask(self.masks)
@@ -102,9 +115,13 @@ class Lagrangian(MaskSearchCallback):
                  weight_decay: float = 0.0, lagrangian_lr: float = 0.1, warmup_fraction: float = 0.5):
         super().__init__(gates, lr=lr, weight_decay=weight_decay)
         self.target, self.lagrangian_lr, self.warmup_fraction = target, lagrangian_lr, warmup_fraction
-        device = next(iter(gates.values())).log_alpha.device
-        self.multipliers = torch.nn.Parameter(torch.zeros(2, device=device))
+        self.multipliers = torch.nn.Parameter(torch.zeros(2))
         self._expected = torch.zeros(())
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        # The Trainer has placed the model (and so the gates): the multipliers join them before the optimizer is
+        # built, so that the penalty, its gradient and the optimizer state stay on the model's device.
+        self.multipliers = torch.nn.Parameter(self.multipliers.detach().to(trainer.device))
 
     def current_target(self, trainer: Trainer) -> float:
         return self.target * _ramp(trainer.global_step, trainer.max_steps, 0.0, self.warmup_fraction)
@@ -129,9 +146,10 @@ class Lagrangian(MaskSearchCallback):
                 "train/expected_sparsity": float(self._expected.detach())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"multipliers": self.multipliers.detach().cpu()}
+        return {**super().state_dict(), "multipliers": self.multipliers.detach().cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         with torch.no_grad():
             self.multipliers.copy_(state["multipliers"])
 
@@ -175,7 +193,7 @@ class FixedMaskCallback(Callback):
         self.fixed = fixed
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        self.fixed.zero_weights()
+        self.fixed.bind(trainer.model)  # after the Trainer placed the model: multipliers on its device
 
     def on_after_backward(self, trainer: Trainer) -> None:
         self.fixed.zero_grads()

@@ -46,10 +46,10 @@ def draw_mask(
             values = values.masked_fill(~keep_pruned[name].to(values.device), float("-inf"))
         ranked[name] = values
     if scope == "per_matrix":
-        return {name: _lowest_pruned(values.flatten(), pruned_count(values.numel(), sparsity)).view_as(values)
+        return {name: prune_lowest(values.flatten(), pruned_count(values.numel(), sparsity)).view_as(values)
                 for name, values in ranked.items()}
     flat = torch.cat([v.flatten() for v in ranked.values()])
-    kept = _lowest_pruned(flat, pruned_count(flat.numel(), sparsity))
+    kept = prune_lowest(flat, pruned_count(flat.numel(), sparsity))
     masks, offset = {}, 0
     for name, values in ranked.items():
         masks[name] = kept[offset:offset + values.numel()].view_as(values)
@@ -57,7 +57,8 @@ def draw_mask(
     return masks
 
 
-def _lowest_pruned(values: torch.Tensor, count: int) -> torch.Tensor:
+def prune_lowest(values: torch.Tensor, count: int) -> torch.Tensor:
+    """Bool mask of a flat tensor keeping all but its `count` lowest values (stable ranking: exact with ties)."""
     kept = torch.ones_like(values, dtype=torch.bool)
     if count:
         kept[torch.argsort(values, stable=True)[:count]] = False

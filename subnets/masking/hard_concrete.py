@@ -141,6 +141,8 @@ def mean_expected_l0(gates: dict[str, HardConcreteGate]) -> torch.Tensor:
 
 def expected_density(gates: dict[str, HardConcreteGate]) -> torch.Tensor:
     """Expected fraction of non-zero weights over all targets (weights counted, for a target sparsity)."""
-    sums = _expected_l0_sums(list(gates.values()))
-    kept = torch.stack([total * g.layout.weights_per_group() for total, g in zip(sums, gates.values())]).sum()
-    return kept / sum(g.log_alpha.numel() * g.layout.weights_per_group() for g in gates.values())
+    segments = [(part, weights) for g in gates.values()
+                for part, weights in zip(g.layout.split(g.log_alpha), g.layout.unit_weights())]
+    sums = list(_ExpectedL0Sums.apply(*(part for part, _ in segments)).unbind())
+    kept = torch.stack([total * weights for total, (_, weights) in zip(sums, segments)]).sum()
+    return kept / sum(part.numel() * weights for part, weights in segments)

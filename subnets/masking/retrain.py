@@ -14,10 +14,11 @@ from masks import MaskStore
 from masks.checkpoint import save_sparse_checkpoint
 
 from ..config import TrainingArguments
+from ..distributed import is_main_process
 from ..errors import SubnetsError
 from ..models import load_classifier
 from ..registry import check_choice
-from ..sparsity import sparsity_report
+from ..sparsity import UNSTRUCTURED, nm_mask, parse_pattern, pattern_sparsity, pattern_violations, sparsity_report
 from ..store_options import MaskStoreArguments
 from ..targets import targets_from_names
 from ..tasks import TaskSpec
@@ -35,6 +36,8 @@ class RetrainArguments:
     sparsity: float | None = field(default=None, metadata={"help": "Draw at this sparsity (default: the mask's own)."})
     draw_scope: Literal[SCOPES] = field(default="global", metadata={
         "help": "Ranking when drawing: global | per_matrix"})
+    pattern: str = field(default=UNSTRUCTURED, metadata={
+        "help": "unstructured | N:M: draw N of every M consecutive input weights from the mask state (e.g. 2:4)."})
 
     def __post_init__(self) -> None:
         """Reject bad values while parsing, before a stage creates its run directory."""
@@ -42,6 +45,10 @@ class RetrainArguments:
             raise SubnetsError(f"--sparsity {self.sparsity} is out of range; expected a fraction in [0, 1) "
                                f"(1.0 would prune every weight).")
         check_choice("draw_scope", self.draw_scope, SCOPES)
+        fixed = pattern_sparsity(parse_pattern(self.pattern))
+        if fixed is not None and self.sparsity is not None and abs(self.sparsity - fixed) > 1e-9:
+            raise SubnetsError(f"--pattern {self.pattern} prunes exactly {fixed:g}; expected no --sparsity or "
+                               f"--sparsity {fixed:g}.")
 
 
 def draw_ticket(retrain: RetrainArguments, mask_store: MaskStoreArguments | None = None,
@@ -51,9 +58,12 @@ def draw_ticket(retrain: RetrainArguments, mask_store: MaskStoreArguments | None
     if not retrain.mask:
         raise SubnetsError("No --mask given; expected a stage-2 run directory, a mask store id or a mask file.")
     root = (mask_store or MaskStoreArguments()).root
-    prefer = "state" if retrain.sparsity is not None else "ticket"
+    pattern = parse_pattern(retrain.pattern)
+    prefer = "state" if retrain.sparsity is not None or pattern is not None else "ticket"
     mask, meta = load_mask(retrain.mask, root, prefer=prefer)
     binary = all(t.dtype == torch.bool for t in mask.values())
+    if pattern is not None:
+        return _pattern_ticket(mask, binary, pattern, retrain), meta
     if retrain.sparsity is None:
         if not binary:
             raise SubnetsError(f"Mask '{retrain.mask}' is a real-valued state; expected --sparsity to draw a ticket from it.")
@@ -62,8 +72,31 @@ def draw_ticket(retrain: RetrainArguments, mask_store: MaskStoreArguments | None
     return draw_mask(state, retrain.sparsity, scope=retrain.draw_scope), meta
 
 
-def load_initialisation(source: str, init: str, label_names: Sequence[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Pre-trained weights with a fresh classifier, the fine-tuned weights, or a stage-1 step snapshot."""
+def _pattern_ticket(mask: dict[str, torch.Tensor], binary: bool, pattern: tuple[int, int],
+                    retrain: RetrainArguments) -> dict[str, torch.Tensor]:
+    """An N:M ticket: the N highest state values of every group of M consecutive input weights, or a stored
+    binary ticket that already holds the pattern (SparseGPT's, which has no state)."""
+    if not binary:
+        return {name: nm_mask(state.float(), *pattern, name=name) for name, state in mask.items()}
+    bad = pattern_violations(mask, pattern)
+    if bad:
+        raise SubnetsError(f"Mask '{retrain.mask}' is a binary ticket without the {retrain.pattern} pattern "
+                           f"({bad[0]}); expected a mask state to draw it from (hard-concrete, scores, IMP, "
+                           f"magnitude, Wanda).")
+    return mask
+
+
+def load_initialisation(source: str, init: str, label_names: Sequence[str], weights: str | None = None,
+                        ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Pre-trained weights with a fresh classifier, the fine-tuned weights, or a stage-1 step snapshot.
+
+    `weights`: the folder a ticket's record names as its own weights (a one-shot run's checkpoint-best/, e.g.
+    SparseGPT's updated weights); `finetuned` then starts from them."""
+    if init == "finetuned" and weights is not None:
+        if not Path(weights, "config.json").is_file():
+            raise SubnetsError(f"The mask's weights {weights} are gone; expected the one-shot run's checkpoint-best/ "
+                               f"(or --init pretrained).")
+        return load_classifier(weights, label_names)
     path, fresh_head = init_path(source, init)
     return load_classifier(path, label_names, fresh_head=fresh_head)
 
@@ -93,13 +126,16 @@ def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str
                  mask_store: MaskStoreArguments | None = None) -> str | None:
     """Put the drawn ticket in the mask store and save `checkpoint-best-sparse/`: the best retrained model in
     sparse-aware form (kept values + bit mask referencing the store record). Main process only; returns the id."""
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if not is_main_process():
         return None
     best, _ = load_classifier(out / "checkpoint-best")
     parent = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
     meta = record_meta(best, task.name, mask_meta.get("method", "drawn"), model_name=model_name, parent=str(parent),
                        seed=seed, init=retrain.init,
-                       target_sparsity=retrain.sparsity, draw_scope=retrain.draw_scope, run_dir=str(out.resolve()))
+                       target_sparsity=retrain.sparsity if retrain.sparsity is not None else
+                       pattern_sparsity(parse_pattern(retrain.pattern)), draw_scope=retrain.draw_scope,
+                       pattern=retrain.pattern,
+                       run_dir=str(out.resolve()))
     mask_id = MaskStore((mask_store or MaskStoreArguments()).root).put(
         {n: m.bool().cpu() for n, m in ticket.items()}, dict(meta, kind="ticket"))
     save_sparse_checkpoint(best, ticket, out / "checkpoint-best-sparse", tokenizer=tokenizer, mask_id=mask_id)

@@ -15,10 +15,12 @@ from typing import Any, Literal, Sequence
 import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
 
 from masks import MaskStore
 
 from ..config import TrainingArguments
+from ..distributed import is_main_process
 from ..errors import SubnetsError
 from ..io import atomic_write_json
 from ..registry import OptionGroups, check_choice, option_groups
@@ -28,9 +30,11 @@ from ..targets import Target, find_targets
 from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .draw import SCOPES
-from .layout import GRANULARITIES
-from .methods import MASK_METHODS, FoundMask, MaskMethodName, SearchContext
+from .layout import GRANULARITIES, head_counts, layout_for
+from .methods import MASK_METHODS, FoundMask, MaskMethodName, OneShotArguments, SearchContext
 from .sources import RUN_MASKS_FILE, record_meta
+
+logger = logging.get_logger("subnets")
 
 
 @dataclass
@@ -63,7 +67,29 @@ def search_arguments() -> list[type]:
 
 
 def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Target]:
-    return find_targets(model, pooler=search.mask_pooler, classifier=search.mask_classifier)
+    """The targets the search masks and counts: at a structured granularity, those it has heads or neurons in."""
+    targets = find_targets(model, pooler=search.mask_pooler, classifier=search.mask_classifier)
+    if search.granularity == "weight":
+        return targets
+    counts = head_counts(model, search.granularity)
+    kept = [t for t in targets if layout_for(t, search.granularity, *counts) is not None]
+    left_out = sorted({t.kind for t in targets if t.layer is None} - {t.kind for t in kept})
+    if left_out:
+        logger.warning(f"--granularity {search.granularity} masks attention heads and FFN neurons only: the "
+                       f"{' and '.join(left_out)} stays unmasked and is not counted in the sparsity.")
+    return kept
+
+
+def check_search(search: SearchArguments, options: OptionGroups) -> None:
+    """Refuse options the chosen method contradicts or does not read (a stage calls this before writing)."""
+    method = MASK_METHODS[search.method]
+    if OneShotArguments not in method.options and options[OneShotArguments] != OneShotArguments():
+        raise SubnetsError(f"--pattern, --layer_budget and the calibration options apply to the one-shot methods "
+                           f"(magnitude, wanda, sparsegpt), not --method {search.method}; expected their defaults "
+                           f"(stage 3 draws an N:M ticket from any mask state with --pattern).")
+    check = getattr(method.build, "check", None)  # one-shot builders check their options (OneShotSearch)
+    if check is not None:
+        check(search, options)
 
 
 def search_mask(
@@ -76,6 +102,8 @@ def search_mask(
     """Run the search with the method's option groups from `options` (defaults for those not given) and put the
     masks in `mask_store`; returns HF-style metrics plus `sparsity`, `sparsity_denominator` and the mask ids."""
     options = options or OptionGroups()
+    check_search(search, options)
+    method = MASK_METHODS[search.method]
     targets = search_targets(model, search)
 
     def make_trainer(output_dir: Path, extra: Sequence[Callback]) -> Trainer:
@@ -84,8 +112,8 @@ def search_mask(
                        callbacks=[*callbacks, *extra], optimizer_factory=optimizer_factory)
 
     out = Path(training_args.output_dir)
-    method = MASK_METHODS[search.method]
-    found = method.build(SearchContext(model, targets, search, options, source, out, make_trainer))
+    found = method.build(SearchContext(model, targets, search, options, source, out, make_trainer, train=train,
+                                       tokenizer=tokenizer, task=task, seed=training_args.seed))
     report = sparsity_report({n: m.bool().cpu() for n, m in found.ticket.items()}, targets)
     config = {**dataclasses.asdict(search), **options.used_by(method)}
     ids = _store(out, model, found, config, task, source, training_args.seed, mask_store or MaskStoreArguments())
@@ -95,10 +123,17 @@ def search_mask(
 
 def _store(out: Path, model: torch.nn.Module, found: FoundMask, config: dict[str, Any], task: TaskSpec,
            source: str, seed: int, mask_store: MaskStoreArguments) -> dict[str, str]:
+    """Put the ticket (and state) in the store and list their ids in masks.json: main process only ({} elsewhere)."""
+    if not is_main_process():
+        return {}
     store = MaskStore(mask_store.root)
     meta = record_meta(model, task.name, config["method"], model_name=source, parent=source, seed=seed,
                        step=found.metrics.get("best_step"), target_sparsity=config["target_sparsity"],
                        granularity=config["granularity"], run_dir=str(out.resolve()), config=config)
+    if "pattern" in config:  # one-shot methods: the store checks the declared N:M pattern
+        meta["pattern"] = config["pattern"]
+    if found.weights is not None:
+        meta["weights"] = found.weights  # the ticket's own weights (stage 3 --init finetuned retrains them)
     ids = {"ticket": store.put({n: m.bool().cpu() for n, m in found.ticket.items()}, dict(meta, kind="ticket"))}
     if found.state is not None:
         ids["state"] = store.put({n: s.float().cpu() for n, s in found.state.items()}, dict(meta, kind="state"))

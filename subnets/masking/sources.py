@@ -39,20 +39,34 @@ def run_model_source(run_dir: str | os.PathLike) -> str | None:
     return None if config is None else config["ModelArguments"]["model_name_or_path"]
 
 
+def run_chain(source: str) -> list[tuple[str, dict[str, Any]]]:
+    """The run directories behind `source`, each with its run config, `source` first, following every run's
+    `model_name_or_path` ([] if `source` is not a run directory). A chain that comes back to one of its run
+    directories (a run that names itself as its model) is a clear error, not an endless loop."""
+    chain: list[tuple[str, dict[str, Any]]] = []
+    seen: dict[Path, str] = {}
+    config = run_config(source)
+    while config is not None:
+        key = Path(source).resolve()
+        if key in seen:
+            raise SubnetsError(f"Run directory {seen[key]} started from itself (following model_name_or_path from "
+                               f"{chain[0][0]} comes back to it); expected a chain of runs that ends at a model.")
+        seen[key] = source
+        chain.append((source, config))
+        source = config.get("ModelArguments", {}).get("model_name_or_path") or ""
+        config = run_config(source) if source else None
+    return chain
+
+
 def finetuned_run(source: str) -> str | None:
     """The stage-1 run directory behind `source` (a stage-1 or stage-2 run directory), if any."""
-    config = run_config(source)
-    while config is not None and config.get("stage") != "stage1_finetune":
-        source = config["ModelArguments"]["model_name_or_path"]
-        config = run_config(source)
-    return source if config is not None else None
+    return next((path for path, config in run_chain(source) if config.get("stage") == "stage1_finetune"), None)
 
 
 def pretrained_source(source: str) -> str:
     """The pre-trained model behind a chain of run directories (or `source` itself)."""
-    while (parent := run_model_source(source)) is not None:
-        source = parent
-    return source
+    chain = run_chain(source)
+    return chain[-1][1]["ModelArguments"]["model_name_or_path"] if chain else source
 
 
 def init_path(source: str, init: str) -> tuple[str, bool]:
@@ -84,8 +98,15 @@ def load_mask(spec: str, store_root: Path, *, prefer: str = "state") -> tuple[di
         listing = path / RUN_MASKS_FILE
         if not listing.is_file():
             raise SubnetsError(f"{path} has no {RUN_MASKS_FILE}; expected a stage-2 run directory.")
-        entries = json.loads(listing.read_text())
-        mask, meta = load_mask(entries.get(prefer) or entries["ticket"], Path(entries.get("store", store_root)))
+        try:
+            entries = json.loads(listing.read_text())
+            chosen, store = entries.get(prefer) or entries["ticket"], Path(entries.get("store", store_root))
+            if not isinstance(chosen, str):
+                raise TypeError(chosen)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise SubnetsError(f"{listing} is damaged ({e.__class__.__name__}); expected the masks.json a stage-2 run "
+                               f"writes: {{\"ticket\": id, \"state\": id, \"store\": folder}}.") from e
+        mask, meta = load_mask(chosen, store)
         return mask, {**meta, "source_run": str(path)}
     if path.is_file():
         try:

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from ..errors import SubnetsError
+from ..targets import model_family
 from ..training import Objective
 from .losses import LossFn, cross_entropy, symmetric_kl
-from .modules import embeddings_block, gradient_sync, input_embeddings, split_batch, token_mask
+from .modules import embeddings_block, gradient_sync, input_embeddings, split_batch, token_mask, unwrap
 
 NORMS = ("l2", "linf")
 
@@ -75,7 +76,12 @@ def project(delta: torch.Tensor, cfg: PerturbationConfig) -> torch.Tensor:
     return delta * (cfg.max_norm / _per_example_norm(delta).clamp_min(1e-12)).clamp(max=1.0)
 
 
-def _split_ids(batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def _split_ids(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    family = model_family(unwrap(model))
+    if family is not None and family.last_token_head:
+        raise SubnetsError(f"{type(unwrap(model)).__name__} pools its last non-padding token, which it cannot find "
+                           "from the inputs_embeds that FreeLB and PGD feed it; expected an encoder model for "
+                           "--adversary freelb|pgd.")
     inputs, _ = split_batch(batch)
     if "input_ids" not in inputs:
         raise SubnetsError("Embedding perturbers need 'input_ids' in the batch (not precomputed inputs_embeds).")
@@ -91,7 +97,7 @@ class FreeLB(Objective):
         self.loss_fn = loss_fn
 
     def __call__(self, model: nn.Module, batch: Mapping[str, torch.Tensor], loss_scale: float = 1.0) -> torch.Tensor:
-        inputs, input_ids = _split_ids(batch)
+        inputs, input_ids = _split_ids(model, batch)
         words = input_embeddings(model)
         steps = self.cfg.steps
         total = torch.zeros((), device=input_ids.device)
@@ -128,7 +134,7 @@ class PGD(Objective):
         self.loss_fn = loss_fn
 
     def __call__(self, model: nn.Module, batch: Mapping[str, torch.Tensor], loss_scale: float = 1.0) -> torch.Tensor:
-        inputs, input_ids = _split_ids(batch)
+        inputs, input_ids = _split_ids(model, batch)
         with gradient_sync(model, enabled=False):
             clean = self.loss_fn(model(input_ids=input_ids, **inputs).logits, batch)
             (clean * loss_scale).backward()

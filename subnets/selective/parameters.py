@@ -56,9 +56,10 @@ class UpdateRatioMeter:
         self.count = 0
 
     def add(self, masks: list[torch.Tensor]) -> None:
-        nonzero = torch.stack(torch._foreach_norm(masks, 0)).float()
-        if masks[0].dim() == 0:
-            nonzero = nonzero * self.numels
+        if masks[0].dim() == 0:  # one value per tensor: the whole tensor is updated or not
+            nonzero = (torch.stack(masks) != 0).float() * self.numels
+        else:  # non-zero count = L1 norm of |sign(m)|: fused multi-tensor kernels (an L0 norm takes a per-tensor path)
+            nonzero = torch.stack(torch._foreach_norm(torch._foreach_abs(torch._foreach_sign(masks)), 1)).float()
         self.sums += torch.zeros_like(self.sums).index_add_(0, self.layers, nonzero) / self.layer_sizes
         self.count += 1
 

@@ -87,10 +87,11 @@ def keep_probabilities(fisher: Sequence[torch.Tensor], alpha: float, beta: float
 def draw_masks(
     probabilities: Sequence[torch.Tensor], shapes: Sequence[torch.Size], generator: torch.Generator
 ) -> list[torch.Tensor]:
-    """m = Bernoulli(p) / p per element (0 where p = 0), reshaped to the parameters' shapes."""
+    """m = Bernoulli(p) / p per element (0 where p = 0), reshaped to the parameters' shapes. The uniforms come from
+    the CPU `generator` (once per epoch), so a seed draws the same masks on every device."""
     masks = []
     for p, shape in zip(probabilities, shapes):
-        kept = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype) < p
+        kept = torch.rand(p.shape, generator=generator, dtype=p.dtype).to(p.device, non_blocking=True) < p
         masks.append(torch.where(kept, 1 / p, torch.zeros_like(p)).reshape(shape))
     return masks
 
@@ -126,7 +127,7 @@ class RoastMasks:
         fisher = self.fisher.mean()
         all_reduce_mean(fisher)
         probabilities = keep_probabilities(fisher, self.alpha, self.beta, self.min_keep)
-        generator = torch.Generator(device=self.params[0].device).manual_seed(self.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         self.current = [m.to(p.dtype) for m, p in
                         zip(draw_masks(probabilities, [p.shape for p in self.params], generator), self.params)]
         if self.refresh:

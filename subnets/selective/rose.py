@@ -214,12 +214,14 @@ class RoseFirstObjective(Objective):
         else:
             scored = min(self.score_examples or size, size)
         head = {key: value[:scored] for key, value in inputs.items()}
-        loss, logits_a, logits_b = self._dropout_pair(model, head, labels[:scored])
-        kl = ROSE_KL_SCALE * symmetric_kl(logits_a, logits_b)
-        kl_gradients = torch.autograd.grad(kl * (loss_scale * size / scored),
-                                           self.rose.params, retain_graph=True, materialize_grads=True)
-        self.rose.add_first_order_gradients(kl_gradients)
+        # DDP decides at the forward pass whether the backward all-reduces: the block holds both, so that a
+        # split batch reduces once, after the tail's backward
         with gradient_sync(model, enabled=scored == size):
+            loss, logits_a, logits_b = self._dropout_pair(model, head, labels[:scored])
+            kl = ROSE_KL_SCALE * symmetric_kl(logits_a, logits_b)
+            kl_gradients = torch.autograd.grad(kl * (loss_scale * size / scored),
+                                               self.rose.params, retain_graph=True, materialize_grads=True)
+            self.rose.add_first_order_gradients(kl_gradients)
             (loss * (loss_scale * scored / size)).backward()
         if scored == size:
             return loss.detach()

@@ -13,7 +13,10 @@ from .baselines import RandomArguments, search_magnitude, search_random
 from .context import FoundMask, SearchContext
 from .hard_concrete import HardConcreteArguments, search_hard_concrete
 from .imp import IMPArguments, search_imp
+from .oneshot import OneShotArguments
 from .scores import ScoreArguments, search_scores
+from .sparsegpt import search_sparsegpt
+from .wanda import search_wanda
 
 MaskSearch = Callable[[SearchContext], FoundMask]
 
@@ -22,8 +25,10 @@ MASK_METHODS: dict[str, Method[MaskSearch]] = {
     "scores": Method(search_scores, (ScoreArguments,)),
     "imp": Method(search_imp, (IMPArguments,)),
     "random": Method(search_random, (RandomArguments,)),
-    "magnitude": Method(search_magnitude),
+    "magnitude": Method(search_magnitude, (OneShotArguments,)),
+    "wanda": Method(search_wanda, (OneShotArguments,)),
+    "sparsegpt": Method(search_sparsegpt, (OneShotArguments,)),
 }
 MaskMethodName = choices(MASK_METHODS)
 
-__all__ = ["MASK_METHODS", "FoundMask", "MaskMethodName", "MaskSearch", "SearchContext"]
+__all__ = ["MASK_METHODS", "FoundMask", "MaskMethodName", "MaskSearch", "OneShotArguments", "SearchContext"]

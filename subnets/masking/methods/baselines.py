@@ -1,4 +1,5 @@
-"""One-shot baselines: a random mask and a magnitude mask, applied and evaluated without training."""
+"""Baselines without training: a random mask, and one-shot magnitude pruning (|W|; a one-shot method, so it
+takes --pattern and --layer_budget, see `oneshot.py`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..baselines import magnitude_mask, random_mask, target_weights
+from ..baselines import random_mask
+from ..calibration import InputStatistics
+from ...sparsity import Pattern
+from ..oneshot import MatrixPruner, PrunedMatrix, select
 from ...weights import apply_masks
 from .context import FoundMask, SearchContext
+from .oneshot import OneShotSearch
 
 
 @dataclass
@@ -18,21 +23,20 @@ class RandomArguments:
     mask_seed: int = field(default=0, metadata={"help": "Seed of the random baseline."})
 
 
-def _evaluate(context: SearchContext, ticket: dict[str, torch.Tensor],
-              state: dict[str, torch.Tensor] | None) -> FoundMask:
-    apply_masks(context.model, ticket)
-    return FoundMask(ticket, state, context.make_trainer(context.output_dir, []).evaluate())
-
-
 def search_random(context: SearchContext) -> FoundMask:
     search = context.search
     ticket = random_mask(context.targets, search.target_sparsity, scope=search.scope,
                          seed=context.options[RandomArguments].mask_seed)
-    return _evaluate(context, ticket, None)
+    apply_masks(context.model, ticket)
+    return FoundMask(ticket, None, context.make_trainer(context.output_dir, []).evaluate())
 
 
-def search_magnitude(context: SearchContext) -> FoundMask:
+def _magnitude(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float, pattern: Pattern) -> PrunedMatrix:
     """The |w| ranking is the state: drawing from it gives the magnitude ticket of any sparsity."""
-    ticket = magnitude_mask(context.model, context.targets, context.search.target_sparsity, scope=context.search.scope)
-    state = {n: w.abs().float() for n, w in target_weights(context.model, context.targets).items()}
-    return _evaluate(context, ticket, state)
+    scores = weight.abs()
+    return PrunedMatrix(select(scores, sparsity, pattern, per_row=False), state=scores)
+
+
+MAGNITUDE = MatrixPruner("none", _magnitude, score=lambda weight, stats: weight.abs())
+
+search_magnitude = OneShotSearch(MAGNITUDE)

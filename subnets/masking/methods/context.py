@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
+import datasets
 import torch
 from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
 
 from ...registry import OptionGroups
 from ...targets import Target
+from ...tasks import TaskSpec
 from ...training import Callback, Trainer
 from ..base import binary_mask
 from ..callbacks import BINARY_FILE, STATE_FILE, MaskSearchCallback
@@ -27,18 +30,21 @@ class SharedSearchOptions(Protocol):
 
 class FoundMask(NamedTuple):
     """A search's result: the binary ticket, the real-valued state to draw other sparsities from (None: the
-    method has none) and the HF-style metrics."""
+    method has none), the HF-style metrics, and the folder of the weights the ticket belongs to when the method
+    changed them (SparseGPT) or saved them (`weights`, recorded in the ticket's metadata; None: the source's)."""
 
     ticket: dict[str, torch.Tensor]
     state: dict[str, torch.Tensor] | None
     metrics: dict[str, Any]
+    weights: str | None = None
 
 
 @dataclass
 class SearchContext:
     """The model with its prunable targets, the options shared by every method (`search`), the method's own option
     groups (`options[HardConcreteArguments]`, ...), the model it started from and a trainer factory
-    (`make_trainer(output_dir, extra_callbacks)`: the stage's objective, callbacks and optimizer plus `extra`)."""
+    (`make_trainer(output_dir, extra_callbacks)`: the stage's objective, callbacks and optimizer plus `extra`);
+    one-shot methods also read the training split, tokenizer, task and seed (calibration data)."""
 
     model: torch.nn.Module
     targets: list[Target]
@@ -47,6 +53,10 @@ class SearchContext:
     source: str
     output_dir: Path
     make_trainer: Callable[[Path, Sequence[Callback]], Trainer]
+    train: datasets.Dataset | None = None
+    tokenizer: PreTrainedTokenizerBase | None = None
+    task: TaskSpec | None = None
+    seed: int = 0
 
     def train_mask(self, control: MaskSearchCallback) -> FoundMask:
         """Train a parametrized mask under its callback; the ticket and state of checkpoint-best (the final masks

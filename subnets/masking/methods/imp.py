@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ...config import check_value
 from ...models import load_classifier
 from ...weights import apply_masks
 from ..baselines import target_weights
@@ -24,6 +25,9 @@ class IMPArguments:
     imp_rate: float = field(default=0.1, metadata={"help": "IMP: fraction of the remaining weights pruned per round."})
     imp_rewind: str = field(default="pretrained", metadata={"help": "IMP: pretrained | finetuned | <step> | none"})
     imp_prune_first: bool = field(default=False, metadata={"help": "IMP: prune at step 0 before the first training."})
+
+    def __post_init__(self) -> None:
+        check_value(self, "imp_rate", 0 < self.imp_rate < 1, "a fraction of the remaining weights in (0, 1)")
 
 
 def search_imp(context: SearchContext) -> FoundMask:
