@@ -714,6 +714,7 @@ def phase_attack(ctx: Context) -> None:
     from transformers import AutoTokenizer
 
     from subnets.attacks import HFClassifier, build_attack, run_attack
+    from subnets.attacks.pipeline import DEFAULT_IN_FLIGHT
     from subnets.data import load_split
     from subnets.models import minilm_path
     from subnets.tasks import get_task
@@ -737,18 +738,21 @@ def phase_attack(ctx: Context) -> None:
         row["queries_per_s"] = round(len(texts) / (time.perf_counter() - begin), 1)
     examples = [(r["idx"], (r["sentence"],), r["label"]) for r in dev.select(range(min(len(dev),
                                                                                         ctx.scale.attack_examples)))]
-    for recipe in ATTACK_RECIPES:
-        with recorded(ctx, mode="end to end", recipe=recipe) as row:
+    batched = DEFAULT_IN_FLIGHT.get(torch.device(ctx.device).type, 1)
+    # the device's default number of examples in flight first, then one at a time (a cut at the cap loses the latter)
+    for recipe, in_flight in [(r, n) for n in dict.fromkeys((batched, 1)) for r in ATTACK_RECIPES]:
+        with recorded(ctx, mode="end to end", recipe=recipe, in_flight=in_flight) as row:
             classifier = HFClassifier(model, tokenizer, device=ctx.device)
             attack = build_attack(recipe, classifier, data_dir=ctx.data_dir, disable=("pos", "use"))
             begin = time.perf_counter()
-            results = run_attack(attack, examples)
+            results = run_attack(attack, examples, batch_size=in_flight)
             wall = time.perf_counter() - begin
             queries = sum(r.queries for r in results)
             row.update(examples=len(results), queries=queries, queries_per_s=round(queries / wall, 1),
                        model_share=round(classifier.stats.model_seconds / wall, 3), wall_s=round(wall, 2))
-    ctx.result["headline"] = "; ".join(f"{r['mode'] if r['recipe'] == '-' else r['recipe'] + ' ' + r['mode']}: "
-                                       f"{r.get('queries_per_s')} q/s" for r in ctx.result["rows"])
+    ctx.result["headline"] = "; ".join(
+        (r["mode"] if r["recipe"] == "-" else f"{r['recipe']} x{r['in_flight']}") + f": {r.get('queries_per_s')} q/s"
+        for r in ctx.result["rows"])
 
 
 # ------------------------------------------------------------------------------------------- command line
