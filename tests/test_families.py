@@ -329,3 +329,18 @@ def test_every_stage_and_an_attack_run_on_the_family(kind, e2e_data, tmp_path, m
                             "--attack_disable", "use"])
     (metrics,) = [task for checkpoint in report.values() for task in checkpoint.values() if "attack_config" in task]
     assert 0 <= metrics["accuracy_under_attack"] <= metrics["clean_accuracy"]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("selective", [["--selective", "rose_first"], ["--selective", "rose_second"],
+                                       ["--selective", "roast", "--adversary", "roast", "--roast_fisher_batches", "1"]],
+                         ids=["rose_first", "rose_second", "roast"])
+def test_selective_methods_train_decoders(kind, selective, e2e_data, tmp_path, monkeypatch):
+    # RoAST perturbs the word embeddings' output where the decoder has no separate embeddings block
+    from pipelines import stage1_finetune
+
+    monkeypatch.setenv("SUBNETS_MASK_STORE", str(tmp_path / "store"))
+    pretrained = tmp_path / "pretrained"
+    save_plain_model(*tiny_model(kind, label_names=["negative", "positive"]), pretrained)
+    metrics = stage1_finetune.main(_argv(e2e_data, tmp_path / "run", pretrained) + selective)
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and metrics["train_steps"] == 2

@@ -35,14 +35,15 @@ def input_embeddings(model: nn.Module) -> nn.Module:
 
 
 def embeddings_block(model: nn.Module) -> nn.Module:
-    """The module that owns the word embeddings (BertEmbeddings, RobertaEmbeddings, ...).
-
-    Its output is the embedding sum after LayerNorm, which RoAST perturbs. Found by structure, not by name.
-    """
+    """The module whose output RoAST perturbs: the embeddings block that owns the word embeddings (BertEmbeddings,
+    RobertaEmbeddings, ModernBertEmbeddings, ...: the embedding sum after LayerNorm), or the word embeddings
+    themselves where their owner is the whole transformer (GPT-2, Llama and the other decoders, which add
+    positions inside the attention or the base model). Found by structure, not by name."""
     words = input_embeddings(model)
     for module in unwrap(model).modules():
         if any(child is words for child in module.children()):
-            return module
+            holds_blocks = any(isinstance(child, nn.ModuleList) for child in module.children())
+            return words if holds_blocks else module
     raise SubnetsError("Could not find the module that owns the word embeddings; expected an HF encoder model.")
 
 
