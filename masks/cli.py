@@ -289,7 +289,8 @@ def _export_prune(record: MaskRecord, args: argparse.Namespace) -> None:
 
     model, tokenizer = _masked_base_model(record, args)
     heads, neurons = structured_masks_from_weight_masks(model, record.masks)
-    save_compact(compact_export(model, heads, neurons), tokenizer, args.out)
+    save_compact(compact_export(model, heads, neurons), tokenizer, args.out,
+                 source=f"{args.model} with mask record {record.id[:12]}")
 
 
 EXPORTERS: dict[str, Callable[[MaskRecord, argparse.Namespace], None]] = {

@@ -36,6 +36,9 @@ from .sources import RUN_MASKS_FILE, record_meta
 
 logger = logging.get_logger("subnets")
 
+WEIGHT_ONLY_METHODS = ("imp", "random")
+"""Methods without a structured form (the one-shot methods check their own granularity, OneShotSearch.check)."""
+
 
 @dataclass
 class SearchArguments:
@@ -46,7 +49,8 @@ class SearchArguments:
     target_sparsity: float = field(default=0.5, metadata={"help": "Target fraction of pruned target weights."})
     granularity: Literal[GRANULARITIES] = field(default="weight", metadata={
         "help": "weight | head | neuron | structured"})
-    mask_pooler: bool = field(default=True, metadata={"help": "Count and mask the pooler (Robust Tickets)."})
+    mask_pooler: bool = field(default=False, metadata={
+        "help": "Count and mask the pooler (Robust Tickets; a masked pooler blocks compact export)."})
     mask_classifier: bool = field(default=False, metadata={"help": "Count and mask the classifier (SRNets)."})
     scope: Literal[SCOPES] = field(default="per_matrix", metadata={
         "help": "Ranking for scores/IMP/baselines: per_matrix | global"})
@@ -83,6 +87,9 @@ def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Targ
 def check_search(search: SearchArguments, options: OptionGroups) -> None:
     """Refuse options the chosen method contradicts or does not read (a stage calls this before writing)."""
     method = MASK_METHODS[search.method]
+    if search.granularity != "weight" and search.method in WEIGHT_ONLY_METHODS:
+        raise SubnetsError(f"--method {search.method} masks single weights only; expected --granularity weight with "
+                           f"it, or a structured method (hard_concrete, scores, magnitude, wanda).")
     if OneShotArguments not in method.options and options[OneShotArguments] != OneShotArguments():
         raise SubnetsError(f"--pattern, --layer_budget and the calibration options apply to the one-shot methods "
                            f"(magnitude, wanda, sparsegpt), not --method {search.method}; expected their defaults "
