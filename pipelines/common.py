@@ -29,7 +29,7 @@ from subnets.registry import OptionGroups
 from subnets.selective import SelectiveArguments, build_selective, selective_arguments
 from subnets.store_options import MaskStoreArguments
 from subnets.tasks import TaskSpec, get_task
-from subnets.user_data import DataFileArguments, task_from_record, task_record, user_task
+from subnets.user_data import DataFileArguments, check_label_names, task_from_record, task_record, user_task
 from subnets.threads import configure_threads
 from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, best_metric
 
@@ -87,6 +87,7 @@ def resolve_task(args: StageArgs, source: str | None) -> TaskSpec:
         task = get_task(args.task_name, trainable=True)
     else:
         task = recorded or get_task(DEFAULT_TASK, trainable=True)
+    check_label_names(files, task)
     args[DataArguments].task_name = task.name
     best_metric(args[TrainingArguments], task)  # an unknown --metric_for_best_model fails before any training
     return task

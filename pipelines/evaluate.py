@@ -41,7 +41,7 @@ from subnets.registry import check_choice
 from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
-from subnets.user_data import DataFileArguments, user_task
+from subnets.user_data import DataFileArguments, check_label_names, user_task
 
 
 COMMAND = "evaluate"
@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SubnetsError("No --output_dir given; expected a directory for metrics.json and results.md.")
     args.data_dir = args.data_dir or default_data_dir()
     tasks = evaluation_sets(args, files)
+    for task in tasks:
+        check_label_names(files, task)
     check_sets(args.checkpoint, tasks)
     if args.ood_task:
         get_task(args.ood_task)

@@ -125,7 +125,23 @@ def search_mask(
     config = {**dataclasses.asdict(search), **options.used_by(method)}
     ids = _store(out, model, found, config, task, source, training_args.seed, mask_store or MaskStoreArguments())
     return {**found.metrics, "sparsity": report.global_sparsity, "sparsity_denominator": report.denominator,
+            "target_sparsity": search.target_sparsity, **off_target(report.global_sparsity, search),
             "mask_ids": ids, "method": search.method}
+
+
+OFF_TARGET = 0.05
+"""How far (in sparsity, absolute) a search's ticket may end from --target_sparsity before it is flagged."""
+
+
+def off_target(sparsity: float, search: SearchArguments) -> dict[str, str]:
+    """{"sparsity_warning": message} (also logged) when the ticket ends more than OFF_TARGET from the target."""
+    if abs(sparsity - search.target_sparsity) <= OFF_TARGET:
+        return {}
+    message = (f"the ticket is {100 * sparsity:.1f}% sparse against --target_sparsity "
+               f"{100 * search.target_sparsity:.1f}%: the search ended far from its target (hard-concrete: train "
+               f"longer, raise --mask_lr or the L0 weight, or use --controller lagrangian).")
+    logger.warning(f"warning: {message}")
+    return {"sparsity_warning": message}
 
 
 def _store(out: Path, model: torch.nn.Module, found: FoundMask, config: dict[str, Any], task: TaskSpec,
