@@ -162,7 +162,7 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         raw = subsample(load_split(task, task.eval_split, args.data_dir), args.max_eval_samples, shuffle=False)
         tokenized = tokenize(raw, tokenizer, task, args.max_seq_length)
         return raw, predict(model, tokenized, Collator(tokenizer), args.per_device_eval_batch_size, device,
-                                       args.bf16)
+                            args.bf16, progress=f"evaluate {name or path} on {task.name}")
 
     out_logits = set_logits(get_task(args.ood_task))[1] if args.ood_task else None
     results = {}
@@ -173,6 +173,7 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         if out_logits is not None:
             results[task.name].update(ood_metrics(logits, out_logits))
         if args.attack != "none" and not args.attack_file and is_attackable(task, labels):
+            print(attack_header(args.attack, name or path, task.name), flush=True)
             results[task.name].update(attack_examples(
                 model, tokenizer, task_examples(task, raw, options), options,
                 Path(args.output_dir) / "attacks" / name / f"{task.name}_{args.attack}", max_length=args.max_seq_length))
@@ -180,11 +181,17 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         examples = file_examples(args.attack_file, args.attack_text_columns.split(","), args.attack_label_column,
                                  labels, options)
         set_name = f"{FILE_SET_PREFIX}{Path(args.attack_file).stem}"
+        print(attack_header(args.attack, name or path, set_name), flush=True)
         results[set_name] = attack_examples(
             model, tokenizer, examples, options,
             Path(args.output_dir) / "attacks" / name / f"{Path(args.attack_file).stem}_{args.attack}",
             max_length=args.max_seq_length)
     return results
+
+
+def attack_header(attack: str, checkpoint: str, set_name: str) -> str:
+    """The line above an attack's progress bar and TextAttack summary box: which model and set it is."""
+    return f"***** {attack} attack: model {checkpoint}, set {set_name} *****"
 
 
 def attack_options(args: EvaluateArguments) -> AttackOptions:
