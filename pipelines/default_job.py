@@ -105,5 +105,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return summary
 
 
+def cli() -> int:
+    """The `subnets-default-job` console command (the same as `python -m pipelines.default_job`)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

@@ -49,6 +49,7 @@ COMMAND = "evaluate"
 
 @dataclass
 class EvaluateArguments:
+    _argument_group_name = "evaluation and attacks"  # its --help section
     checkpoint: list[str] = field(default_factory=list,
                                   metadata={"help": "Checkpoint or run directory (repeat the option for several)."})
     tasks: str | None = field(default=None, metadata={

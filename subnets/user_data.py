@@ -22,6 +22,7 @@ SPLIT_OPTIONS = {"train": "train_file", "validation": "validation_file", "test":
 
 @dataclass
 class DataFileArguments:
+    _argument_group_name = "data (your own files)"  # its --help section
     train_file: str | None = field(default=None, metadata={"help": "Your training data: .csv, .tsv or .jsonl."})
     validation_file: str | None = field(default=None, metadata={"help": "Your evaluation data (same format)."})
     test_file: str | None = field(default=None, metadata={"help": "Your held-out test data (same format)."})

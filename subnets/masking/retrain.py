@@ -32,6 +32,7 @@ from .sources import init_path, load_mask, record_meta
 
 @dataclass
 class RetrainArguments:
+    _argument_group_name = "method: ticket (stage 3)"  # its --help section
     mask: str = field(default="", metadata={"help": "Stage-2 run directory, mask store id, or safetensors file."})
     init: str = field(default="pretrained", metadata={"help": "pretrained | finetuned | <stage-1 step>"})
     sparsity: float | None = field(default=None, metadata={"help": "Draw at this sparsity (default: the mask's own)."})

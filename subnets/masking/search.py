@@ -44,6 +44,7 @@ WEIGHT_ONLY_METHODS = ("imp", "random")
 class SearchArguments:
     """The options every mask method shares; each method's own options are in its option group
     (`subnets.masking.methods`), parsed beside this one and recorded in the same run-config section."""
+    _argument_group_name = "method: mask search (every method)"  # its --help section
 
     method: MaskMethodName = field(default="hard_concrete", metadata={"help": " | ".join(MASK_METHODS)})
     target_sparsity: float = field(default=0.5, metadata={"help": "Target fraction of pruned target weights."})
