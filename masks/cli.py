@@ -293,7 +293,13 @@ def _export_prune(record: MaskRecord, args: argparse.Namespace) -> None:
     from subnets.export import compact_export, save_compact, structured_masks_from_weight_masks
 
     model, tokenizer = _masked_base_model(record, args)
-    heads, neurons = structured_masks_from_weight_masks(model, record.masks)
+    try:
+        heads, neurons = structured_masks_from_weight_masks(model, record.masks)
+    except SubnetsError as e:
+        if record.meta.get("granularity", "weight") == "weight":
+            raise
+        raise SubnetsError(f"{e} (A structured search's own ticket keeps each matrix's gates; stage 3 draws whole "
+                           f"heads and neurons from its state: subnets-retrain --mask <run> --sparsity S.)") from e
     save_compact(compact_export(model, heads, neurons), tokenizer, args.out,
                  source=f"{args.model} with mask record {record.id[:12]}")
 

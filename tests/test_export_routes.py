@@ -137,3 +137,17 @@ def test_draw_units_refuses_a_matrix_outside_heads_and_neurons(tiny_bert):
     with pytest.raises(SubnetsError, match="pooler"):
         draw_units(state, 0.5, encoder_layers(model), "structured")
 
+
+
+def test_a_structured_ticket_whose_matrices_disagree_names_the_stage3_route(workspace, store, capsys):
+    model, _ = load_classifier(workspace / "base")
+    layer = encoder_layers(model)[0]
+    ticket = {t.name: torch.ones(t.shape, dtype=torch.bool) for t in find_targets(model)}
+    query = layer.heads[0]  # head 0 removed from Q only: K, V and the output keep it
+    ticket[query.target.name].index_fill_(0, query.channels(torch.arange(query.units) == 0), False)
+    record_id = MaskStore(store).put(ticket, meta={"task": "sst2", "method": "hard_concrete", "model": "tiny",
+                                                   "seed": 0, "granularity": "structured"})
+    code = masks_main(["--root", str(store), "export", record_id, "--format", "prune", "--model",
+                       str(workspace / "base"), "--out", str(workspace / "split")])
+    err = capsys.readouterr().err
+    assert code == 2 and "disagree on head 0 of layer 0" in err and "subnets-retrain --mask <run> --sparsity" in err
