@@ -21,7 +21,7 @@ from subnets.sparsity import parse_pattern, pattern_violations
 from subnets.weights import apply_masks, save_plain_model
 
 from .record import MaskRecord
-from .report import diff_masks, grid_columns, record_grid, update_frequency_by_layer
+from .report import diff_masks, grid_columns, record_grid, state_values, update_frequency_by_layer
 from .store import DEFAULT_ROOT, ROOT_ENV, MaskStore, store_root
 
 EXPORT_FORMATS = ("dense", "prune", "pt", "sparse")
@@ -197,6 +197,11 @@ def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
         if not steps:
             raise SubnetsError(f"Update-mask record {record.id[:12]} has no logged steps to plot.")
         plot_steps(steps, per_layer, title, out)
+    elif record.kind == "state":  # gate or score values: coloured over the cells' own range, with a histogram
+        grid, label = record_grid(record)
+        cells = [v for row in grid["layers"].values() for v in row.values()]
+        low, high = min(cells), max(cells)
+        plot_grid(grid, title, label, out, scale=(low, high if high > low else low + 1.0), values=state_values(record))
     else:
         grid, label = record_grid(record)
         plot_grid(grid, title, label, out)
@@ -288,8 +293,15 @@ def _export_prune(record: MaskRecord, args: argparse.Namespace) -> None:
     from subnets.export import compact_export, save_compact, structured_masks_from_weight_masks
 
     model, tokenizer = _masked_base_model(record, args)
-    heads, neurons = structured_masks_from_weight_masks(model, record.masks)
-    save_compact(compact_export(model, heads, neurons), tokenizer, args.out)
+    try:
+        heads, neurons = structured_masks_from_weight_masks(model, record.masks)
+    except SubnetsError as e:
+        if record.meta.get("granularity", "weight") == "weight":
+            raise
+        raise SubnetsError(f"{e} (A structured search's own ticket keeps each matrix's gates; stage 3 draws whole "
+                           f"heads and neurons from its state: subnets-retrain --mask <run> --sparsity S.)") from e
+    save_compact(compact_export(model, heads, neurons), tokenizer, args.out,
+                 source=f"{args.model} with mask record {record.id[:12]}")
 
 
 EXPORTERS: dict[str, Callable[[MaskRecord, argparse.Namespace], None]] = {

@@ -42,19 +42,32 @@ def _save(fig: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def plot_grid(grid: Mapping[str, Any], title: str, label: str, path: str | os.PathLike) -> None:
-    """Heat map with one row per encoder layer and one column per matrix kind."""
+def plot_grid(grid: Mapping[str, Any], title: str, label: str, path: str | os.PathLike, *,
+              scale: tuple[float, float] = (0.0, 1.0), values: Any = None) -> None:
+    """Heat map with one row per encoder layer and one column per matrix kind, coloured over `scale`; with
+    `values` (a 1-D array, e.g. a gate or score state), a histogram of them beside it."""
     plt = _pyplot()
     columns = grid_columns(grid)
     layers = list(grid["layers"])
     data = [[grid["layers"][i].get(k, float("nan")) for k in columns] for i in layers]
-    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 2, 0.4 * len(layers) + 2))
-    image = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    width, height = 1.2 * len(columns) + 2, 0.4 * len(layers) + 2
+    if values is None:
+        fig, ax = plt.subplots(figsize=(width, height))
+    else:
+        fig, (ax, hist) = plt.subplots(1, 2, figsize=(width + 5, max(height, 4)),
+                                       gridspec_kw={"width_ratios": [width, 5]})
+        hist.hist(values, bins=50, color="tab:blue")
+        hist.set_xlabel(label.replace("mean ", ""))
+        hist.set_ylabel("entries")
+        hist.set_title("histogram of all entries")
+    low, high = scale
+    image = ax.imshow(data, vmin=low, vmax=high, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_yticks(range(len(layers)), [f"layer {i}" for i in layers])
-    for row, values in enumerate(data):
-        for col, value in enumerate(values):
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    middle = low + 0.6 * (high - low)
+    for row, cells in enumerate(data):
+        for col, value in enumerate(cells):
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", color="white" if value < middle else "black")
     fig.colorbar(image, ax=ax, label=label)
     ax.set_title(title)
     fig.tight_layout()

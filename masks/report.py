@@ -53,7 +53,13 @@ def record_grid(record: MaskRecord) -> tuple[dict[str, Any], str]:
         ratios = {name: count / steps for name, count in record.meta["update_counts"].items()}
         return layer_kind_grid(ratios, shapes), "update ratio"
     means = {name: float(t.float().mean()) for name, t in record.masks.items()}
-    return layer_kind_grid(means, shapes), "mean value"
+    return layer_kind_grid(means, shapes), f"mean {record.meta.get('method') or 'state'} state value"
+
+
+def state_values(record: MaskRecord, limit: int = 1_000_000) -> torch.Tensor:
+    """A state record's entries as one float vector (an evenly spaced subset of at most `limit` of them)."""
+    flat = torch.cat([t.detach().float().flatten() for t in record.masks.values()])
+    return flat[:: max(1, -(-flat.numel() // limit))]
 
 
 def update_frequency_by_layer(record: MaskRecord) -> tuple[list[int], dict[int, list[float]]]:

@@ -29,7 +29,7 @@ from subnets.registry import OptionGroups
 from subnets.selective import SelectiveArguments, build_selective, selective_arguments
 from subnets.store_options import MaskStoreArguments
 from subnets.tasks import TaskSpec, get_task
-from subnets.user_data import DataFileArguments, task_from_record, task_record, user_task
+from subnets.user_data import DataFileArguments, check_label_names, task_from_record, task_record, user_task
 from subnets.threads import configure_threads
 from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, best_metric
 
@@ -87,6 +87,7 @@ def resolve_task(args: StageArgs, source: str | None) -> TaskSpec:
         task = get_task(args.task_name, trainable=True)
     else:
         task = recorded or get_task(DEFAULT_TASK, trainable=True)
+    check_label_names(files, task)
     args[DataArguments].task_name = task.name
     best_metric(args[TrainingArguments], task)  # an unknown --metric_for_best_model fails before any training
     return task
@@ -274,12 +275,31 @@ def build_training_setup(args: StageArgs, task: TaskSpec, data: TaskData) -> Tra
 
 
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:
-    """The stage's final metrics: metrics.json and, under HF's name, all_results.json (the same dict); written by
-    the main process only (under torchrun the other ranks may hold no eval_* metrics)."""
+    """The stage's final metrics: metrics.json and, under HF's name, all_results.json (the same dict), then printed
+    as HF's metrics boxes; by the main process only (under torchrun the other ranks may hold no eval_* metrics)."""
     if not is_main_process():
         return
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / RESULTS_FILE, metrics)
+    print(metrics_boxes(metrics), flush=True)
+
+
+def metrics_boxes(metrics: dict[str, Any]) -> str:
+    """HF's `Trainer.log_metrics` layout: a "***** train metrics *****" box (train_* and epoch), then eval, test
+    and the run's other scalar metrics (sparsity, ...); nested values (mask ids, configs) stay in metrics.json."""
+    groups: dict[str, dict[str, Any]] = {"train": {}, "eval": {}, "test": {}, "run": {}}
+    for key, value in metrics.items():
+        if isinstance(value, (dict, list, tuple)):
+            continue
+        group = "train" if key == "epoch" else key.split("_")[0] if key.split("_")[0] in groups else "run"
+        groups[group][key] = round(value, 4) if isinstance(value, float) else value
+    boxes = []
+    for name, values in groups.items():
+        if values:
+            width = max(map(len, values))
+            lines = [f"  {key:<{width}} = {value!s:>11}" for key, value in sorted(values.items())]
+            boxes.append("\n".join([f"***** {name} metrics *****", *lines]))
+    return "\n".join(boxes)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any]) -> int:

@@ -38,7 +38,7 @@ MODELS = ("dense", "ticket", "robust_ticket")
 # Chosen on a split of SST-2 train (docs/reproduce.md, "The default job"); the cpu budget of
 # `reproduce.py robust_tickets` searches with the same settings.
 SEARCH = {"method": "hard_concrete", "target_sparsity": SPARSITY, "controller": "lagrangian", "mask_lr": 0.1,
-          "lagrangian_lr": 5.0}
+          "lagrangian_lr": 5.0, "mask_pooler": True}  # the pooler is masked and counted, as in Robust Tickets
 ADVERSARY = {"adversary": "freelb", "adv_steps": 2, "adv_lr": 0.03, "adv_init_mag": 0.05, "adv_max_norm": 0.0}
 TICKETS = {"ticket": ("ticket_search", {}), "robust_ticket": ("robust_search", ADVERSARY)}  # -> (search run, adds)
 
@@ -105,5 +105,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return summary
 
 
+def cli() -> int:
+    """The `subnets-default-job` console command (the same as `python -m pipelines.default_job`)."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

@@ -9,6 +9,10 @@ Your own files (--validation_file, --test_file) are evaluated as the sets <task>
 the name of the user task the first checkpoint's run trained on (default: custom); their labels are --label_names,
 else that run's, else the checkpoint's.
 
+Without --tasks or data files the sets are the task the first checkpoint's run trained on (a user task: its own
+validation and test files), else sst2; with --attack_file alone, none (an attack-only evaluation). A checkpoint
+whose labels are not a set's is refused before anything is written.
+
 Writes `metrics.json` ({checkpoint: {set: {HF-style keys}}}) and `results.md` (methods side by side).
 A checkpoint is a `from_pretrained` directory or a stage run directory (its checkpoint-best/).
 """
@@ -37,7 +41,7 @@ from subnets.registry import check_choice
 from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
-from subnets.user_data import DataFileArguments, user_task
+from subnets.user_data import DataFileArguments, check_label_names, user_task
 
 
 COMMAND = "evaluate"
@@ -45,10 +49,12 @@ COMMAND = "evaluate"
 
 @dataclass
 class EvaluateArguments:
+    _argument_group_name = "evaluation and attacks"  # its --help section
     checkpoint: list[str] = field(default_factory=list,
                                   metadata={"help": "Checkpoint or run directory (repeat the option for several)."})
     tasks: str | None = field(default=None, metadata={
-        "help": "Comma-separated tasks / evaluation sets (default: sst2, or none when data files are given)."})
+        "help": "Comma-separated tasks / evaluation sets (default: the first checkpoint's run task, else sst2; "
+                "none when data files or only --attack_file are given)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where metrics.json and results.md go."})
     data_dir: str | None = field(default=None, metadata={"help": "Local data folder (default $SUBNETS_DATA_DIR)."})
     max_eval_samples: int | None = None
@@ -116,10 +122,42 @@ def user_sets(files: DataFileArguments, first_checkpoint: str) -> list[TaskSpec]
     labels = None
     if not files.label_names:
         labels = recorded.label_names if recorded else tuple(checkpoint_labels(first_checkpoint)[1])
-    base = user_task(files, recorded.name if recorded else None, labels)
-    return [dataclasses.replace(base, name=base.name if split == "validation" else f"{base.name}-{split}",
+    return file_sets(user_task(files, recorded.name if recorded else None, labels))
+
+
+def file_sets(task: TaskSpec) -> list[TaskSpec]:
+    """A user task's evaluation sets: <task> (its validation file) and <task>-test (its test file), those it has."""
+    return [dataclasses.replace(task, name=task.name if split == "validation" else f"{task.name}-{split}",
                                 eval_split=split)
-            for split in ("validation", "test") if split in base.local]
+            for split in ("validation", "test") if split in task.local]
+
+
+def evaluation_sets(args: EvaluateArguments, files: DataFileArguments) -> list[TaskSpec]:
+    """--tasks and the user's files; with neither, none beside --attack_file (attack-only), else the task the first
+    checkpoint's run trained on (its own files for a user task), else sst2 (see the module docstring)."""
+    tasks = [get_task(t) for t in (args.tasks or "").split(",") if t]
+    if files.given:
+        return tasks + user_sets(files, args.checkpoint[0])
+    if args.tasks is not None or args.attack_file:
+        return tasks
+    recorded = run_task(args.checkpoint[0])
+    if recorded is None:
+        return [get_task("sst2")]
+    if recorded.user:
+        sets = file_sets(recorded)
+        if not sets:
+            raise SubnetsError(f"The run of {args.checkpoint[0]} trained on task '{recorded.name}' without a validation "
+                               f"or test file; expected --validation_file / --test_file or --tasks.")
+        return sets
+    return [recorded]
+
+
+def check_sets(checkpoints: Sequence[str], tasks: Sequence[TaskSpec]) -> None:
+    """Refuse, before anything is written, a checkpoint whose labels are not those of a set's task."""
+    for path in checkpoints:
+        labels = checkpoint_labels(path)[1]
+        for task in tasks:
+            check_label_compatibility(labels, task, task if task.user else get_task(task.classifier_task), path)
 
 
 def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArguments,
@@ -133,19 +171,18 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         raw = subsample(load_split(task, task.eval_split, args.data_dir), args.max_eval_samples, shuffle=False)
         tokenized = tokenize(raw, tokenizer, task, args.max_seq_length)
         return raw, predict(model, tokenized, Collator(tokenizer), args.per_device_eval_batch_size, device,
-                                       args.bf16)
+                            args.bf16, progress=f"evaluate {name or path} on {task.name}")
 
     out_logits = set_logits(get_task(args.ood_task))[1] if args.ood_task else None
     results = {}
     for task in tasks:
-        model_task = task if task.user else get_task(task.classifier_task)
-        check_label_compatibility(labels, task, model_task, path)
         raw, logits = set_logits(task)
         breakdown = raw[task.breakdown] if task.breakdown else None
         results[task.name] = compute_metrics(task, logits, np.asarray(raw["label"]), labels, breakdown)
         if out_logits is not None:
             results[task.name].update(ood_metrics(logits, out_logits))
         if args.attack != "none" and not args.attack_file and is_attackable(task, labels):
+            print(attack_header(args.attack, name or path, task.name), flush=True)
             results[task.name].update(attack_examples(
                 model, tokenizer, task_examples(task, raw, options), options,
                 Path(args.output_dir) / "attacks" / name / f"{task.name}_{args.attack}", max_length=args.max_seq_length))
@@ -153,11 +190,17 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         examples = file_examples(args.attack_file, args.attack_text_columns.split(","), args.attack_label_column,
                                  labels, options)
         set_name = f"{FILE_SET_PREFIX}{Path(args.attack_file).stem}"
+        print(attack_header(args.attack, name or path, set_name), flush=True)
         results[set_name] = attack_examples(
             model, tokenizer, examples, options,
             Path(args.output_dir) / "attacks" / name / f"{Path(args.attack_file).stem}_{args.attack}",
             max_length=args.max_seq_length)
     return results
+
+
+def attack_header(attack: str, checkpoint: str, set_name: str) -> str:
+    """The line above an attack's progress bar and TextAttack summary box: which model and set it is."""
+    return f"***** {attack} attack: model {checkpoint}, set {set_name} *****"
 
 
 def attack_options(args: EvaluateArguments) -> AttackOptions:
@@ -180,6 +223,8 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]],
         if task.breakdown:
             columns += [(s, f"accuracy_{label}") for label in task.label_names]
         columns.append((s, "ece"))
+    if not columns:  # an attack-only evaluation: its attack tables say it all
+        return ""
     header = "| checkpoint | " + " | ".join(f"{s} {m}" for s, m in columns) + " |"
     lines = [header, "|---|" + "---:|" * len(columns)]
     for name, per in results.items():
@@ -195,8 +240,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for metrics.json and results.md.")
     args.data_dir = args.data_dir or default_data_dir()
-    task_names = [t for t in (args.tasks or ("" if files.given else "sst2")).split(",") if t]
-    tasks = [get_task(t) for t in task_names] + (user_sets(files, args.checkpoint[0]) if files.given else [])
+    tasks = evaluation_sets(args, files)
+    for task in tasks:
+        check_label_names(files, task)
+    check_sets(args.checkpoint, tasks)
     if args.ood_task:
         get_task(args.ood_task)
     claim_output_dir(Path(args.output_dir), COMMAND)

@@ -5,13 +5,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
+
+import numpy as np
 
 from pipelines.common import (build_training_setup, check_run_dir, load_task_data, parse_stage_args, resolve_task,
                               run_cli, run_directory, write_metrics)
-from subnets.config import TrainingArguments
-from subnets.distributed import init_distributed
+from subnets.config import StageArgs, TrainingArguments
+from subnets.data import Collator, load_split, tokenize
+from subnets.distributed import init_distributed, is_main_process
+from subnets.evaluation import compute_metrics, predict
+from subnets.io import atomic_write_text
 from subnets.models import load_classifier
+from subnets.tasks import TaskSpec
 from subnets.training import Trainer, set_seed
 
 STAGE = "stage1_finetune"
@@ -30,8 +37,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                       objective=setup.objective, callbacks=setup.callbacks, optimizer_factory=setup.optimizer_factory)
     with run_directory(args, STAGE, task) as out:  # only once every input has been checked
         metrics = trainer.train()
+        metrics.update(predict_test(out, trainer, task, args))
         write_metrics(out, metrics)
     return metrics
+
+
+PREDICTIONS_FILE = "predict_results.txt"
+
+
+def predict_test(out: Path, trainer: Trainer, task: TaskSpec, args: StageArgs) -> dict[str, float]:
+    """HF's --do_predict for the --test_file of a user task: the final model's `test_*` metrics, and
+    `predict_results.txt` (`index<TAB>prediction`, the predicted label name per row, as HF's run_glue writes it).
+    Main process only."""
+    if not task.user or "test" not in task.local or not is_main_process():
+        return {}
+    raw = load_split(task, "test", args.data_dir)
+    logits = predict(trainer.model, tokenize(raw, trainer.tokenizer, task, args.max_seq_length),
+                     Collator(trainer.tokenizer), args.per_device_eval_batch_size, trainer.device, args.bf16)
+    names = task.label_names
+    rows = "".join(f"{i}\t{names[p]}\n" for i, p in enumerate(logits.argmax(axis=1)))
+    atomic_write_text(out / PREDICTIONS_FILE, "index\tprediction\n" + rows)
+    print(f"wrote {out / PREDICTIONS_FILE} ({len(raw)} test predictions)")
+    return compute_metrics(task, logits, np.asarray(raw["label"]), names, prefix="test_")
 
 
 

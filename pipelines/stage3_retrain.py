@@ -15,8 +15,8 @@ from pipelines.common import (absolute_path, build_training_setup, check_run_dir
                               resolve_task, run_cli, run_directory, write_metrics)
 from subnets.config import ModelArguments, StageArgs, TrainingArguments
 from subnets.distributed import init_distributed
-from subnets.masking.retrain import (RetrainArguments, draw_ticket, load_initialisation, retrain_ticket,
-                                     store_ticket, ticket_trainer)
+from subnets.masking.retrain import (RetrainArguments, load_initialisation, read_mask, retrain_ticket, store_ticket,
+                                     ticket_from, ticket_trainer)
 from subnets.masking.sources import run_config, run_model_source
 from subnets.store_options import MaskStoreArguments
 from subnets.training import set_seed
@@ -46,8 +46,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_run_dir(args, STAGE, task)
     set_seed(args.seed)
     store = args[MaskStoreArguments]
-    ticket, mask_meta = draw_ticket(retrain, store)
+    mask, mask_meta = read_mask(retrain, store)
     model, tokenizer = load_initialisation(source, retrain.init, task.label_names, mask_meta.get("weights"))
+    ticket = ticket_from(retrain, mask, mask_meta, model)
     data = load_task_data(args, task, tokenizer)
     setup = build_training_setup(args, task, data)
     init_distributed(args.use_cpu, args.ddp_backend)  # under torchrun: the process group the Trainer trains in

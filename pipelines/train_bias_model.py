@@ -43,6 +43,7 @@ TEACHER_FILE = "teacher_predictions.safetensors"
 
 @dataclass
 class BiasModelArguments:
+    _argument_group_name = "bias model"  # its --help section
     task_name: str | None = field(default=None, metadata={
         "help": "Training task whose bias is modelled (default mnli), or the name of a task read from --train_file."})
     output_dir: str | None = field(default=None, metadata={"help": "Directory for the predictions and metrics."})

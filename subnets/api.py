@@ -177,9 +177,11 @@ def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task
 
 
 def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None = None, *,
-                mask_store: PathLike | None = None, scope: str = "global") -> dict[str, torch.Tensor]:
+                mask_store: PathLike | None = None, scope: str = "global",
+                model: PreTrainedModel | None = None) -> dict[str, torch.Tensor]:
     """A binary ticket at exactly `sparsity` from a mask (store id, stage-2 run directory, safetensors file or a
-    dict of tensors); with no sparsity, a stored binary ticket as it is."""
+    dict of tensors); with no sparsity, a stored binary ticket as it is. The state of a structured search is
+    drawn as whole heads and neurons, which needs `model` (their layout)."""
     from .masking.draw import draw_mask
     from .masking.retrain import RetrainArguments, draw_ticket as draw_from_source
     from .store_options import MaskStoreArguments
@@ -190,7 +192,7 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
             raise SubnetsError("draw_ticket needs a sparsity to draw from a mask given as tensors.")
         return draw_mask({n: t.float() for n, t in mask.items()}, sparsity, scope=scope)
     retrain = RetrainArguments(mask=str(mask), sparsity=sparsity, draw_scope=scope)
-    return draw_from_source(retrain, MaskStoreArguments(None if mask_store is None else str(mask_store)))[0]
+    return draw_from_source(retrain, MaskStoreArguments(None if mask_store is None else str(mask_store)), model)[0]
 
 
 def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],

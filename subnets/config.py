@@ -34,6 +34,7 @@ RUN_NEUTRAL_OPTIONS = {"output_dir", "overwrite_output_dir", "disable_tqdm", "lo
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "model"  # its --help section
     model_name_or_path: str = field(
         default="minilm",
         metadata={"help": "Model name, path, or stage run directory; 'minilm' is the packaged all-MiniLM-L6-v2."})
@@ -41,6 +42,7 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    _argument_group_name = "data (built-in tasks)"  # its --help section
     task_name: str | None = field(
         default=None,
         metadata={"help": "Task to train on (see subnets.tasks.TASKS), or the name of a task read from --train_file; "
@@ -86,6 +88,7 @@ def check_at_least_one(options: object, names: Sequence[str]) -> None:
 
 @dataclass
 class TrainingArguments:
+    _argument_group_name = "training"  # its --help section
     output_dir: str | None = field(default=None, metadata={"help": "Run directory (required)."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace a run directory that holds a different run."})
@@ -331,14 +334,28 @@ def _raise_parse_error(message: str) -> None:
     raise SubnetsError(f"{message[0].upper()}{message[1:]}; see --help for this stage's options.")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help: every option with its default, also those without a help text (each dataclass's options under its
+    `_argument_group_name`, HfArgumentParser's section title)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if not action.option_strings or action.default is argparse.SUPPRESS or "default" in (action.help or "").lower():
+            return action.help  # a help text that names its default in words keeps them
+        return f"{action.help or ''} (default: %(default)s)".lstrip()
+
+
 def parse_args(types: Sequence[type], argv: Sequence[str] | None = None, *, recipe_dir: Path | None = None) -> StageArgs:
     """Parse `argv` into instances of the dataclasses `types`; `--recipe` (a file, or a name in `recipe_dir`)
     supplies defaults.
 
     List options may be repeated (`--checkpoint a --checkpoint b`) or given several values at once.
     """
-    parser = HfArgumentParser(list(types))
+    parser = HfArgumentParser(list(types), formatter_class=HelpFormatter,
+                              usage="%(prog)s [options]   (--help lists them by group, with their defaults)")
     parser.error = _raise_parse_error  # one `error:` line (run_cli), not argparse's usage text and exit
+    for action in parser._actions:
+        if action.option_strings and action.help is None:  # argparse leaves an option without help bare
+            action.help = "(default: %(default)s)"
     argv = _merge_repeated_lists(parser, list(sys.argv[1:] if argv is None else argv))
     parser.add_argument("--recipe", default=None,
                         help="Recipe file (YAML/JSON)" + (f" or name in {recipe_dir}." if recipe_dir else "."))

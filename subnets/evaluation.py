@@ -7,6 +7,7 @@ from typing import Sequence
 import datasets
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .data import Collator, batch_reader
@@ -19,9 +20,10 @@ OTHER = "<other>"  # model labels with no counterpart in an evaluation set (alwa
 
 @torch.inference_mode()
 def predict(model: PreTrainedModel, dataset: datasets.Dataset, collator: Collator, batch_size: int = 128,
-            device: torch.device | str | None = None, bf16: bool = True) -> np.ndarray:
+            device: torch.device | str | None = None, bf16: bool = True, progress: str | None = None) -> np.ndarray:
     """Logits (float32, [n, num_labels]) for a tokenised dataset, batched by length to minimise padding; the
-    forward passes run under `precision.autocast(device, bf16)` (bf16 on CUDA unless `bf16` is false)."""
+    forward passes run under `precision.autocast(device, bf16)` (bf16 on CUDA unless `bf16` is false).
+    `progress`: the label of a tqdm bar over the batches (none when not given)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -29,7 +31,7 @@ def predict(model: PreTrainedModel, dataset: datasets.Dataset, collator: Collato
     order = np.argsort(-lengths, kind="stable")
     read = batch_reader(dataset, collator)
     chunks = []
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc=progress, disable=progress is None, unit="batch"):
         batch = read(order[start:start + batch_size].tolist())
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k not in ("labels", "idx")}
         with autocast(device, bf16):

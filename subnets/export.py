@@ -270,13 +270,58 @@ def compact_export(
 # saving and loading
 
 
-def save_compact(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, directory: str | os.PathLike) -> None:
-    """Write `model` (from `compact_export`) and `tokenizer` to `directory` atomically; reload with `load_compact`."""
-    if getattr(model.config, COMPACT_CONFIG_KEY, None) is None:
+def save_compact(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, directory: str | os.PathLike,
+                 source: str | None = None) -> None:
+    """Write `model` (from `compact_export`) and `tokenizer` to `directory` atomically, with a model card
+    (README.md: how to load it, what was removed; `source` names what it was pruned from); reload with
+    `load_compact`."""
+    structure = getattr(model.config, COMPACT_CONFIG_KEY, None)
+    if structure is None:
         raise SubnetsError(
             f"The model's config has no '{COMPACT_CONFIG_KEY}'; expected a model returned by compact_export."
         )
-    save_plain_model(model, tokenizer, directory)
+    card = model_card(model, structure, source)
+    save_plain_model(model, tokenizer, directory, extra_files=lambda tmp: (tmp / MODEL_CARD).write_text(card))
+
+
+MODEL_CARD = "README.md"
+
+
+def model_card(model: PreTrainedModel, structure: Mapping, source: str | None) -> str:
+    """The compact folder's README.md: a Hugging Face model card with the loader note and the kept structure."""
+    rows = "\n".join(f"| {i} | {len(heads)} | {neurons} |" for i, (heads, neurons) in
+                     enumerate(zip(structure["kept_heads"], structure["kept_neurons"])))
+    origin = f"Pruned from `{source}`" if source else "Pruned"
+    return f"""---
+library_name: transformers
+tags: [subnets, pruned, structured-pruning]
+---
+# Compact {model.config.model_type} model (heads and FFN neurons removed)
+
+{origin} with the subnets compact export: the removed attention heads and FFN neurons are
+physically deleted, so the model is smaller and faster with the masked model's outputs.
+{model.num_parameters():,} parameters.
+
+## Loading
+
+The layers keep different numbers of heads and neurons, which a `config.json` cannot express, so
+`AutoModelForSequenceClassification.from_pretrained` raises a size-mismatch error here (never pass
+`ignore_mismatched_sizes=True`: it would re-initialise the pruned matrices at random). Load it with:
+
+```python
+from subnets.export import load_compact
+from transformers import AutoTokenizer
+
+model = load_compact("THIS_FOLDER")
+tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")
+```
+
+## Kept structure (`compact_structure` in config.json)
+
+| layer | head units kept | FFN neurons kept |
+|---|---|---|
+{rows}
+"""
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from masks.store import check_store_root, store_root
 
 @dataclass
 class MaskStoreArguments:
+    _argument_group_name = "store"  # its --help section
     mask_store: str | None = field(default=None, metadata={
         "help": "Mask store root for every record the stage reads or writes: searched tickets and states, retrained "
                 "tickets and update masks (default: $SUBNETS_MASK_STORE, else ./masks_store)."})

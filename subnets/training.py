@@ -537,6 +537,9 @@ class Trainer:
             cb.on_train_begin(self)
         self._build_optimizer()
         resumed = self._resume()
+        if resumed and self.is_main_process:
+            print(f"resuming from {self.checkpointer.location(LAST)} at step {self.global_step} of {self.max_steps} "
+                  f"(epoch {self.epoch})", flush=True)
         if not resumed:
             set_seed(args.seed + self.rank)
             if 0 in args.save_model_at_steps and self.is_main_process:

@@ -22,6 +22,7 @@ SPLIT_OPTIONS = {"train": "train_file", "validation": "validation_file", "test":
 
 @dataclass
 class DataFileArguments:
+    _argument_group_name = "data (your own files)"  # its --help section
     train_file: str | None = field(default=None, metadata={"help": "Your training data: .csv, .tsv or .jsonl."})
     validation_file: str | None = field(default=None, metadata={"help": "Your evaluation data (same format)."})
     test_file: str | None = field(default=None, metadata={"help": "Your held-out test data (same format)."})
@@ -60,6 +61,25 @@ def _sorted_labels(values: set[str]) -> tuple[str, ...]:
     return tuple(sorted(values))
 
 
+def parse_label_names(text: str) -> tuple[str, ...]:
+    """--label_names as a tuple of at least two distinct names."""
+    labels = tuple(n.strip() for n in text.split(",") if n.strip())
+    if len(set(labels)) != len(labels) or len(labels) < 2:
+        raise SubnetsError(f"--label_names '{text}' is not valid; expected at least two distinct comma-separated "
+                           f"names.")
+    return labels
+
+
+def check_label_names(args: DataFileArguments, task: TaskSpec) -> None:
+    """--label_names beside a task not read from the user's files (built-in, or a run's) must name its labels."""
+    if not args.label_names or args.given:
+        return
+    if [n.lower() for n in parse_label_names(args.label_names)] != [n.lower() for n in task.label_names]:
+        raise SubnetsError(f"--label_names '{args.label_names}' does not match task '{task.name}', whose labels are "
+                           f"{','.join(task.label_names)}; expected those, in this order, or no --label_names (it "
+                           f"names the labels of your own data files).")
+
+
 def user_task(args: DataFileArguments, name: str | None = None, labels: tuple[str, ...] | None = None) -> TaskSpec:
     """The task the data file options describe. Its labels: `labels` if given (a recorded task, a checkpoint's),
     else --label_names, else the sorted label values of the train (or first given) file."""
@@ -78,10 +98,7 @@ def user_task(args: DataFileArguments, name: str | None = None, labels: tuple[st
     if labels:
         labels = tuple(labels)
     elif args.label_names:
-        labels = tuple(n.strip() for n in args.label_names.split(",") if n.strip())
-        if len(set(labels)) != len(labels) or len(labels) < 2:
-            raise SubnetsError(f"--label_names '{args.label_names}' is not valid; expected at least two distinct "
-                               f"comma-separated names.")
+        labels = parse_label_names(args.label_names)
     else:
         split = "train" if "train" in files else next(iter(files))
         rows = read_user_file(files[split], readers[split])

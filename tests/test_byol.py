@@ -151,7 +151,8 @@ def _hf_trainer(model, tokenizer, data, tmp_path, handle, objective=None, **args
                                   callbacks=[SeedAtFirstStep()])
 
 
-@pytest.mark.parametrize("method,options", [("hard_concrete", {"controller": "lagrangian", "mask_lr": 1.0}),
+@pytest.mark.parametrize("method,options", [("hard_concrete", {"controller": "lagrangian", "mask_lr": 1.0,
+                                                              "mask_pooler": True}),
                                             ("scores", {"threshold_interval": 4})])
 def test_hf_trainer_search_gives_the_stage_mask(setup, tiny_data_dir, tmp_path, method, options):
     pytest.importorskip("accelerate")  # transformers.Trainer needs it

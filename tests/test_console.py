@@ -2,6 +2,7 @@
 which is what the installed command runs), and stage commands report user errors as one line with status 2."""
 
 import importlib
+import os
 import sys
 import tomllib
 
@@ -43,3 +44,33 @@ def test_stage_command_error_is_one_line(tmp_path, monkeypatch, capsys):
     assert entry_point(SCRIPTS["subnets-finetune"])() == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: Unknown --metric_for_best_model 'bleu'") and "\n" not in err
+
+
+def test_a_non_editable_install_runs_its_commands_from_another_folder(tmp_path):
+    """Build and install a copy of the project (no editable link, no dependencies, offline) and run its console
+    commands from an unrelated folder with only the installed copy on the path."""
+    import shutil
+    import subprocess
+
+    source = tmp_path / "source"
+    for name in ("subnets", "masks", "pipelines"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--target", str(target), str(source)], check=True, capture_output=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
+
+    def run(*argv):
+        return subprocess.run(argv, cwd=elsewhere, env=env, capture_output=True, text=True)
+
+    where = run(sys.executable, "-c", "import subnets, pipelines; print(subnets.__file__, pipelines.RECIPE_DIR)")
+    assert where.stdout.split() == [str(target / "subnets" / "__init__.py"), str(target / "pipelines" / "recipes")]
+    search = run(str(target / "bin" / "subnets-search"), "--recipe", "robust_tickets_sst2", "--help")
+    assert search.returncode == 0 and "method: hard_concrete:" in search.stdout, search.stderr
+    (tmp_path / "store").mkdir()
+    listed = run(str(target / "bin" / "subnets-masks"), "--root", str(tmp_path / "store"), "list", "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stderr

@@ -88,6 +88,31 @@ def test_plot_writes_pngs(capsys, store_with_records):
         assert code == 0 and (root / f"{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_state_is_plotted_on_its_own_range_with_a_histogram(capsys, store_with_records, monkeypatch):
+    root, store, _ = store_with_records
+    g = torch.Generator().manual_seed(3)
+    state = {name: 3 + 2 * torch.randn(info["shape"], generator=g)  # log-alpha-like values, far outside [0, 1]
+             for name, info in store.list(kind="ticket")[0].meta["tensors"].items()}
+    state_id = store.put(state, meta={"task": "sst2", "method": "hard_concrete", "model": "tiny", "seed": 0})
+    drawn = {}
+
+    def spy(grid, title, label, path, *, scale=(0.0, 1.0), values=None):
+        drawn.update(scale=scale, values=values, label=label)
+        original(grid, title, label, path, scale=scale, values=values)
+
+    import masks.plot
+
+    original = masks.plot.plot_grid
+    monkeypatch.setattr(masks.plot, "plot_grid", spy)
+    code, _, err = run(capsys, root, "plot", state_id[:8], "--out", str(root / "state.png"))
+    assert code == 0, err
+    assert (root / "state.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    means = [float(t.mean()) for t in state.values()]  # one tensor per cell of the tiny model's grid
+    assert drawn["scale"] == pytest.approx((min(means), max(means)), abs=1e-5)
+    everything = torch.cat([t.flatten() for t in state.values()])
+    assert drawn["values"].numel() == everything.numel() and drawn["label"] == "mean hard_concrete state value"
+
+
 def test_export_pt_dense_and_sparse(capsys, store_with_records):
     root, store, ids = store_with_records
     masks = store.get(ids["a"]).masks

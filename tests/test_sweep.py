@@ -66,7 +66,7 @@ def test_aggregation_over_seeds_on_hand_made_metrics():
 
 
 def test_sweep_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path, tiny_model_dir, tiny_data_dir,
-                                                                  monkeypatch):
+                                                                  monkeypatch, capsys):
     model_dir, out = tiny_model_dir("bert"), tmp_path / "sweep"
     calls = {"n": 0}
     original = LossObjective.__call__
@@ -87,7 +87,14 @@ def test_sweep_skips_finished_runs_and_resumes_an_interrupted_one(tmp_path, tiny
     assert json.loads((out / "sweep_status.json").read_text())[failed]["status"] == "failed"
 
     calls["n"] = -10 ** 6  # no more crashes; count the steps the second sweep trains
+    capsys.readouterr()
     second = sweep.main(sweep_argv(model_dir, tiny_data_dir, out, "--executor", "inline"))
+    printed = capsys.readouterr().out
+    assert "[sweep] 2 runs to run, 2 finished earlier (skipped)" in printed
+    assert re.search(r"resuming from \S+checkpoint-last at step 4 of 6 \(epoch \d+\)", printed)
+    assert re.search(r"\[sweep\] done stage1/seed=1\S* \(1 of 2 finished, elapsed 0:\d\d:\d\d, ETA 0:\d\d:\d\d\)",
+                     printed)
+    assert "***** train metrics *****" in printed and "(2 of 2 finished" in printed
     status = {name: o["status"] for name, o in second["outcomes"].items()}
     assert status[failed] == "done" and calls["n"] == -10 ** 6 + 2  # resumed at step 4 of 6
     assert sorted(status.values()) == ["done", "done", "skipped", "skipped"]

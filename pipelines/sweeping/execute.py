@@ -251,6 +251,8 @@ def run_plan(plan: Plan, settings: SweepSettings, *, poll_seconds: float = 0.2,
             waiting.append(run)
     executor = settings.make_executor(plan.output_dir)
     in_flight: dict[str, Handle] = {}
+    progress = Progress(len(waiting))
+    log(f"[sweep] {len(waiting)} runs to run, {len(outcomes)} finished earlier (skipped)")
     try:
         while waiting or in_flight:
             for run in list(waiting):
@@ -258,8 +260,9 @@ def run_plan(plan: Plan, settings: SweepSettings, *, poll_seconds: float = 0.2,
                 if upstream in ("failed", "blocked"):
                     outcomes[run.name] = {"status": "blocked", "reason": f"upstream run {run.parent} {upstream}"}
                     waiting.remove(run)
+                    log(f"[sweep] blocked {run.name} {progress.step()}")
                 elif upstream in ("done", "skipped") and len(in_flight) < executor.capacity:
-                    log(f"[sweep] start {run.name}")
+                    log(f"[sweep] start {run.name} ({progress.started()} of {progress.total})")
                     in_flight[run.name] = executor.submit(execute_run, run.stage, list(run.argv),
                                                           str(plan.directory(run)), run.record(), settings.threads(),
                                                           settings.nproc_per_run)
@@ -268,13 +271,37 @@ def run_plan(plan: Plan, settings: SweepSettings, *, poll_seconds: float = 0.2,
             for name in finished:
                 outcome = _result(in_flight.pop(name))
                 outcomes[name] = outcome
-                log(f"[sweep] {outcome['status']} {name}" + (f": {outcome['error']}" if "error" in outcome else ""))
+                log(f"[sweep] {outcome['status']} {name} {progress.step()}"
+                    + (f": {outcome['error']}" if "error" in outcome else ""))
             if not finished and in_flight:
                 time.sleep(poll_seconds)
     finally:
         executor.close()
         atomic_write_json(plan.output_dir / STATUS_FILE, outcomes)
     return outcomes
+
+
+class Progress:
+    """k of N runs of this invocation finished, with the elapsed time and an ETA (elapsed / k x runs left)."""
+
+    def __init__(self, total: int):
+        self.total, self.finished, self.launched, self.start = total, 0, 0, time.monotonic()
+
+    def started(self) -> int:
+        self.launched += 1
+        return self.launched
+
+    def step(self) -> str:
+        self.finished += 1
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / self.finished * (self.total - self.finished)
+        return f"({self.finished} of {self.total} finished, elapsed {_clock(elapsed)}, ETA {_clock(eta)})"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _result(handle: Handle) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, atomic_write_text
 from ..sparsity import flip_rate, gate_scalars, sparsity_report, sparsity_scalars
 from ..targets import Target, find_targets
 from ..training import Callback, Trainer
@@ -25,6 +25,16 @@ from .hard_concrete import HardConcreteGate, deterministic_gate, expected_densit
 from .scores import ScoreMask, cubic_sparsity, reset_thresholds
 
 BINARY_FILE, STATE_FILE = "mask.safetensors", "mask_state.safetensors"
+SEARCH_NOTE_FILE = "README.md"
+SEARCH_NOTE = f"""# Mask search checkpoint: the weights as the search evaluated them (not the ticket)
+
+This folder loads with `from_pretrained`, but its masked matrices hold each weight times the mask's evaluation
+value: for hard-concrete gates the deterministic gate, a value in [0, 1] (kept weights are scaled, e.g. by 0.6),
+for score masks 0 or 1. Its `eval_*` metrics are this model's. The binary ticket (the `sparsity` of the run's
+metrics) is `{BINARY_FILE}` here and in the mask store, the real-valued state `{STATE_FILE}`.
+For the ticket on the original weights: `subnets-masks export <ticket id> --format dense --model <the search's
+model>`; to retrain it: stage 3 (`subnets-retrain --mask <this run>`). See docs/mask_search.md.
+"""
 
 
 def save_mask_file(path: Path, mask: dict[str, torch.Tensor]) -> None:
@@ -74,6 +84,7 @@ class MaskSearchCallback(Callback):
         if kind == "best" and self.evaluated is not None:
             save_mask_file(directory / BINARY_FILE, self.evaluated)
             save_mask_file(directory / STATE_FILE, mask_states(self.masks))
+            atomic_write_text(directory / SEARCH_NOTE_FILE, SEARCH_NOTE)
 
 
 def _ramp(step: int, max_steps: int, start: float, end: float) -> float:

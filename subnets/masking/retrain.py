@@ -24,13 +24,15 @@ from ..targets import targets_from_names
 from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .callbacks import FixedMaskCallback
-from .draw import SCOPES, draw_mask
+from .draw import SCOPES, draw_mask, draw_units
 from .fixed import FixedMask
+from .layout import encoder_layers
 from .sources import init_path, load_mask, record_meta
 
 
 @dataclass
 class RetrainArguments:
+    _argument_group_name = "method: ticket (stage 3)"  # its --help section
     mask: str = field(default="", metadata={"help": "Stage-2 run directory, mask store id, or safetensors file."})
     init: str = field(default="pretrained", metadata={"help": "pretrained | finetuned | <stage-1 step>"})
     sparsity: float | None = field(default=None, metadata={"help": "Draw at this sparsity (default: the mask's own)."})
@@ -51,25 +53,47 @@ class RetrainArguments:
                                f"--sparsity {fixed:g}.")
 
 
-def draw_ticket(retrain: RetrainArguments, mask_store: MaskStoreArguments | None = None,
-                ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The binary ticket: drawn from the mask state at `--sparsity`, or the stored binary mask as is (a mask id is
-    looked up in `mask_store`)."""
+def read_mask(retrain: RetrainArguments, mask_store: MaskStoreArguments | None = None,
+              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The mask `--mask` names and its metadata: the state when a ticket is to be drawn, else the stored ticket (a
+    mask id is looked up in `mask_store`)."""
     if not retrain.mask:
         raise SubnetsError("No --mask given; expected a stage-2 run directory, a mask store id or a mask file.")
     root = (mask_store or MaskStoreArguments()).root
+    drawing = retrain.sparsity is not None or parse_pattern(retrain.pattern) is not None
+    return load_mask(retrain.mask, root, prefer="state" if drawing else "ticket")
+
+
+def ticket_from(retrain: RetrainArguments, mask: dict[str, torch.Tensor], meta: dict[str, Any],
+                model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """The binary ticket: drawn from the mask state at `--sparsity` (whole heads / neurons for a state of a
+    structured search, which needs `model` for their layout), or the stored binary mask as is."""
     pattern = parse_pattern(retrain.pattern)
-    prefer = "state" if retrain.sparsity is not None or pattern is not None else "ticket"
-    mask, meta = load_mask(retrain.mask, root, prefer=prefer)
     binary = all(t.dtype == torch.bool for t in mask.values())
+    granularity = meta.get("granularity", "weight")
     if pattern is not None:
-        return _pattern_ticket(mask, binary, pattern, retrain), meta
+        if granularity != "weight" and not binary:
+            raise SubnetsError(f"Mask '{retrain.mask}' is a {granularity} state, drawn as whole heads and neurons; "
+                               f"--pattern {retrain.pattern} needs a --granularity weight state.")
+        return _pattern_ticket(mask, binary, pattern, retrain)
     if retrain.sparsity is None:
         if not binary:
             raise SubnetsError(f"Mask '{retrain.mask}' is a real-valued state; expected --sparsity to draw a ticket from it.")
-        return mask, meta
+        return mask
     state = {n: t.float() for n, t in mask.items()}
-    return draw_mask(state, retrain.sparsity, scope=retrain.draw_scope), meta
+    if granularity == "weight":
+        return draw_mask(state, retrain.sparsity, scope=retrain.draw_scope)
+    if model is None:
+        raise SubnetsError(f"Mask '{retrain.mask}' is a {granularity} state; drawing its whole heads and neurons "
+                           f"needs the model (its layout).")
+    return draw_units(state, retrain.sparsity, encoder_layers(model), granularity, scope=retrain.draw_scope)
+
+
+def draw_ticket(retrain: RetrainArguments, mask_store: MaskStoreArguments | None = None,
+                model: torch.nn.Module | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """`read_mask` then `ticket_from`: the binary ticket and the mask's metadata."""
+    mask, meta = read_mask(retrain, mask_store)
+    return ticket_from(retrain, mask, meta, model), meta
 
 
 def _pattern_ticket(mask: dict[str, torch.Tensor], binary: bool, pattern: tuple[int, int],
@@ -134,9 +158,10 @@ def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str
                        seed=seed, init=retrain.init,
                        target_sparsity=retrain.sparsity if retrain.sparsity is not None else
                        pattern_sparsity(parse_pattern(retrain.pattern)), draw_scope=retrain.draw_scope,
-                       pattern=retrain.pattern,
+                       pattern=retrain.pattern, granularity=mask_meta.get("granularity", "weight"),
                        run_dir=str(out.resolve()))
     mask_id = MaskStore((mask_store or MaskStoreArguments()).root).put(
         {n: m.bool().cpu() for n, m in ticket.items()}, dict(meta, kind="ticket"))
     save_sparse_checkpoint(best, ticket, out / "checkpoint-best-sparse", tokenizer=tokenizer, mask_id=mask_id)
     return mask_id
+

@@ -36,17 +36,22 @@ from .sources import RUN_MASKS_FILE, record_meta
 
 logger = logging.get_logger("subnets")
 
+WEIGHT_ONLY_METHODS = ("imp", "random")
+"""Methods without a structured form (the one-shot methods check their own granularity, OneShotSearch.check)."""
+
 
 @dataclass
 class SearchArguments:
     """The options every mask method shares; each method's own options are in its option group
     (`subnets.masking.methods`), parsed beside this one and recorded in the same run-config section."""
+    _argument_group_name = "method: mask search (every method)"  # its --help section
 
     method: MaskMethodName = field(default="hard_concrete", metadata={"help": " | ".join(MASK_METHODS)})
     target_sparsity: float = field(default=0.5, metadata={"help": "Target fraction of pruned target weights."})
     granularity: Literal[GRANULARITIES] = field(default="weight", metadata={
         "help": "weight | head | neuron | structured"})
-    mask_pooler: bool = field(default=True, metadata={"help": "Count and mask the pooler (Robust Tickets)."})
+    mask_pooler: bool = field(default=False, metadata={
+        "help": "Count and mask the pooler (Robust Tickets; a masked pooler blocks compact export)."})
     mask_classifier: bool = field(default=False, metadata={"help": "Count and mask the classifier (SRNets)."})
     scope: Literal[SCOPES] = field(default="per_matrix", metadata={
         "help": "Ranking for scores/IMP/baselines: per_matrix | global"})
@@ -83,6 +88,9 @@ def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Targ
 def check_search(search: SearchArguments, options: OptionGroups) -> None:
     """Refuse options the chosen method contradicts or does not read (a stage calls this before writing)."""
     method = MASK_METHODS[search.method]
+    if search.granularity != "weight" and search.method in WEIGHT_ONLY_METHODS:
+        raise SubnetsError(f"--method {search.method} masks single weights only; expected --granularity weight with "
+                           f"it, or a structured method (hard_concrete, scores, magnitude, wanda).")
     if OneShotArguments not in method.options and options[OneShotArguments] != OneShotArguments():
         raise SubnetsError(f"--pattern, --layer_budget and the calibration options apply to the one-shot methods "
                            f"(magnitude, wanda, sparsegpt), not --method {search.method}; expected their defaults "
@@ -118,7 +126,23 @@ def search_mask(
     config = {**dataclasses.asdict(search), **options.used_by(method)}
     ids = _store(out, model, found, config, task, source, training_args.seed, mask_store or MaskStoreArguments())
     return {**found.metrics, "sparsity": report.global_sparsity, "sparsity_denominator": report.denominator,
+            "target_sparsity": search.target_sparsity, **off_target(report.global_sparsity, search),
             "mask_ids": ids, "method": search.method}
+
+
+OFF_TARGET = 0.05
+"""How far (in sparsity, absolute) a search's ticket may end from --target_sparsity before it is flagged."""
+
+
+def off_target(sparsity: float, search: SearchArguments) -> dict[str, str]:
+    """{"sparsity_warning": message} (also logged) when the ticket ends more than OFF_TARGET from the target."""
+    if abs(sparsity - search.target_sparsity) <= OFF_TARGET:
+        return {}
+    message = (f"the ticket is {100 * sparsity:.1f}% sparse against --target_sparsity "
+               f"{100 * search.target_sparsity:.1f}%: the search ended far from its target (hard-concrete: train "
+               f"longer, raise --mask_lr or the L0 weight, or use --controller lagrangian).")
+    logger.warning(f"warning: {message}")
+    return {"sparsity_warning": message}
 
 
 def _store(out: Path, model: torch.nn.Module, found: FoundMask, config: dict[str, Any], task: TaskSpec,

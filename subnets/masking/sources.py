@@ -122,6 +122,13 @@ def load_mask(spec: str, store_root: Path, *, prefer: str = "state") -> tuple[di
 def record_meta(model: torch.nn.Module, task_name: str, method: str, *, model_name: str, parent: str, seed: int,
                 **fields: Any) -> dict[str, Any]:
     """Mask-store metadata shared by every stage: method, task, seed, parent (the model or mask record it came
-    from), and the model's name, fingerprint, parameter names and shapes."""
-    return {"task": task_name, "method": method, "seed": seed, "parent": parent,
-            **describe_model(model, model_name), **fields}
+    from), and the model's name, fingerprint, parameter names and shapes. A model or parent that is a folder or
+    file is recorded as its absolute path, whatever folder the stage ran from."""
+    return {"task": task_name, "method": method, "seed": seed, "parent": _resolved(parent),
+            **describe_model(model, _resolved(model_name)), **fields}
+
+
+def _resolved(name: str) -> str:
+    """An existing file or folder as its absolute path; anything else (a hub name, a record id) as given."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name and path.exists() else name

@@ -20,6 +20,7 @@ from .perturbers import NORMS, PGD, FreeLB, PerturbationConfig, RoASTPerturbatio
 @dataclass
 class AscentArguments:
     """FreeLB and PGD: K ascent steps of size eta from a random start, optionally projected."""
+    _argument_group_name = "adversary: freelb / pgd ascent"  # its --help section
 
     config_group = "ObjectiveArguments"
 
@@ -43,6 +44,7 @@ class AscentArguments:
 @dataclass
 class PGDArguments:
     config_group = "ObjectiveArguments"
+    _argument_group_name = "adversary: pgd"  # its --help section
 
     adv_weight: float = field(default=1.0, metadata={"help": "PGD: loss L(clean) + w L(adv)."})
 
@@ -50,6 +52,7 @@ class PGDArguments:
 @dataclass
 class RoASTAdversaryArguments:
     """RoAST's single step on the embedding output (Kim et al. 2023)."""
+    _argument_group_name = "adversary: roast"  # its --help section
 
     config_group = "ObjectiveArguments"
 

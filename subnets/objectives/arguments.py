@@ -43,6 +43,7 @@ DebiasName = choices(DEBIAS_LOSSES)
 @dataclass
 class ObjectiveArguments:
     """The choice of adversary and debiasing loss; their options are in their own groups (`objective_arguments`)."""
+    _argument_group_name = "adversary and debiasing (objective)"  # its --help section
 
     adversary: AdversaryName = field(default="none", metadata={
         "help": "Adversarial training in embedding space: none | freelb (Robust Tickets) | pgd | roast (RoAST's "

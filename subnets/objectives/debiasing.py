@@ -16,6 +16,7 @@ from .losses import LossFn
 @dataclass
 class BiasPredictionArguments:
     config_group = "ObjectiveArguments"
+    _argument_group_name = "debiasing: bias model (poe, ...)"  # its --help section
 
     bias_predictions: str | None = field(default=None, metadata={
         "help": "Bias-only predictions for the training split (bias_predictions.safetensors from "
@@ -25,6 +26,7 @@ class BiasPredictionArguments:
 @dataclass
 class TeacherPredictionArguments:
     config_group = "ObjectiveArguments"
+    _argument_group_name = "debiasing: teacher (distillation)"  # its --help section
 
     teacher_predictions: str | None = field(default=None, metadata={
         "help": "conf_reg: a fine-tuned teacher's predictions for the training split "

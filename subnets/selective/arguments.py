@@ -36,6 +36,7 @@ SelectiveName = choices(SELECTIVE_METHODS)
 class SelectiveArguments:
     """The choice of selective method and how often its update masks are logged; the methods' own options are in
     their groups (`selective_arguments`), the store in `--mask_store`."""
+    _argument_group_name = "selective optimizer"  # its --help section
 
     selective: SelectiveName = field(default="none", metadata={
         "help": "Selective fine-tuning: none | rose_first | rose_second | rose_ensemble (ROSE, per-step masks over "

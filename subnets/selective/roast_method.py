@@ -19,6 +19,7 @@ from .setup import SelectiveContext, SelectiveSetup, adamw_options
 @dataclass
 class RoastArguments:
     config_group = "SelectiveArguments"
+    _argument_group_name = "selective optimizer: roast"  # its --help section
     allow_inf = ("roast_beta",)  # inf: Child-Tuning-D (see subnets.config.check_finite)
 
     roast_alpha: float = field(default=0.9, metadata={

@@ -18,6 +18,7 @@ from .setup import SelectiveContext, SelectiveSetup, adamw_options
 @dataclass
 class RoseArguments:
     config_group = "SelectiveArguments"
+    _argument_group_name = "selective optimizer: rose"  # its --help section
 
     rose_lower: float = field(default=0.0, metadata={
         "help": "ROSE: lower percentile (0-100) of the per-tensor scores; tensors below it are frozen for the step."})

@@ -19,6 +19,7 @@ from .oneshot import OneShotSearch
 @dataclass
 class RandomArguments:
     config_group = "SearchArguments"
+    _argument_group_name = "method: random"  # its --help section
 
     mask_seed: int = field(default=0, metadata={"help": "Seed of the random baseline."})
 

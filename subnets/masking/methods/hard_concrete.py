@@ -15,6 +15,7 @@ from .context import FoundMask, SearchContext
 @dataclass
 class HardConcreteArguments:
     config_group = "SearchArguments"
+    _argument_group_name = "method: hard_concrete"  # its --help section
 
     mask_weight_decay: float = field(default=1e-6, metadata={"help": "Weight decay of log_alpha (Robust Tickets)."})
     controller: Literal["fixed", "lagrangian"] = field(default="fixed", metadata={

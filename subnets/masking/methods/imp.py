@@ -21,6 +21,7 @@ from .context import FoundMask, SearchContext
 @dataclass
 class IMPArguments:
     config_group = "SearchArguments"
+    _argument_group_name = "method: imp"  # its --help section
 
     imp_rate: float = field(default=0.1, metadata={"help": "IMP: fraction of the remaining weights pruned per round."})
     imp_rewind: str = field(default="pretrained", metadata={"help": "IMP: pretrained | finetuned | <step> | none"})

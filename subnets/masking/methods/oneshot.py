@@ -37,6 +37,7 @@ RESULT_FILE = "oneshot_metrics.json"  # in checkpoint-best/: the metrics of the 
 @dataclass
 class OneShotArguments:
     config_group = "SearchArguments"
+    _argument_group_name = "method: one-shot (magnitude, wanda, sparsegpt)"  # its --help section
 
     pattern: str = field(default="unstructured", metadata={
         "help": "One-shot methods: unstructured | N:M (keep N of every M consecutive input weights, e.g. 2:4, 4:8)."})

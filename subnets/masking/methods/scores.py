@@ -16,6 +16,7 @@ SCHEDULES = ("fixed", "cubic")
 @dataclass
 class ScoreArguments:
     config_group = "SearchArguments"
+    _argument_group_name = "method: scores"  # its --help section
 
     score_init: Literal[SCORE_INITS] = field(default="hard", metadata={"help": "Score masks: hard | soft"})
     sparsity_schedule: Literal[SCHEDULES] = field(default="fixed", metadata={"help": "Score masks: fixed | cubic"})
