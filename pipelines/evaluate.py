@@ -31,7 +31,7 @@ from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, subsample, tokenize
 from subnets.distributed import pick_device
 from subnets.errors import SubnetsError
-from subnets.evaluation import check_label_compatibility, compute_metrics, predict
+from subnets.evaluation import check_label_compatibility, compute_metrics, predict, predicted_labels
 from subnets.io import atomic_write_json, atomic_write_text
 from subnets.registry import check_choice
 from subnets.models import checkpoint_labels, load_classifier
@@ -79,6 +79,7 @@ class EvaluateArguments:
         check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
+PREDICTIONS_DIR = "predictions"  # <output_dir>/predictions/<checkpoint name>/<set>.json: per-example predictions
 FILE_SET_PREFIX = "file:"  # metrics.json key of an --attack_file's results: file:<file stem>
 
 
@@ -135,6 +136,8 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         raw, logits = set_logits(task)
         breakdown = raw[task.breakdown] if task.breakdown else None
         results[task.name] = compute_metrics(task, logits, np.asarray(raw["label"]), labels, breakdown)
+        write_predictions(Path(args.output_dir) / PREDICTIONS_DIR / name / f"{task.name}.json",
+                          predicted_labels(task, logits, labels), np.asarray(raw["label"]))
         if out_logits is not None:
             results[task.name].update(ood_metrics(logits, out_logits))
         if args.attack != "none" and not args.attack_file and is_attackable(task, labels):
@@ -150,6 +153,12 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
             Path(args.output_dir) / "attacks" / name / f"{Path(args.attack_file).stem}_{args.attack}",
             max_length=args.max_seq_length)
     return results
+
+
+def write_predictions(path: Path, prediction: np.ndarray, gold: np.ndarray) -> None:
+    """Per-example predictions of one set, in the set's order (`subnets.intervals` pairs rows on them):
+    {"prediction": [label ids], "label": [gold ids]}."""
+    atomic_write_json(path, {"prediction": prediction.tolist(), "label": gold.tolist()})
 
 
 def attack_options(args: EvaluateArguments) -> AttackOptions:

@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipelines.common import run_cli
+from pipelines.evaluate import PREDICTIONS_DIR
 from pipelines.papers import BUDGETS, Paper, Setting, Table
 from pipelines.sweep import require_success
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
 from pipelines.sweeping.execute import EXECUTORS, SweepSettings, is_finished, run_plan
 from pipelines.sweeping.plan import Leaf, Plan
+from subnets.attacks.runner import read_results
+from subnets.attacks.search import FAILED, SKIPPED
 from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
+from subnets.intervals import SAMPLES, cluster_bootstrap, paired_difference, verdict
 from subnets.io import atomic_dir, atomic_write_json, atomic_write_text
 
 GENERATED_MARKER = ".complete"  # written last into the smoke budget's generated model and data folders
@@ -83,15 +88,39 @@ def matches(point: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
     return all(k not in point or str(point[k]) == str(v) for k, v in where.items())
 
 
-def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: Mapping[str, Any]) -> dict:
-    """{row: {column: {mean, sd, n, paper, runs}}} from the rows' leaf runs (metrics.json read here)."""
-    import json
+def example_outcomes(run: Path, key: str) -> dict[int, float] | None:
+    """Per example of an evaluate run, the outcome whose mean is metric `key` (`<set>/<metric>`): correct
+    (eval_accuracy, from evaluate's predictions/), correct before the attack (clean_accuracy) or held under it
+    (accuracy_under_attack), from the attack's JSONL; None for any other metric or where the files are missing."""
+    name, _, metric = key.rpartition("/")
+    if metric == "eval_accuracy":
+        files = sorted(run.glob(f"{PREDICTIONS_DIR}/**/{name}.json"))
+        if not files:
+            return None
+        record = json.loads(files[0].read_text())
+        return {i: float(p == g) for i, (p, g) in enumerate(zip(record["prediction"], record["label"]))}
+    if metric not in ("clean_accuracy", "accuracy_under_attack"):
+        return None
+    results = [r for f in sorted(run.glob(f"attacks/**/{name}_*.jsonl")) for r in read_results(f)]
+    if metric == "clean_accuracy":
+        return {r.idx: float(r.status != SKIPPED) for r in results} or None
+    return {r.idx: float(r.status == FAILED) for r in results} or None
 
+
+def scaled(stat: Mapping[str, Any], scale: float) -> dict[str, Any]:
+    return {**stat, **{k: scale * stat[k] for k in ("mean", "low", "high")}}
+
+
+def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: Mapping[str, Any]) -> dict:
+    """{row: {column: {mean, sd, n, paper, runs, interval, paired}}} from the rows' leaf runs (metrics.json read
+    here); `interval`: the 95% interval over seeds and examples, `paired`: the difference from the table's baseline
+    row on the same examples (subnets.intervals), where per-example outcomes exist."""
     result: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, dict[str, dict[Any, dict[int, float]]]] = {}
     for row in table.rows:
         cells = {}
         for column in table.columns:
-            runs, values = [], []
+            runs, values, per_seed = [], [], {}
             for leaf in leaves.get(row.name, []):
                 if not (matches(leaf.point, row.where) and matches(leaf.point, column.where)):
                     continue
@@ -100,10 +129,24 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
                 if value is not None:
                     runs.append(leaf.run.name)
                     values.append(column.scale * value)
+                    found = example_outcomes(out / leaf.run.name, column.key)
+                    if found:
+                        per_seed[leaf.point.get("seed")] = found
             stat = mean_sd(values) if values else {"mean": None, "sd": None, "n": 0}
+            interval = scaled(cluster_bootstrap([list(found.values()) for found in per_seed.values()]),
+                              column.scale) if per_seed else None
             cells[column.name] = {**stat, "paper": numbers.get(table.name, {}).get(row.name, {}).get(column.name),
-                                  "runs": runs}
+                                  "runs": runs, "interval": interval}
+            outcomes.setdefault(row.name, {})[column.name] = per_seed
         result[row.name] = cells
+    for row, cells in result.items():
+        for column in table.columns:
+            paired = None
+            if table.baseline is not None and row != table.baseline:
+                paired = paired_difference(outcomes[row][column.name], outcomes.get(table.baseline, {})
+                                           .get(column.name, {}))
+            cells[column.name]["paired"] = scaled(paired, column.scale) | {"verdict": verdict(paired)} \
+                if paired else None
     return result
 
 
@@ -117,12 +160,34 @@ def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds:
             cell = cells[column.name]
             values.append("n/a" if cell["paper"] is None else str(cell["paper"]))  # as the paper prints it
             if cell["n"]:
-                values.append(f"{format_mean_sd(cell)} (n={cell['n']})")
+                interval = cell.get("interval")
+                shown = f" [{interval['low']:.1f}, {interval['high']:.1f}]" if interval else ""
+                values.append(f"{format_mean_sd(cell)}{shown} (n={cell['n']})")
             else:
                 values.append("-" if row in implemented else "n/a")
         lines.append(f"| {row} | " + " | ".join(values) + " |")
-    return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds.\n\n" + \
-        "\n".join(lines) + "\n"
+    return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds [95% interval over " \
+        f"seeds and examples, where per-example outcomes exist].\n\n" + "\n".join(lines) + "\n"
+
+
+def paired_table(table: Table, result: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each row minus the table's baseline on the same examples (same seed): mean difference, 95% interval over
+    seeds and examples, and "shown" where the interval excludes zero, "a hint" otherwise."""
+    columns = [c.name for c in table.columns if any((cells[c.name].get("paired") for cells in result.values()))]
+    if table.baseline is None or not columns:
+        return ""
+    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row, cells in result.items():
+        if row == table.baseline:
+            continue
+        texts = []
+        for name in columns:
+            p = cells[name].get("paired")
+            texts.append(f"{p['mean']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}] {p['verdict']} ({p['examples']} pairs)"
+                         if p else "-")
+        lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    return f"Paired differences from {table.baseline} (points; same examples and seed; 95% interval over seeds and " \
+           f"examples, {SAMPLES} resamples, seed 0):\n\n" + "\n".join(lines) + "\n"
 
 
 def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> None:
@@ -205,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
              f"{' (report only: nothing was run)' if args.report_only else ''}.\n"]
     for table in tables:
         parts.append(markdown_table(table, results[table.name], args.seeds))
+        parts.append(paired_table(table, results[table.name]))
         if table.plot:
             plot(table, results[table.name], out / f"{table.name}.png")
             parts.append(f"![{table.title}]({table.name}.png)\n")

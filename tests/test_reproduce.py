@@ -30,7 +30,7 @@ def smoke(paper: str, out):
             assert sorted(cells) == sorted(c.name for c in table.columns)
             for column in table.columns:
                 cell = cells[column.name]
-                assert set(cell) == {"mean", "sd", "n", "paper", "runs"}
+                assert set(cell) == {"mean", "sd", "n", "paper", "runs", "interval", "paired"}
                 assert cell["paper"] == module.numbers.get(table.name, {}).get(row.name, {}).get(column.name)
                 assert cell["n"] == 1 and cell["sd"] is None and len(cell["runs"]) == 1
                 metrics = json.loads((out / cell["runs"][0] / "metrics.json").read_text())
@@ -172,16 +172,10 @@ def test_reproduce_pruning_robustness_smoke_has_every_method_at_both_patterns(tm
     evaluate = recorded_argv(tmp_path / "pr" / results["2of4"]["Wanda"]["SST-2 dev"]["runs"][0])
     stage2 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
     assert stage2[stage2.index("--method") + 1] == "wanda" and stage2[stage2.index("--pattern") + 1] == "2:4"
-    section = report[report.index("## Paired differences"):]
-    assert section.count("| robust ticket | ") == 2 and "| dense |" not in section
-    assert "| 4 |" in section  # 4 attacked sentences paired with the dense model's (one seed)
-
-
-def test_paired_bootstrap_interval():
-    from pipelines.sweeping.aggregate import paired_bootstrap
-
-    assert paired_bootstrap([2.0] * 10) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 10}
-    values = [1.0, -1.0, 3.0, 0.0, 2.0, 1.0, 0.5, 1.5]
-    stat = paired_bootstrap(values, seed=3)
-    assert stat == paired_bootstrap(values, seed=3) and stat["low"] < stat["mean"] == 1.0 < stat["high"]
-    assert stat["low"] >= min(values) and stat["high"] <= max(values)
+    paired = [line for line in report.splitlines() if line.endswith("pairs) |")]  # the paired tables' rows
+    assert report.count("Paired differences from dense") == 2 and len(paired) == 2 * (len(results["2of4"]) - 1)
+    assert sum(line.startswith("| robust ticket | ") for line in paired) == 2
+    assert not [line for line in paired if line.startswith("| dense |")]
+    assert all("(4 pairs)" in line for line in paired)  # 4 attacked sentences paired with the dense model's
+    cell = results["unstructured"]["Wanda"]["TextFooler Aua"]
+    assert cell["paired"]["verdict"] in ("shown", "a hint") and cell["interval"]["low"] <= cell["mean"]

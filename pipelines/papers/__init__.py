@@ -45,6 +45,7 @@ class Table:
     columns: list[Column]
     rows: list[Row]
     plot: str | None = None  # x-axis name (x in %): draw the rows "<series>@<x>" as lines of each column against x
+    baseline: str | None = None  # the row every other row is paired with, on the same examples (None: no pairing)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
 
 def tables(setting: Setting) -> list[Table]:
     return [Table(task, f"{task.upper()}: multi-perspective robustness (%; ECE lower is better)", columns(task),
-                  [Row(name, c) for name, c in method_rows(setting, task).items()])
+                  [Row(name, c) for name, c in method_rows(setting, task).items()], baseline="vanilla")
             for task in setting.tasks]
 
 

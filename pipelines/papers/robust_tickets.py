@@ -124,7 +124,7 @@ def tables(setting: Setting) -> list[Table]:
         rows = method_rows(setting, task, [SPARSITY], list(ATTACKS))
         found.append(Table(task, f"{task.upper()}: Clean / Aua / Suc / #Query ({int(SPARSITY * 100)}% tickets)",
                            [Column(c.name, c.key.format(task=task), c.where, c.scale) for c in columns()],
-                           [Row(name, c) for name, c in rows.items()]))
+                           [Row(name, c) for name, c in rows.items()], baseline="fine-tune"))
     if "sst2" not in setting.tasks:
         return found
     sparsities = FIGURE_SPARSITIES[setting.budget]

@@ -49,7 +49,7 @@ def tables(setting: Setting) -> list[Table]:
         for name, c in method_rows(setting, task).items():
             rows.setdefault(name, []).append(c)
     return [Table("advglue", "Dev and AdvGLUE accuracy per task", columns,
-                  [Row(name, chains) for name, chains in rows.items()])]
+                  [Row(name, chains) for name, chains in rows.items()], baseline="vanilla")]
 
 
 PAPER = Paper("rose", CITATION, NUMBERS, ("sst2", "rte", "advglue-sst2", "advglue-rte"),
