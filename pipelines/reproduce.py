@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shlex
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -22,7 +24,7 @@ from pipelines.evaluate import PREDICTIONS_DIR
 from pipelines.papers import BUDGETS, Paper, Setting, Table
 from pipelines.sweep import require_success
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
-from pipelines.sweeping.execute import EXECUTORS, SweepSettings, is_finished, run_plan
+from pipelines.sweeping.execute import COMPUTE_FILE, EXECUTORS, RECORD_FILE, SweepSettings, is_finished, run_plan
 from pipelines.sweeping.plan import Leaf, Plan
 from subnets.attacks.runner import read_results
 from subnets.attacks.search import FAILED, SKIPPED
@@ -150,6 +152,81 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
     return result
 
 
+def code_commit() -> str:
+    """The git commit of the code running (with "+ uncommitted changes" where the tree differs), or "unknown"."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def argv_options(argv: Sequence[str]) -> dict[str, str]:
+    """{--option: its value tokens joined by spaces} of a stage's argv."""
+    options: dict[str, list[str]] = {}
+    current = None
+    for token in argv:
+        if token.startswith("--"):
+            current = token
+            options[current] = []
+        elif current is not None:
+            options[current].append(token)
+    return {k: " ".join(v) for k, v in options.items()}
+
+
+def check_recorded_runs(plan: Plan) -> None:
+    """Refuse (before anything is written) run folders of the output folder that hold a finished run whose
+    recorded settings are not what the current code plans: a planned run's folder recording other arguments, or
+    an unplanned folder with the readable name (stage and naming options) of a planned run; name each one and
+    the options that differ from the closest planned run."""
+    planned: dict[str, list[Any]] = {}
+    for run in plan.runs.values():
+        planned.setdefault(run.name.rpartition("-")[0], []).append(run)
+    problems = []
+    for record in sorted(plan.output_dir.glob(f"*/*/{RECORD_FILE}")):
+        name = str(record.parent.relative_to(plan.output_dir))
+        try:
+            recorded = json.loads(record.read_text())
+        except json.JSONDecodeError:
+            continue
+        run = plan.runs.get(name)
+        if run is not None and recorded == run.record():
+            continue
+        candidates = [run] if run is not None else planned.get(name.rpartition("-")[0], [])
+        if not candidates:
+            continue  # another seed, task or stage than these: not part of this report
+        ours = argv_options(recorded.get("argv", []))
+
+        def differences(other: Any) -> list[str]:
+            theirs = argv_options(other.argv)
+            return [f"{k} {ours.get(k, '(unset)')} (planned: {theirs.get(k, '(unset)')})"
+                    for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+
+        problems.append(f"{name}: " + "; ".join(min((differences(c) for c in candidates), key=len)))
+    if problems:
+        shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise SubnetsError(f"--report_only: {len(problems)} finished run(s) in {plan.output_dir} were run with "
+                           f"settings the current code does not plan; expected runs of this code (run the command without "
+                           f"--report_only in a new --output_dir to rebuild them):\n  {shown}")
+
+
+def compute_summary(plan: Plan) -> dict[str, dict[str, Any]]:
+    """{run name: {stage, argv, seconds, device, threads}} of every finished planned run (provenance.json)."""
+    found = {}
+    for run in plan.ordered():
+        directory = plan.directory(run)
+        if is_finished(directory, run):
+            compute = directory / COMPUTE_FILE
+            found[run.name] = {"stage": run.stage, "argv": list(run.argv),
+                               **(json.loads(compute.read_text()) if compute.is_file() else {})}
+    return found
+
+
 def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> str:
     header = ["method"] + [f"{c.name} {who}" for c in table.columns for who in ("(paper)", "(ours)")]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -257,8 +334,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for table in tables:
         for row in table.rows:
             leaves.setdefault(table.name, {})[row.name] = [leaf for c in row.chains() for leaf in plan.add(c)]
+    if args.report_only:
+        check_recorded_runs(plan)
     outcomes = {} if args.report_only else run_plan(plan, SweepSettings(args.executor, args.workers))
     finished = sum(is_finished(plan.directory(run), run) for run in plan.ordered())
+    runs = compute_summary(plan)
+    timed = [r["seconds"] for r in runs.values() if "seconds" in r]
+    devices = sorted({r["device"] for r in runs.values() if "device" in r})
+    command = "python -m pipelines.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
     results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
     failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
               for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
@@ -267,7 +350,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
              f"available offline or not implemented; - = its runs have not finished (or failed). Every cell's "
              f"runs are listed in results.json (`runs`), relative to this folder. {finished} of {len(plan.runs)} "
              f"runs finished"
-             f"{' (report only: nothing was run)' if args.report_only else ''}.\n"]
+             f"{' (report only: nothing was run)' if args.report_only else ''}.\n\n"
+             f"Code commit `{code_commit()}`; command `{command}`. Compute: {sum(timed):.0f} s of run wall time "
+             f"over {len(timed)} timed runs (each run's own seconds; runs in parallel overlap), devices: "
+             f"{', '.join(devices) or 'not recorded'}. Every run's arguments, seconds and device: provenance.json.\n"]
     for table in tables:
         parts.append(markdown_table(table, results[table.name], args.seeds))
         parts.append(paired_table(table, results[table.name]))
@@ -278,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parts.append(paper.notes(out, results))
     if failed:
         parts.append("## Failed runs\n\n" + "\n".join(failed) + "\n")
+    atomic_write_json(out / "provenance.json", {"commit": code_commit(), "command": command, "runs": runs})
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", "\n".join(parts))
     print("\n".join(parts))

@@ -138,7 +138,28 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
     reproduce.main(argv)
     after = reproduce.main(argv + ["--report_only"])
     assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
-    assert "| - |" not in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| - |" not in report and f"command `python -m pipelines.reproduce {' '.join(argv)} --report_only`" in report
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["commit"] == reproduce.code_commit() and len(provenance["runs"]) == 8  # 4 rows x 2 stages
+    assert all(r["seconds"] > 0 and r["device"] and r["argv"] for r in provenance["runs"].values())
+
+
+def test_report_only_refuses_a_run_planned_with_other_settings(tmp_path, monkeypatch):
+    """A finished run whose recorded arguments are not what the current code plans (here: vanilla's learning
+    rate changed after it ran) is refused by --report_only, naming the run and the option; nothing is written."""
+    from pipelines.papers import rose
+
+    out = tmp_path / "rose"
+    argv = ["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out), "--executor", "inline",
+            "--tasks", "rte"]
+    reproduce.main(argv)
+    (out / "report.md").unlink()
+    monkeypatch.setattr(rose, "VANILLA", {**rose.VANILLA, "learning_rate": 3e-5})
+    with pytest.raises(reproduce.SubnetsError, match=r"stage1/task_name=rte,seed=1-\w+: --learning_rate 2e-05 "
+                                                     r"\(planned: 3e-05\)"):
+        reproduce.main(argv + ["--report_only"])
+    assert not (out / "report.md").exists()
 
 
 def test_smoke_inputs_killed_while_written_are_generated_again(tmp_path, monkeypatch):
