@@ -11,6 +11,7 @@ about 2 hours on 2 CPU cores), paper (the paper's model and schedule).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import shlex
@@ -26,6 +27,7 @@ from pipelines.sweep import require_success
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
 from pipelines.sweeping.execute import COMPUTE_FILE, EXECUTORS, RECORD_FILE, SweepSettings, is_finished, run_plan
 from pipelines.sweeping.plan import Leaf, Plan
+from subnets.attacks.recipes import RECIPES
 from subnets.attacks.runner import read_results
 from subnets.attacks.search import FAILED, SKIPPED
 from subnets.data import default_data_dir
@@ -109,6 +111,39 @@ def example_outcomes(run: Path, key: str) -> dict[int, float] | None:
     return {r.idx: float(r.status == FAILED) for r in results} or None
 
 
+@functools.lru_cache(maxsize=8)
+def longest_list(path: str) -> int | None:
+    """The most neighbours any word has in a shipped neighbour-list file (None where it cannot be read here)."""
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return max((len(v) for v in table.values()), default=0) if isinstance(table, dict) else None
+
+
+def attack_as_run(run: Path, key: str) -> str | None:
+    """For an attack metric (`<set>/accuracy_under_attack`), how the run's attack drew its substitution candidates
+    and how that differs from the published recipe (from metrics.json's attack_config); None for other metrics."""
+    name, _, metric = key.rpartition("/")
+    path = run / "metrics.json"
+    if metric != "accuracy_under_attack" or not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    config = next(iter(metrics.values()), {}).get(name, {}).get("attack_config") if metrics else None
+    if not config:
+        return None
+    candidates, published = config.get("candidates"), RECIPES[config["recipe"]].max_candidates
+    if candidates is None:
+        return "WordNet synonyms (as published)"
+    k = candidates["max_candidates"]
+    if candidates["source"] != "shipped_lists":
+        return f"counter-fitted vectors, {k} nearest" + (" (as published)" if k == published else
+                                                         f" (published: {published})")
+    longest = longest_list(candidates["path"])
+    held = f"at most {min(k, longest)}" if longest is not None else f"up to {k}"
+    return f"shipped neighbour lists, {held} per word (published: the {published} nearest counter-fitted vectors)"
+
+
 def scaled(stat: Mapping[str, Any], scale: float) -> dict[str, Any]:
     return {**stat, **{k: scale * stat[k] for k in ("mean", "low", "high")}}
 
@@ -122,7 +157,7 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
     for row in table.rows:
         cells = {}
         for column in table.columns:
-            runs, values, per_seed = [], [], {}
+            runs, values, per_seed, attack = [], [], {}, None
             for leaf in leaves.get(row.name, []):
                 if not (matches(leaf.point, row.where) and matches(leaf.point, column.where)):
                     continue
@@ -134,11 +169,12 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
                     found = example_outcomes(out / leaf.run.name, column.key)
                     if found:
                         per_seed[leaf.point.get("seed")] = found
+                    attack = attack or attack_as_run(out / leaf.run.name, column.key)
             stat = mean_sd(values) if values else {"mean": None, "sd": None, "n": 0}
             interval = scaled(cluster_bootstrap([list(found.values()) for found in per_seed.values()]),
                               column.scale) if per_seed else None
             cells[column.name] = {**stat, "paper": numbers.get(table.name, {}).get(row.name, {}).get(column.name),
-                                  "runs": runs, "interval": interval}
+                                  "runs": runs, "interval": interval, "attack": attack}
             outcomes.setdefault(row.name, {})[column.name] = per_seed
         result[row.name] = cells
     for row, cells in result.items():
@@ -243,6 +279,10 @@ def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds:
             else:
                 values.append("-" if row in implemented else "n/a")
         lines.append(f"| {row} | " + " | ".join(values) + " |")
+    attacks = {c.name: next((cells[c.name]["attack"] for cells in result.values() if cells[c.name].get("attack")),
+                            None) for c in table.columns}
+    if any(attacks.values()):  # every Aua carries how its attack differs from the published one
+        lines.append("| attack as run | " + " | ".join(f" | {attacks[c.name] or ''}" for c in table.columns) + " |")
     return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds [95% interval over " \
         f"seeds and examples, where per-example outcomes exist].\n\n" + "\n".join(lines) + "\n"
 

@@ -30,7 +30,7 @@ def smoke(paper: str, out):
             assert sorted(cells) == sorted(c.name for c in table.columns)
             for column in table.columns:
                 cell = cells[column.name]
-                assert set(cell) == {"mean", "sd", "n", "paper", "runs", "interval", "paired"}
+                assert set(cell) == {"mean", "sd", "n", "paper", "runs", "interval", "paired", "attack"}
                 assert cell["paper"] == module.numbers.get(table.name, {}).get(row.name, {}).get(column.name)
                 assert cell["n"] == 1 and cell["sd"] is None and len(cell["runs"]) == 1
                 metrics = json.loads((out / cell["runs"][0] / "metrics.json").read_text())
@@ -57,6 +57,15 @@ def test_reproduce_robust_tickets_smoke_writes_every_row_with_the_paper_numbers(
     assert robust["paper"] == NUMBERS["sst2"]["robust ticket"]["TextFooler Aua"]
     assert "| fine-tune | 92.0 |" in report and "26.7" in report
     assert sorted(results["figure2"]) == ["IMP ticket@0.3", "IMP ticket@0.5", "robust ticket@0.3", "robust ticket@0.5"]
+    # every Aua says how its attack's candidates differ from the published recipe (the toy data's shipped lists)
+    lists = json.loads((tmp_path / "rt" / "smoke_data" / "attack" / "counterfitted_neighbors.json").read_text())
+    longest = min(50, max(len(v) for v in lists.values()))
+    assert robust["attack"] == f"shipped neighbour lists, at most {longest} per word (published: the 50 nearest " \
+                               f"counter-fitted vectors)"
+    assert results["sst2"]["fine-tune"]["TextBugger Aua"]["attack"].endswith("(published: the 5 nearest "
+                                                                             "counter-fitted vectors)")
+    assert results["sst2"]["fine-tune"]["Clean"]["attack"] is None
+    assert report.count("| attack as run |") == 2  # the SST-2 table and Figure 2
 
 
 def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_curve(tmp_path):
