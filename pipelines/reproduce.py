@@ -247,8 +247,8 @@ def check_recorded_runs(plan: Plan) -> None:
     if problems:
         shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise SubnetsError(f"--report_only: {len(problems)} finished run(s) in {plan.output_dir} were run with "
-                           f"settings the current code does not plan; expected runs of this code (run the command without "
-                           f"--report_only in a new --output_dir to rebuild them):\n  {shown}")
+                           f"settings the current code does not plan; expected runs of this code (run the command "
+                           f"without --report_only in a new --output_dir to rebuild them):\n  {shown}")
 
 
 def compute_summary(plan: Plan) -> dict[str, dict[str, Any]]:
