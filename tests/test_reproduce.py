@@ -66,6 +66,10 @@ def test_reproduce_robust_tickets_smoke_writes_every_row_with_the_paper_numbers(
                                                                              "counter-fitted vectors)")
     assert results["sst2"]["fine-tune"]["Clean"]["attack"] is None
     assert report.count("| attack as run |") == 2  # the SST-2 table and Figure 2
+    test = results["sst2"]["robust ticket"]["SST-2 test"]  # held-out confirmation on SST-2's labelled test set
+    evaluate = recorded_argv(tmp_path / "rt" / test["runs"][0])
+    assert evaluate[evaluate.index("--tasks") + 1] == "sst2-test" and "--attack" not in evaluate
+    assert test["interval"]["examples"] == 32 and test["paired"]["examples"] == 32  # paired with fine-tune
 
 
 def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_curve(tmp_path):
