@@ -106,14 +106,19 @@ def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_c
 def test_reproduce_rose_smoke_reports_dev_and_advglue_per_task(tmp_path):
     results, _ = smoke("rose", tmp_path / "rose")
     assert sorted(results["advglue"]) == ["ROSE-Ensemble", "ROSE-First", "ROSE-Second", "vanilla"]
-    assert sorted(results["advglue"]["vanilla"]) == ["RTE AdvGLUE", "RTE dev", "SST2 AdvGLUE", "SST2 dev"]
+    assert sorted(results["advglue"]["vanilla"]) == ["RTE AdvGLUE", "RTE dev", "SST2 AdvGLUE", "SST2 dev", "SST2 test"]
     cells = results["advglue"]["ROSE-Second"]
     assert cells["SST2 dev"]["runs"] != cells["RTE dev"]["runs"]  # one chain per task
+    # the held-out test set is read by evaluate runs of their own, of the same stage-1 model
+    dev, test = (recorded_argv(tmp_path / "rose" / cells[c]["runs"][0]) for c in ("SST2 dev", "SST2 test"))
+    assert dev[dev.index("--checkpoint") + 1] == test[test.index("--checkpoint") + 1]
+    assert test[test.index("--tasks") + 1] == "sst2-test"
 
 
 def test_reproduce_roast_smoke_reports_every_perspective(tmp_path):
     results, _ = smoke("roast", tmp_path / "roast")
     assert sorted(results["sst2"]) == ["Child-Tuning-D", "FreeLB", "RoAST", "vanilla"]
+    assert results["sst2"]["RoAST"]["SST-2 test acc"]["n"] == 1 and "SST-2 test acc" not in results["qqp"]["RoAST"]
     assert sorted(results["qqp"]["RoAST"]) == ["AdvGLUE acc", "Anomaly AUROC", "ECE", "In-distribution acc",
                                                "Shift: PAWS-QQP acc"]
     child = json.loads((tmp_path / "roast" / results["sst2"]["Child-Tuning-D"]["ECE"]["runs"][0]

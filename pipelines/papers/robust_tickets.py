@@ -17,8 +17,7 @@ Attack columns come from ATTACKS (name -> label): TextFooler, TextBugger and BAE
 from __future__ import annotations
 
 from pipelines.default_job import ADVERSARY, SEARCH
-from pipelines.papers import Column, Paper, Row, Setting, Table, chain, finetune
-from pipelines.sweeping.plan import Chain
+from pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, chain, finetune, held_out
 
 CITATION = "Zheng et al., Robust Lottery Tickets for Pre-trained Language Models, ACL 2022 (Tables 1-3)"
 NUMBERS = {  # {table: {row: {column: value}}}, see the module docstring for the source of each
@@ -52,8 +51,6 @@ ATTACKS = {"textfooler": "TextFooler", "textbugger": "TextBugger", "bae": "BAE"}
 FREELB = {"sst2": {"adv_lr": 0.03, "adv_steps": 5}, "qnli": {"adv_lr": 0.04, "adv_steps": 3},
           "mnli": {"adv_lr": 0.2, "adv_steps": 2}}
 SPARSITY = 0.3
-# SST-2's labelled test set (1,821 sentences): reported beside the SST-2 table, never selected on
-TEST_SET = "sst2-test"
 BUDGET_TASKS = {"smoke": ["sst2"], "cpu": ["sst2"], "paper": ["sst2", "qnli", "mnli"]}
 # Figure 2 sparsities (the 30% table's runs are shared; the other points are attacked with TextFooler only)
 FIGURE_SPARSITIES = {"smoke": [0.3, 0.5], "cpu": [0.3, 0.5, 0.7], "paper": [0.1, 0.3, 0.5, 0.7, 0.9]}
@@ -121,20 +118,13 @@ def method_rows(setting: Setting, task: str, sparsities: list[float], attacks: l
     }
 
 
-def held_out(row: Chain) -> Chain:
-    """The row's models (the same stage runs) evaluated on SST-2's labelled test set, without an attack."""
-    evaluate = {k: v for k, v in row.options.get("evaluate", {}).items() if not k.startswith("attack")}
-    return Chain(row.stages, {**row.options, "evaluate": {**evaluate, "tasks": TEST_SET}},
-                 {k: v for k, v in row.grid.items() if k != "evaluate.attack"})
-
-
 def tables(setting: Setting) -> list[Table]:
     found = []
     for task in setting.tasks:
         rows = method_rows(setting, task, [SPARSITY], list(ATTACKS))
         table_columns = [Column(c.name, c.key.format(task=task), c.where, c.scale) for c in columns()]
         if task == "sst2":  # held-out confirmation: the same models on SST-2's labelled test set
-            table_columns.append(Column("SST-2 test", f"{TEST_SET}/eval_accuracy"))
+            table_columns.append(Column("SST-2 test", f"{SST2_TEST}/eval_accuracy"))
         found.append(Table(task, f"{task.upper()}: Clean / Aua / Suc / #Query ({int(SPARSITY * 100)}% tickets)",
                            table_columns,
                            [Row(name, [c, held_out(c)] if task == "sst2" else c) for name, c in rows.items()],
@@ -150,5 +140,5 @@ def tables(setting: Setting) -> list[Table]:
     return found
 
 
-PAPER = Paper("robust_tickets", CITATION, NUMBERS, ("sst2", "advglue-sst2", TEST_SET),
+PAPER = Paper("robust_tickets", CITATION, NUMBERS, ("sst2", "advglue-sst2", SST2_TEST),
               {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables)
