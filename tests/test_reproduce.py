@@ -219,3 +219,20 @@ def test_reproduce_pruning_robustness_smoke_has_every_method_at_both_patterns(tm
     assert all("(4 pairs)" in line for line in paired)  # 4 attacked sentences paired with the dense model's
     cell = results["unstructured"]["Wanda"]["TextFooler Aua"]
     assert cell["paired"]["verdict"] in ("shown", "a hint") and cell["interval"]["low"] <= cell["mean"]
+
+
+def test_reproduce_can_select_every_training_stage_on_a_held_out_training_split(tmp_path):
+    """--validation_split_percentage reaches every training stage (new runs), whose record names the split."""
+    out = tmp_path / "rose"
+    argv = ["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out), "--executor", "inline",
+            "--tasks", "rte"]
+    result = reproduce.main(argv + ["--validation_split_percentage", "20"])
+    stage1 = [name for name in result["outcomes"] if name.startswith("stage1/")]
+    assert len(stage1) == 4 and all(result["outcomes"][name]["status"] == "done" for name in stage1)
+    for name in stage1:
+        assert "--validation_split_percentage" in recorded_argv(out / name)
+        config = json.loads((out / name / "run_config.json").read_text())
+        assert config["selection_split"].startswith("validation_split(20%")
+    with pytest.raises(reproduce.SubnetsError, match="--validation_split_percentage 100 is out of range"):
+        reproduce.main(argv + ["--validation_split_percentage", "100"])
+
