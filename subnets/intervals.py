@@ -2,7 +2,8 @@
 the spread over seeds and the sampling of the examples, and the paired difference of two rows on the same
 examples (docs/reproduce.md, "Intervals and paired differences").
 
-Outcomes are per example (1.0 correct / held under attack, 0.0 not; or any number), one sequence per seed. The
+Outcomes are per example (1.0 correct / held under attack, 0.0 not, or differences of such: any numbers, but the
+cost grows with the number of distinct values), one sequence per seed. The
 bootstrap is two-level (a cluster bootstrap): each resample draws the seeds with replacement, then, independently
 for every drawn seed, its examples with replacement; the statistic is the mean over the drawn seeds of their
 example means, i.e. the reported mean over seeds. Percentile interval, seeded, so a report is rebuilt exactly.
@@ -30,8 +31,13 @@ def cluster_bootstrap(per_seed: Sequence[Sequence[float]], samples: int = SAMPLE
         raise SubnetsError("An interval needs at least one seed with at least one example.")
     rng = np.random.default_rng(seed)
     count = len(arrays)
-    # boot[s, b, j]: seed s's example mean in resample b when it fills slot j of the drawn seeds
-    boot = np.stack([a[rng.integers(0, len(a), size=(samples, count, len(a)))].mean(axis=-1) for a in arrays])
+    # boot[s, b, j]: seed s's example mean in resample b when it fills slot j of the drawn seeds. Resampling n
+    # examples with replacement draws each distinct value a multinomial number of times, so the counts are drawn
+    # directly (outcomes take few values: 0/1, or -1/0/1 for differences; HANS's 30,000 pairs cost nothing)
+    boot = np.empty((count, samples, count))
+    for s, a in enumerate(arrays):
+        levels, frequency = np.unique(a, return_counts=True)
+        boot[s] = rng.multinomial(len(a), frequency / len(a), size=(samples, count)) @ levels / len(a)
     picks = rng.integers(0, count, size=(samples, count)) if count > 1 else np.zeros((samples, 1), dtype=int)
     statistic = boot[picks, np.arange(samples)[:, None], np.arange(count)[None, :]].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
