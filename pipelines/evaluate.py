@@ -9,7 +9,8 @@ Your own files (--validation_file, --test_file) are evaluated as the sets <task>
 the name of the user task the first checkpoint's run trained on (default: custom); their labels are --label_names,
 else that run's, else the checkpoint's.
 
-Writes `metrics.json` ({checkpoint: {set: {HF-style keys}}}) and `results.md` (methods side by side).
+Writes `metrics.json` ({checkpoint: {set: {HF-style keys}}}), `results.md` (methods side by side) and every set's
+per-example predictions (`predictions/<checkpoint>/<set>.json`, for paired comparisons: docs/reproduce.md).
 A checkpoint is a `from_pretrained` directory or a stage run directory (its checkpoint-best/).
 """
 
