@@ -173,6 +173,8 @@ def test_report_only_refuses_a_run_planned_with_other_settings(tmp_path, monkeyp
     argv = ["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out), "--executor", "inline",
             "--tasks", "rte"]
     reproduce.main(argv)
+    other_task = argv[:-1] + ["sst2", "--report_only"]  # the RTE runs are not SST-2's, but not refused either
+    assert reproduce.main(other_task)["results"]["advglue"]["vanilla"]["SST2 dev"]["n"] == 0
     (out / "report.md").unlink()
     monkeypatch.setattr(rose, "VANILLA", {**rose.VANILLA, "learning_rate": 3e-5})
     with pytest.raises(reproduce.SubnetsError, match=r"stage1/task_name=rte,seed=1-\w+: --learning_rate 2e-05 "
