@@ -18,7 +18,8 @@ from transformers.utils import logging as hf_logging
 from pipelines import RECIPE_DIR
 from subnets.config import (RUN_NEUTRAL_OPTIONS, DataArguments, ModelArguments, StageArgs, TrainingArguments,
                             parse_args)
-from subnets.data import data_hashes, default_data_dir, load_split, subsample, tokenize
+from subnets.data import (data_hashes, default_data_dir, load_split, selection_split, subsample, tokenize,
+                          validation_split)
 from subnets.distributed import is_main_process
 from subnets.errors import SubnetsError
 from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock, empty_run_folder
@@ -106,7 +107,8 @@ def build_run_config(args: StageArgs, stage: str, task: TaskSpec | None = None) 
     made absolute, through JSON (tuples become lists) so that values compare as they read back."""
     user = {"task": task_record(task)} if task is not None and task.user else {}
     data = {DATA_FILES: data_hashes(task, ("train", task.eval_split), args.data_dir)} if task is not None else {}
-    config = {"stage": stage, **args.to_dict(), **user, **data}
+    selection = {"selection_split": selection_split(task, args.validation_split_percentage)} if task is not None else {}
+    config = {"stage": stage, **args.to_dict(), **user, **data, **selection}
     for values in config.values():
         if isinstance(values, dict):
             values.update({k: absolute_path(v) for k, v in values.items() if k in PATH_OPTIONS})
@@ -244,12 +246,18 @@ class TaskData:
 def load_task_data(args: StageArgs, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *,
                    train: bool = True) -> TaskData:
     """Tokenised train (fixed seeded sample if max_train_samples) and evaluation splits of a task."""
-    def prepare(split: str, n: int | None, shuffle: bool) -> datasets.Dataset:
-        raw = subsample(load_split(task, split, args.data_dir), n, shuffle=shuffle)
-        return tokenize(raw, tokenizer, task, args.max_seq_length, pad_to_max_length=args.pad_to_max_length)
+    def prepare(raw: datasets.Dataset, n: int | None, shuffle: bool) -> datasets.Dataset:
+        return tokenize(subsample(raw, n, shuffle=shuffle), tokenizer, task, args.max_seq_length,
+                        pad_to_max_length=args.pad_to_max_length)
 
-    return TaskData(train=prepare("train", args.max_train_samples, True) if train else None,
-                    eval=prepare(task.eval_split, args.max_eval_samples, False))
+    if args.validation_split_percentage:  # model selection on held-out training rows (subnets.data.validation_split)
+        rows, held, _ = validation_split(load_split(task, "train", args.data_dir), task,
+                                         args.validation_split_percentage)
+    else:
+        rows = load_split(task, "train", args.data_dir) if train else None
+        held = load_split(task, task.eval_split, args.data_dir)
+    return TaskData(train=prepare(rows, args.max_train_samples, True) if train else None,
+                    eval=prepare(held, args.max_eval_samples, False))
 
 
 @dataclass

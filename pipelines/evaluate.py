@@ -13,7 +13,8 @@ Without --tasks or data files the sets are the task the first checkpoint's run t
 validation and test files), else sst2; with --attack_file alone, none (an attack-only evaluation). A checkpoint
 whose labels are not a set's is refused before anything is written.
 
-Writes `metrics.json` ({checkpoint: {set: {HF-style keys}}}) and `results.md` (methods side by side).
+Writes `metrics.json` ({checkpoint: {set: {HF-style keys}}}), `results.md` (methods side by side) and every set's
+per-example predictions (`predictions/<checkpoint>/<set>.json`, for paired comparisons: docs/reproduce.md).
 A checkpoint is a `from_pretrained` directory or a stage run directory (its checkpoint-best/).
 """
 
@@ -35,7 +36,7 @@ from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, subsample, tokenize
 from subnets.distributed import pick_device
 from subnets.errors import SubnetsError
-from subnets.evaluation import check_label_compatibility, compute_metrics, predict
+from subnets.evaluation import check_label_compatibility, compute_metrics, predict, predicted_labels
 from subnets.io import atomic_write_json, atomic_write_text
 from subnets.registry import check_choice
 from subnets.models import checkpoint_labels, load_classifier
@@ -93,6 +94,7 @@ class EvaluateArguments:
         check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
+PREDICTIONS_DIR = "predictions"  # <output_dir>/predictions/<checkpoint name>/<set>.json: per-example predictions
 FILE_SET_PREFIX = "file:"  # metrics.json key of an --attack_file's results: file:<file stem>
 
 
@@ -179,6 +181,8 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
         raw, logits = set_logits(task)
         breakdown = raw[task.breakdown] if task.breakdown else None
         results[task.name] = compute_metrics(task, logits, np.asarray(raw["label"]), labels, breakdown)
+        write_predictions(Path(args.output_dir) / PREDICTIONS_DIR / name / f"{task.name}.json",
+                          predicted_labels(task, logits, labels), np.asarray(raw["label"]))
         if out_logits is not None:
             results[task.name].update(ood_metrics(logits, out_logits))
         if args.attack != "none" and not args.attack_file and is_attackable(task, labels):
@@ -201,6 +205,12 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
 def attack_header(attack: str, checkpoint: str, set_name: str) -> str:
     """The line above an attack's progress bar and TextAttack summary box: which model and set it is."""
     return f"***** {attack} attack: model {checkpoint}, set {set_name} *****"
+
+
+def write_predictions(path: Path, prediction: np.ndarray, gold: np.ndarray) -> None:
+    """Per-example predictions of one set, in the set's order (`subnets.intervals` pairs rows on them):
+    {"prediction": [label ids], "label": [gold ids]}."""
+    atomic_write_json(path, {"prediction": prediction.tolist(), "label": gold.tolist()})
 
 
 def attack_options(args: EvaluateArguments) -> AttackOptions:

@@ -11,19 +11,29 @@ about 2 hours on 2 CPU cores), paper (the paper's model and schedule).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import importlib
+import json
+import shlex
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipelines.common import run_cli
+from pipelines.evaluate import PREDICTIONS_DIR
 from pipelines.papers import BUDGETS, Paper, Setting, Table
 from pipelines.sweep import require_success
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
-from pipelines.sweeping.execute import EXECUTORS, SweepSettings, is_finished, run_plan
+from pipelines.sweeping.execute import COMPUTE_FILE, EXECUTORS, RECORD_FILE, SweepSettings, is_finished, run_plan
 from pipelines.sweeping.plan import Leaf, Plan
+from subnets.attacks.recipes import RECIPES
+from subnets.attacks.runner import read_results
+from subnets.attacks.search import FAILED, SKIPPED
 from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
+from subnets.intervals import SAMPLES, cluster_bootstrap, paired_difference, verdict
 from subnets.io import atomic_dir, atomic_write_json, atomic_write_text
 
 GENERATED_MARKER = ".complete"  # written last into the smoke budget's generated model and data folders
@@ -83,15 +93,72 @@ def matches(point: Mapping[str, Any], where: Mapping[str, Any]) -> bool:
     return all(k not in point or str(point[k]) == str(v) for k, v in where.items())
 
 
-def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: Mapping[str, Any]) -> dict:
-    """{row: {column: {mean, sd, n, paper, runs}}} from the rows' leaf runs (metrics.json read here)."""
-    import json
+def example_outcomes(run: Path, key: str) -> dict[int, float] | None:
+    """Per example of an evaluate run, the outcome whose mean is metric `key` (`<set>/<metric>`): correct
+    (eval_accuracy, from evaluate's predictions/), correct before the attack (clean_accuracy) or held under it
+    (accuracy_under_attack), from the attack's JSONL; None for any other metric or where the files are missing."""
+    name, _, metric = key.rpartition("/")
+    if metric == "eval_accuracy":
+        files = sorted(run.glob(f"{PREDICTIONS_DIR}/**/{name}.json"))
+        if not files:
+            return None
+        record = json.loads(files[0].read_text())
+        return {i: float(p == g) for i, (p, g) in enumerate(zip(record["prediction"], record["label"]))}
+    if metric not in ("clean_accuracy", "accuracy_under_attack"):
+        return None
+    results = [r for f in sorted(run.glob(f"attacks/**/{name}_*.jsonl")) for r in read_results(f)]
+    if metric == "clean_accuracy":
+        return {r.idx: float(r.status != SKIPPED) for r in results} or None
+    return {r.idx: float(r.status == FAILED) for r in results} or None
 
+
+@functools.lru_cache(maxsize=8)
+def longest_list(path: str) -> int | None:
+    """The most neighbours any word has in a shipped neighbour-list file (None where it cannot be read here)."""
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return max((len(v) for v in table.values()), default=0) if isinstance(table, dict) else None
+
+
+def attack_as_run(run: Path, key: str) -> str | None:
+    """For an attack metric (`<set>/accuracy_under_attack`), how the run's attack drew its substitution candidates
+    and how that differs from the published recipe (from metrics.json's attack_config); None for other metrics."""
+    name, _, metric = key.rpartition("/")
+    path = run / "metrics.json"
+    if metric != "accuracy_under_attack" or not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    config = next(iter(metrics.values()), {}).get(name, {}).get("attack_config") if metrics else None
+    if not config:
+        return None
+    candidates, published = config.get("candidates"), RECIPES[config["recipe"]].max_candidates
+    if candidates is None:
+        return "WordNet synonyms (as published)"
+    k = candidates["max_candidates"]
+    if candidates["source"] != "shipped_lists":
+        return f"counter-fitted vectors, {k} nearest" + (" (as published)" if k == published else
+                                                         f" (published: {published})")
+    longest = longest_list(candidates["path"])
+    held = f"at most {min(k, longest)}" if longest is not None else f"up to {k}"
+    return f"shipped neighbour lists, {held} per word (published: the {published} nearest counter-fitted vectors)"
+
+
+def scaled(stat: Mapping[str, Any], scale: float) -> dict[str, Any]:
+    return {**stat, **{k: scale * stat[k] for k in ("mean", "low", "high")}}
+
+
+def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: Mapping[str, Any]) -> dict:
+    """{row: {column: {mean, sd, n, paper, runs, interval, paired}}} from the rows' leaf runs (metrics.json read
+    here); `interval`: the 95% interval over seeds and examples, `paired`: the difference from the table's baseline
+    row on the same examples (subnets.intervals), where per-example outcomes exist."""
     result: dict[str, dict[str, Any]] = {}
+    outcomes: dict[str, dict[str, dict[Any, dict[int, float]]]] = {}
     for row in table.rows:
         cells = {}
         for column in table.columns:
-            runs, values = [], []
+            runs, values, per_seed, attack = [], [], {}, None
             for leaf in leaves.get(row.name, []):
                 if not (matches(leaf.point, row.where) and matches(leaf.point, column.where)):
                     continue
@@ -100,11 +167,101 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
                 if value is not None:
                     runs.append(leaf.run.name)
                     values.append(column.scale * value)
+                    found = example_outcomes(out / leaf.run.name, column.key)
+                    if found:
+                        per_seed[leaf.point.get("seed")] = found
+                    attack = attack or attack_as_run(out / leaf.run.name, column.key)
             stat = mean_sd(values) if values else {"mean": None, "sd": None, "n": 0}
+            interval = scaled(cluster_bootstrap([list(found.values()) for found in per_seed.values()]),
+                              column.scale) if per_seed else None
             cells[column.name] = {**stat, "paper": numbers.get(table.name, {}).get(row.name, {}).get(column.name),
-                                  "runs": runs}
+                                  "runs": runs, "interval": interval, "attack": attack}
+            outcomes.setdefault(row.name, {})[column.name] = per_seed
         result[row.name] = cells
+    for row, cells in result.items():
+        for column in table.columns:
+            paired = None
+            if table.baseline is not None and row != table.baseline:
+                paired = paired_difference(outcomes[row][column.name], outcomes.get(table.baseline, {})
+                                           .get(column.name, {}))
+            cells[column.name]["paired"] = scaled(paired, column.scale) | {"verdict": verdict(paired)} \
+                if paired else None
     return result
+
+
+def code_commit() -> str:
+    """The git commit of the code running (with "+ uncommitted changes" where the tree differs), or "unknown"."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def argv_options(argv: Sequence[str]) -> dict[str, str]:
+    """{--option: its value tokens joined by spaces} of a stage's argv."""
+    options: dict[str, list[str]] = {}
+    current = None
+    for token in argv:
+        if token.startswith("--"):
+            current = token
+            options[current] = []
+        elif current is not None:
+            options[current].append(token)
+    return {k: " ".join(v) for k, v in options.items()}
+
+
+def check_recorded_runs(plan: Plan) -> None:
+    """Refuse (before anything is written) run folders of the output folder that hold a finished run whose
+    recorded settings are not what the current code plans: a planned run's folder recording other arguments, or
+    an unplanned folder with the readable name (stage and naming options) of a planned run; name each one and
+    the options that differ from the closest planned run."""
+    planned: dict[str, list[Any]] = {}
+    for run in plan.runs.values():
+        planned.setdefault(run.name.rpartition("-")[0], []).append(run)
+    problems = []
+    for record in sorted(plan.output_dir.glob(f"*/*/{RECORD_FILE}")):
+        name = str(record.parent.relative_to(plan.output_dir))
+        try:
+            recorded = json.loads(record.read_text())
+        except json.JSONDecodeError:
+            continue
+        run = plan.runs.get(name)
+        if run is not None and recorded == run.record():
+            continue
+        candidates = [run] if run is not None else planned.get(name.rpartition("-")[0], [])
+        if not candidates:
+            continue  # another seed, task or stage than these: not part of this report
+        ours = argv_options(recorded.get("argv", []))
+
+        def differences(other: Any) -> list[str]:
+            theirs = argv_options(other.argv)
+            return [f"{k} {ours.get(k, '(unset)')} (planned: {theirs.get(k, '(unset)')})"
+                    for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+
+        problems.append(f"{name}: " + "; ".join(min((differences(c) for c in candidates), key=len)))
+    if problems:
+        shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise SubnetsError(f"--report_only: {len(problems)} finished run(s) in {plan.output_dir} were run with "
+                           f"settings the current code does not plan; expected runs of this code (run the command "
+                           f"without --report_only in a new --output_dir to rebuild them):\n  {shown}")
+
+
+def compute_summary(plan: Plan) -> dict[str, dict[str, Any]]:
+    """{run name: {stage, argv, seconds, device, threads}} of every finished planned run (provenance.json)."""
+    found = {}
+    for run in plan.ordered():
+        directory = plan.directory(run)
+        if is_finished(directory, run):
+            compute = directory / COMPUTE_FILE
+            found[run.name] = {"stage": run.stage, "argv": list(run.argv),
+                               **(json.loads(compute.read_text()) if compute.is_file() else {})}
+    return found
 
 
 def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> str:
@@ -117,12 +274,38 @@ def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds:
             cell = cells[column.name]
             values.append("n/a" if cell["paper"] is None else str(cell["paper"]))  # as the paper prints it
             if cell["n"]:
-                values.append(f"{format_mean_sd(cell)} (n={cell['n']})")
+                interval = cell.get("interval")
+                shown = f" [{interval['low']:.1f}, {interval['high']:.1f}]" if interval else ""
+                values.append(f"{format_mean_sd(cell)}{shown} (n={cell['n']})")
             else:
                 values.append("-" if row in implemented else "n/a")
         lines.append(f"| {row} | " + " | ".join(values) + " |")
-    return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds.\n\n" + \
-        "\n".join(lines) + "\n"
+    attacks = {c.name: next((cells[c.name]["attack"] for cells in result.values() if cells[c.name].get("attack")),
+                            None) for c in table.columns}
+    if any(attacks.values()):  # every Aua carries how its attack differs from the published one
+        lines.append("| attack as run | " + " | ".join(f" | {attacks[c.name] or ''}" for c in table.columns) + " |")
+    return f"### {table.title}\n\nSeeds {' '.join(map(str, seeds))}; ours = mean ± sd over seeds [95% interval over " \
+        f"seeds and examples, where per-example outcomes exist].\n\n" + "\n".join(lines) + "\n"
+
+
+def paired_table(table: Table, result: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each row minus the table's baseline on the same examples (same seed): mean difference, 95% interval over
+    seeds and examples, and "shown" where the interval excludes zero, "a hint" otherwise."""
+    columns = [c.name for c in table.columns if any((cells[c.name].get("paired") for cells in result.values()))]
+    if table.baseline is None or not columns:
+        return ""
+    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for row, cells in result.items():
+        if row == table.baseline:
+            continue
+        texts = []
+        for name in columns:
+            p = cells[name].get("paired")
+            texts.append(f"{p['mean']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}] {p['verdict']} ({p['examples']} pairs)"
+                         if p else "-")
+        lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    return f"Paired differences from {table.baseline} (points; same examples and seed; 95% interval over seeds and " \
+           f"examples, {SAMPLES} resamples, seed 0):\n\n" + "\n".join(lines) + "\n"
 
 
 def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> None:
@@ -166,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Build only these tasks' tables (default: the budget's tasks; any of the paper budget's).")
     parser.add_argument("--executor", default="local", choices=EXECUTORS)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--validation_split_percentage", type=int, default=0,
+                        help="Every training stage picks checkpoint-best on this percentage of its training data, "
+                             "held out and grouped (README), instead of the evaluation split the report shows "
+                             "(default 0: the evaluation split, as the committed reports ran; new run names).")
     parser.add_argument("--report_only", action="store_true",
                         help="Run nothing: write the report from the runs that finished (e.g. while a long "
                              "budget runs).")
@@ -184,16 +371,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if data_dir is None:
             raise SubnetsError("No --data_dir given and SUBNETS_DATA_DIR is not set; expected the offline data folder "
                                "(the smoke budget makes its own toy data).")
+    if not 0 <= args.validation_split_percentage < 100:
+        raise SubnetsError(f"--validation_split_percentage {args.validation_split_percentage} is out of range; "
+                           f"expected a percentage of the training data from 0 (the evaluation split) to 99.")
+    selection = {"validation_split_percentage": args.validation_split_percentage} \
+        if args.validation_split_percentage else {}
     setting = Setting(args.budget, args.model_name_or_path or model, str(data_dir), tuple(args.seeds),
-                      TRAIN[args.budget], EVALUATE[args.budget], tasks)
+                      {**TRAIN[args.budget], **selection}, EVALUATE[args.budget], tasks)
     tables = paper.tables(setting)
     plan = Plan(out)
     leaves: dict[str, dict[str, list[Leaf]]] = {}
     for table in tables:
         for row in table.rows:
             leaves.setdefault(table.name, {})[row.name] = [leaf for c in row.chains() for leaf in plan.add(c)]
+    if args.report_only:  # against the plan of every task the paper reports, so that runs of other tasks pass
+        every = Plan(out)
+        for table in paper.tables(dataclasses.replace(setting, tasks=tuple(paper.budget_tasks["paper"]))):
+            for row in table.rows:
+                for c in row.chains():
+                    every.add(c)
+        check_recorded_runs(every)
     outcomes = {} if args.report_only else run_plan(plan, SweepSettings(args.executor, args.workers))
     finished = sum(is_finished(plan.directory(run), run) for run in plan.ordered())
+    runs = compute_summary(plan)
+    timed = [r["seconds"] for r in runs.values() if "seconds" in r]
+    devices = sorted({r["device"] for r in runs.values() if "device" in r})
+    command = "python -m pipelines.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
     results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
     failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
               for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
@@ -202,9 +405,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
              f"available offline or not implemented; - = its runs have not finished (or failed). Every cell's "
              f"runs are listed in results.json (`runs`), relative to this folder. {finished} of {len(plan.runs)} "
              f"runs finished"
-             f"{' (report only: nothing was run)' if args.report_only else ''}.\n"]
+             f"{' (report only: nothing was run)' if args.report_only else ''}.\n\n"
+             f"Code commit `{code_commit()}`; command `{command}`. Compute: {sum(timed):.0f} s of run wall time "
+             f"over {len(timed)} timed runs (each run's own seconds; runs in parallel overlap), devices: "
+             f"{', '.join(devices) or 'not recorded'}. Every run's arguments, seconds and device: provenance.json.\n"]
     for table in tables:
         parts.append(markdown_table(table, results[table.name], args.seeds))
+        parts.append(paired_table(table, results[table.name]))
         if table.plot:
             plot(table, results[table.name], out / f"{table.name}.png")
             parts.append(f"![{table.title}]({table.name}.png)\n")
@@ -212,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parts.append(paper.notes(out, results))
     if failed:
         parts.append("## Failed runs\n\n" + "\n".join(failed) + "\n")
+    atomic_write_json(out / "provenance.json", {"commit": code_commit(), "command": command, "runs": runs})
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", "\n".join(parts))
     print("\n".join(parts))

@@ -54,6 +54,10 @@ class DataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a fixed seeded sample."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N examples."})
+    validation_split_percentage: int = field(default=0, metadata={
+        "help": "Hold out this percentage of the training data (seeded; grouped so that SST-2 phrases of one "
+                "sentence and pairs sharing a premise never straddle it) as the split every evaluation during "
+                "training and checkpoint-best use; 0: the task's evaluation split."})
     pad_to_max_length: bool = field(default=False, metadata={"help": "Pad every input to max_seq_length."})
     allow_changed_data: bool = field(
         default=False, metadata={"help": "Resume a run although a data file changed since it started (the change is "
@@ -61,6 +65,8 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         check_at_least_one(self, ("max_seq_length",))  # 0 would not mean "no truncation"
+        check_value(self, "validation_split_percentage", 0 <= self.validation_split_percentage < 100,
+                    "a percentage of the training data from 0 (the task's evaluation split) to 99")
 
 
 def check_value(options: object, name: str, valid: bool, expected: str) -> None:

@@ -10,7 +10,7 @@ import os
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import datasets
 import numpy as np
@@ -284,6 +284,67 @@ def subsample(ds: datasets.Dataset, n: int | None, *, shuffle: bool) -> datasets
     if shuffle:
         return ds.select(np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(ds))[:n]))
     return ds.select(range(n))
+
+
+# Tasks whose training rows are the phrases of parse trees (SST-2 train holds every phrase of its sentences):
+# their validation split holds whole sentences, and every phrase inside one of them leaves training
+PHRASE_TASKS = ("sst2",)
+
+
+def _sentences_and_phrases(texts: Sequence[str]) -> tuple[list[str], dict[str, set[str]]]:
+    """For phrase-tree data: the distinct texts that are whole sentences (contained in no other text, as a
+    contiguous run of words), and per distinct text the other texts it contains."""
+    distinct = set(texts)
+    inside = {text: {span for i in range(len(words)) for j in range(i + 1, len(words) + 1)
+                     if (span := " ".join(words[i:j])) in distinct and span != text}
+              for text in sorted(distinct) for words in [text.split()]}
+    contained = set().union(*inside.values()) if inside else set()
+    return [text for text in sorted(distinct) if text not in contained], inside
+
+
+def validation_split(ds: datasets.Dataset, task: TaskSpec, percentage: int,
+                     seed: int = SPLIT_SEED) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+    """(training rows, validation rows, a description) of a training split with `percentage`% held out for model
+    selection, seeded and grouped so that related rows never straddle it: rows sharing their first text (an MNLI
+    premise, an RTE text) form one group, drawn whole until the share is reached; for phrase-tree tasks
+    (PHRASE_TASKS) the groups are whole sentences, `percentage`% of them, and every training phrase inside a held-out
+    sentence is dropped from training."""
+    if not 0 < percentage < 100:
+        raise SubnetsError(f"--validation_split_percentage {percentage} is out of range; expected a percentage of "
+                           f"the training data between 1 and 99 (0 selects on the task's evaluation split).")
+    rng = np.random.default_rng(seed)
+    texts = ds[task.text_fields[0]]
+    if task.name in PHRASE_TASKS:
+        sentences, inside = _sentences_and_phrases(texts)
+        chosen = {sentences[i] for i in rng.permutation(len(sentences))[:max(1, round(len(sentences) * percentage
+                                                                                      / 100))]}
+        dropped = chosen.union(*(inside[text] for text in chosen))
+        first = {text: i for i, text in reversed(list(enumerate(texts)))}  # one row per held-out sentence
+        held = sorted(first[text] for text in chosen)
+        kept = [i for i, text in enumerate(texts) if text not in dropped]
+        how = (f"{percentage}% of the training sentences ({len(held)} texts contained in no other, seed {seed}); "
+               f"the {len(dropped) - len(chosen)} phrases inside them left training")
+        return ds.select(kept), ds.select(held), how
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        groups.setdefault(text, []).append(i)
+    order, held, target = rng.permutation(len(groups)), [], len(ds) * percentage / 100
+    members = list(groups.values())
+    for g in order:
+        if len(held) >= target:
+            break
+        held += members[g]
+    chosen = set(held)
+    how = (f"{percentage}% of the training rows ({len(held)}, seed {seed}), grouped by "
+           f"{task.text_fields[0]} ({len(groups)} groups)")
+    return ds.select([i for i in range(len(ds)) if i not in chosen]), ds.select(sorted(held)), how
+
+
+def selection_split(task: TaskSpec, percentage: int) -> str:
+    """Which split picks checkpoint-best (and feeds every evaluation during training), as run_config.json says."""
+    if not percentage:
+        return f"the task's {task.eval_split} split"
+    return f"validation_split({percentage}%, seed {SPLIT_SEED}) of the training split"
 
 
 def tokenize(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, max_seq_length: int = 128,

@@ -109,6 +109,13 @@ def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
     return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def predicted_labels(task: TaskSpec, logits: np.ndarray, model_labels: Sequence[str]) -> np.ndarray:
+    """Per example, the predicted label id in the evaluation set's label space (as `compute_metrics` scores it;
+    a model label with no counterpart in the set is the id after the set's labels)."""
+    probs, _ = project_probabilities(softmax(logits.astype(np.float64)), model_labels, task)
+    return probs.argmax(axis=1)
+
+
 def compute_metrics(task: TaskSpec, logits: np.ndarray, gold: np.ndarray, model_labels: Sequence[str],
                     breakdown: Sequence[str] | None = None, prefix: str = "eval_") -> dict[str, float]:
     """HF-style metrics of logits from a model with `model_labels` on an evaluation set of `task`."""

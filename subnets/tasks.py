@@ -207,6 +207,11 @@ _TASK_LIST: list[TaskSpec] = [
         trainable=False, model_task="mnli", breakdown="heuristic", bias_field="hypothesis",
         prediction_map={"entailment": "entailment", "neutral": "non-entailment", "contradiction": "non-entailment"},
     ),
+    TaskSpec(  # SST-2's labelled test set (1,821 sentences): a held-out confirmation set, report-only
+        "sst2-test", ("sentence",), SENTIMENT, "accuracy",
+        local={"test": LocalSource(("glue/SST-2/test_labeled.tsv",), "tsv", {"sentence": "sentence"})},
+        trainable=False, eval_split="test", model_task="sst2",
+    ),
     TaskSpec(
         "paws-qqp", ("question1", "question2"), PARAPHRASE_QQP, "f1",
         local={"test": LocalSource(("paws/qqp/dev_and_test.tsv",), "tsv",

@@ -132,3 +132,20 @@ def test_the_evaluate_command_and_its_attacks_honour_bf16(monkeypatch, tmp_path,
                    "--attack_disable", "use", flag])
     for kind, asked in requested.items():
         assert asked and set(asked) == {flag == "--bf16"}, kind
+
+
+def test_the_evaluate_command_keeps_per_example_predictions_of_every_set(tmp_path, tiny_data_dir, tiny_model_dir):
+    """predictions/<checkpoint>/<set>.json holds one prediction and gold label per example, in the set's order;
+    its accuracy is the set's eval_accuracy."""
+    import json
+
+    from pipelines import evaluate
+
+    results = evaluate.main(["--checkpoint", str(tiny_model_dir()), "--tasks", "sst2", "--data_dir",
+                             str(tiny_data_dir), "--output_dir", str(tmp_path / "eval")])
+    (name, per_set), = results.items()
+    for set_name, metrics in per_set.items():
+        record = json.loads((tmp_path / "eval" / evaluate.PREDICTIONS_DIR / name / f"{set_name}.json").read_text())
+        assert len(record["prediction"]) == len(record["label"]) == metrics["eval_samples"]
+        assert np.mean(np.equal(record["prediction"], record["label"])) == pytest.approx(metrics["eval_accuracy"])
+        assert record["label"] == load_split(get_task(set_name), get_task(set_name).eval_split, tiny_data_dir)["label"]

@@ -30,7 +30,7 @@ def smoke(paper: str, out):
             assert sorted(cells) == sorted(c.name for c in table.columns)
             for column in table.columns:
                 cell = cells[column.name]
-                assert set(cell) == {"mean", "sd", "n", "paper", "runs"}
+                assert set(cell) == {"mean", "sd", "n", "paper", "runs", "interval", "paired", "attack"}
                 assert cell["paper"] == module.numbers.get(table.name, {}).get(row.name, {}).get(column.name)
                 assert cell["n"] == 1 and cell["sd"] is None and len(cell["runs"]) == 1
                 metrics = json.loads((out / cell["runs"][0] / "metrics.json").read_text())
@@ -57,17 +57,31 @@ def test_reproduce_robust_tickets_smoke_writes_every_row_with_the_paper_numbers(
     assert robust["paper"] == NUMBERS["sst2"]["robust ticket"]["TextFooler Aua"]
     assert "| fine-tune | 92.0 |" in report and "26.7" in report
     assert sorted(results["figure2"]) == ["IMP ticket@0.3", "IMP ticket@0.5", "robust ticket@0.3", "robust ticket@0.5"]
+    # every Aua says how its attack's candidates differ from the published recipe (the toy data's shipped lists)
+    lists = json.loads((tmp_path / "rt" / "smoke_data" / "attack" / "counterfitted_neighbors.json").read_text())
+    longest = min(50, max(len(v) for v in lists.values()))
+    assert robust["attack"] == f"shipped neighbour lists, at most {longest} per word (published: the 50 nearest " \
+                               f"counter-fitted vectors)"
+    assert results["sst2"]["fine-tune"]["TextBugger Aua"]["attack"].endswith("(published: the 5 nearest "
+                                                                             "counter-fitted vectors)")
+    assert results["sst2"]["fine-tune"]["Clean"]["attack"] is None
+    assert report.count("| attack as run |") == 2  # the SST-2 table and Figure 2
+    test = results["sst2"]["robust ticket"]["SST-2 test"]  # held-out confirmation on SST-2's labelled test set
+    evaluate = recorded_argv(tmp_path / "rt" / test["runs"][0])
+    assert evaluate[evaluate.index("--tasks") + 1] == "sst2-test" and "--attack" not in evaluate
+    assert test["interval"]["examples"] == 32 and test["paired"]["examples"] == 32  # paired with fine-tune
 
 
 def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_curve(tmp_path):
     results, report = smoke("srnets", tmp_path / "sr")
     mnli = results["mnli"]
     for loss in ("CE", "PoE"):
+        own = {"fine-tuned in isolation": " [toolkit's own]" if loss == "CE" else ""}  # not in the paper
         assert f"{loss} full model" in mnli
         for paradigm in ("from fine-tuned", "fine-tuned in isolation", "without fine-tuning"):
-            assert f"{loss} mask training ({paradigm})" in mnli
+            assert f"{loss} mask training ({paradigm}){own.get(paradigm, '')}" in mnli
         for paradigm in ("from fine-tuned", "fine-tuned in isolation"):
-            assert f"{loss} IMP ({paradigm})" in mnli
+            assert f"{loss} IMP ({paradigm}){own.get(paradigm, '')}" in mnli
     assert "HANS lexical_overlap non-entailment" in mnli["CE full model"]
     assert mnli["PoE full model"]["HANS"]["paper"] == 76.15 and "| CE full model | 87.14 |" in report
     # the PoE rows fine-tune against the bias model's predictions; the CE rows do not
@@ -92,14 +106,19 @@ def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_c
 def test_reproduce_rose_smoke_reports_dev_and_advglue_per_task(tmp_path):
     results, _ = smoke("rose", tmp_path / "rose")
     assert sorted(results["advglue"]) == ["ROSE-Ensemble", "ROSE-First", "ROSE-Second", "vanilla"]
-    assert sorted(results["advglue"]["vanilla"]) == ["RTE AdvGLUE", "RTE dev", "SST2 AdvGLUE", "SST2 dev"]
+    assert sorted(results["advglue"]["vanilla"]) == ["RTE AdvGLUE", "RTE dev", "SST2 AdvGLUE", "SST2 dev", "SST2 test"]
     cells = results["advglue"]["ROSE-Second"]
     assert cells["SST2 dev"]["runs"] != cells["RTE dev"]["runs"]  # one chain per task
+    # the held-out test set is read by evaluate runs of their own, of the same stage-1 model
+    dev, test = (recorded_argv(tmp_path / "rose" / cells[c]["runs"][0]) for c in ("SST2 dev", "SST2 test"))
+    assert dev[dev.index("--checkpoint") + 1] == test[test.index("--checkpoint") + 1]
+    assert test[test.index("--tasks") + 1] == "sst2-test"
 
 
 def test_reproduce_roast_smoke_reports_every_perspective(tmp_path):
     results, _ = smoke("roast", tmp_path / "roast")
     assert sorted(results["sst2"]) == ["Child-Tuning-D", "FreeLB", "RoAST", "vanilla"]
+    assert results["sst2"]["RoAST"]["SST-2 test acc"]["n"] == 1 and "SST-2 test acc" not in results["qqp"]["RoAST"]
     assert sorted(results["qqp"]["RoAST"]) == ["AdvGLUE acc", "Anomaly AUROC", "ECE", "In-distribution acc",
                                                "Shift: PAWS-QQP acc"]
     child = json.loads((tmp_path / "roast" / results["sst2"]["Child-Tuning-D"]["ECE"]["runs"][0]
@@ -138,7 +157,30 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
     reproduce.main(argv)
     after = reproduce.main(argv + ["--report_only"])
     assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
-    assert "| - |" not in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| - |" not in report and f"command `python -m pipelines.reproduce {' '.join(argv)} --report_only`" in report
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["commit"] == reproduce.code_commit() and len(provenance["runs"]) == 8  # 4 rows x 2 stages
+    assert all(r["seconds"] > 0 and r["device"] and r["argv"] for r in provenance["runs"].values())
+
+
+def test_report_only_refuses_a_run_planned_with_other_settings(tmp_path, monkeypatch):
+    """A finished run whose recorded arguments are not what the current code plans (here: vanilla's learning
+    rate changed after it ran) is refused by --report_only, naming the run and the option; nothing is written."""
+    from pipelines.papers import rose
+
+    out = tmp_path / "rose"
+    argv = ["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out), "--executor", "inline",
+            "--tasks", "rte"]
+    reproduce.main(argv)
+    other_task = argv[:-1] + ["sst2", "--report_only"]  # the RTE runs are not SST-2's, but not refused either
+    assert reproduce.main(other_task)["results"]["advglue"]["vanilla"]["SST2 dev"]["n"] == 0
+    (out / "report.md").unlink()
+    monkeypatch.setattr(rose, "VANILLA", {**rose.VANILLA, "learning_rate": 3e-5})
+    with pytest.raises(reproduce.SubnetsError, match=r"stage1/task_name=rte,seed=1-\w+: --learning_rate 2e-05 "
+                                                     r"\(planned: 3e-05\)"):
+        reproduce.main(argv + ["--report_only"])
+    assert not (out / "report.md").exists()
 
 
 def test_smoke_inputs_killed_while_written_are_generated_again(tmp_path, monkeypatch):
@@ -172,16 +214,27 @@ def test_reproduce_pruning_robustness_smoke_has_every_method_at_both_patterns(tm
     evaluate = recorded_argv(tmp_path / "pr" / results["2of4"]["Wanda"]["SST-2 dev"]["runs"][0])
     stage2 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
     assert stage2[stage2.index("--method") + 1] == "wanda" and stage2[stage2.index("--pattern") + 1] == "2:4"
-    section = report[report.index("## Paired differences"):]
-    assert section.count("| robust ticket | ") == 2 and "| dense |" not in section
-    assert "| 4 |" in section  # 4 attacked sentences paired with the dense model's (one seed)
+    paired = [line for line in report.splitlines() if line.endswith("pairs) |")]  # the paired tables' rows
+    assert report.count("Paired differences from dense") == 2 and len(paired) == 2 * (len(results["2of4"]) - 1)
+    assert sum(line.startswith("| robust ticket | ") for line in paired) == 2
+    assert not [line for line in paired if line.startswith("| dense |")]
+    assert all("(4 pairs)" in line for line in paired)  # 4 attacked sentences paired with the dense model's
+    cell = results["unstructured"]["Wanda"]["TextFooler Aua"]
+    assert cell["paired"]["verdict"] in ("shown", "a hint") and cell["interval"]["low"] <= cell["mean"]
 
 
-def test_paired_bootstrap_interval():
-    from pipelines.sweeping.aggregate import paired_bootstrap
+def test_reproduce_can_select_every_training_stage_on_a_held_out_training_split(tmp_path):
+    """--validation_split_percentage reaches every training stage (new runs), whose record names the split."""
+    out = tmp_path / "rose"
+    argv = ["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out), "--executor", "inline",
+            "--tasks", "rte"]
+    result = reproduce.main(argv + ["--validation_split_percentage", "20"])
+    stage1 = [name for name in result["outcomes"] if name.startswith("stage1/")]
+    assert len(stage1) == 4 and all(result["outcomes"][name]["status"] == "done" for name in stage1)
+    for name in stage1:
+        assert "--validation_split_percentage" in recorded_argv(out / name)
+        config = json.loads((out / name / "run_config.json").read_text())
+        assert config["selection_split"].startswith("validation_split(20%")
+    with pytest.raises(reproduce.SubnetsError, match="--validation_split_percentage 100 is out of range"):
+        reproduce.main(argv + ["--validation_split_percentage", "100"])
 
-    assert paired_bootstrap([2.0] * 10) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 10}
-    values = [1.0, -1.0, 3.0, 0.0, 2.0, 1.0, 0.5, 1.5]
-    stat = paired_bootstrap(values, seed=3)
-    assert stat == paired_bootstrap(values, seed=3) and stat["low"] < stat["mean"] == 1.0 < stat["high"]
-    assert stat["low"] >= min(values) and stat["high"] <= max(values)

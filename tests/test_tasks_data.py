@@ -10,7 +10,7 @@ from subnets.errors import SubnetsError
 from subnets.tasks import DERIVED_EVAL_FRACTION, TASKS, get_task
 
 TRAINING = {"sst2", "rte", "mrpc", "qnli", "qqp", "mnli", "vitaminc"}
-EVAL_ONLY = {"hans", "paws-qqp", "mnli-hard-matched", "mnli-hard-mismatched", "fever-symmetric-v1",
+EVAL_ONLY = {"hans", "paws-qqp", "mnli-hard-matched", "mnli-hard-mismatched", "fever-symmetric-v1", "sst2-test",
              "fever-symmetric-v2"} | {f"advglue-{t}" for t in ("sst2", "qqp", "mnli", "mnli-mm", "qnli", "rte")}
 
 

@@ -10,6 +10,9 @@ from typing import Any, Callable, Mapping, Sequence
 from pipelines.sweeping.plan import Chain
 
 BUDGETS = ("smoke", "cpu", "paper")
+# SST-2's labelled test set (1,821 sentences): reported beside SST-2 tables as a held-out confirmation, never
+# selected on
+SST2_TEST = "sst2-test"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Table:
     columns: list[Column]
     rows: list[Row]
     plot: str | None = None  # x-axis name (x in %): draw the rows "<series>@<x>" as lines of each column against x
+    baseline: str | None = None  # the row every other row is paired with, on the same examples (None: no pairing)
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,11 @@ def finetune(setting: Setting, task: str, stage1: Mapping[str, Any], evaluate: M
              grid: Mapping[str, list[Any]] | None = None) -> Chain:
     """stage1 (fine-tune on `task` with `stage1` options) -> evaluate (with `evaluate` options, e.g. its sets)."""
     return chain(setting, "stage1,evaluate", {"*": {"task_name": task}, "stage1": stage1, "evaluate": evaluate}, grid)
+
+
+def held_out(row: Chain, test_set: str = SST2_TEST) -> Chain:
+    """The row's models (the same stage runs) evaluated on `test_set` without an attack: evaluate runs of their
+    own, so that the row's other runs keep their names."""
+    evaluate = {k: v for k, v in row.options.get("evaluate", {}).items() if not k.startswith("attack")}
+    return Chain(row.stages, {**row.options, "evaluate": {**evaluate, "tasks": test_set}},
+                 {k: v for k, v in row.grid.items() if k != "evaluate.attack"})

@@ -13,25 +13,17 @@ Rows, per pattern, all on the same fine-tuned SST-2 model (stage 1, shared):
 Columns: SST-2 dev accuracy, AdvGLUE-SST2 accuracy, TextFooler Clean / Aua / Suc on a fixed dev sample, ECE; the
 cost table: each one-shot run's sparsity and its seconds to prune (wall and process CPU).
 
-No paper numbers: this is the toolkit's own comparison, so every "(paper)" cell reads n/a. The report's last
-section pairs every row with the dense model of the same seed on the same attacked sentences (the attack sample is
-seeded, so both attack the same dev sentences): the mean difference in TextFooler Clean and Aua (per sentence:
-correct before the attack; correct after it), over all seeds' pairs, with a 95% percentile bootstrap interval
-(1,000 resamples of the pairs, seed 0), and whether the interval excludes 0. AdvGLUE and SST-2 dev accuracy are
-not paired (evaluate.py keeps no per-sentence predictions).
+No paper numbers: this is the toolkit's own comparison, so every "(paper)" cell reads n/a. Every row is paired
+with the dense model of the same seed on the same examples (the attack sample is seeded, so both attack the same
+dev sentences): SST-2 dev, AdvGLUE and TextFooler Clean / Aua, with the interval of `subnets.intervals`.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pipelines.default_job import ADVERSARY, SEARCH
 from pipelines.papers import Column, Paper, Row, Setting, Table, chain, finetune
-from pipelines.sweeping.aggregate import paired_bootstrap
-from subnets.attacks.runner import read_results
-from subnets.attacks.search import FAILED, SKIPPED
 
 CITATION = "Pruning and robustness: one-shot pruning (Wanda, SparseGPT) against robust tickets (issue 24)"
 NUMBERS: dict[str, dict[str, dict[str, float]]] = {}
@@ -100,7 +92,8 @@ def tables(setting: Setting) -> list[Table]:
     for pattern in PATTERNS:
         label = f"{int(SPARSITY * 100)}% unstructured" if pattern == "unstructured" else f"{pattern} (50%)"
         found.append(Table(pattern.replace(":", "of"), f"SST-2 at {label}: accuracy, AdvGLUE, TextFooler, ECE",
-                           columns(), [Row(name, c) for name, c in method_rows(setting, pattern).items()]))
+                           columns(), [Row(name, c) for name, c in method_rows(setting, pattern).items()],
+                           baseline="dense"))
     cost = [Column("Sparsity", "sparsity"), Column("Seconds to prune", "prune_seconds", scale=1.0),
             Column("CPU seconds to prune", "prune_cpu_seconds", scale=1.0)]
     found.append(Table("cost", "One-shot pruning: sparsity and seconds to prune (calibration included)", cost,
@@ -108,48 +101,5 @@ def tables(setting: Setting) -> list[Table]:
     return found
 
 
-def attack_outcomes(run: Path) -> dict[int, tuple[bool, bool]]:
-    """Per attacked sentence of an evaluate run: (correct before the attack, correct after it)."""
-    files = sorted(run.glob(f"attacks/*/{TASK}_{EVALUATE['attack']}.jsonl"))
-    return {r.idx: (r.status != SKIPPED, r.status == FAILED) for f in files for r in read_results(f)}
-
-
-def _seed(run: str) -> str:
-    match = re.search(r"seed=(\d+)", run)
-    return match.group(1) if match else ""
-
-
-def paired_differences(out: Path, results: Mapping[str, Any]) -> str:
-    """The report section on each row's paired difference from the dense model (see the module docstring)."""
-    lines = ["## Paired differences from the dense model (TextFooler, same sentences)\n",
-             "Mean difference in percentage points, 95% bootstrap interval; * = the interval excludes 0.\n"]
-    for table in (p.replace(":", "of") for p in PATTERNS):
-        rows = results.get(table, {})
-        dense = {_seed(run): attack_outcomes(out / run) for run in rows.get("dense", {}).get("TextFooler Aua", {})
-                 .get("runs", [])}
-        lines += [f"\n{table}:\n", "| method | Clean diff | Aua diff | pairs |", "|---|---:|---:|---:|"]
-        for row, cells in rows.items():
-            if row == "dense":
-                continue
-            clean, robust = [], []
-            for run in cells["TextFooler Aua"]["runs"]:
-                reference = dense.get(_seed(run), {})
-                for idx, (ok, held) in attack_outcomes(out / run).items():
-                    if idx in reference:
-                        clean.append(100.0 * (ok - reference[idx][0]))
-                        robust.append(100.0 * (held - reference[idx][1]))
-            if not clean:
-                lines.append(f"| {row} | - | - | 0 |")
-                continue
-            cells_text = []
-            for values in (clean, robust):
-                stat = paired_bootstrap(values)
-                star = "*" if stat["low"] > 0 or stat["high"] < 0 else ""
-                cells_text.append(f"{stat['mean']:+.1f} [{stat['low']:+.1f}, {stat['high']:+.1f}]{star}")
-            lines.append(f"| {row} | {cells_text[0]} | {cells_text[1]} | {len(clean)} |")
-    return "\n".join(lines) + "\n"
-
-
 PAPER = Paper("pruning_robustness", CITATION, NUMBERS, (TASK, f"advglue-{TASK}"),
-              {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables,
-              paired_differences)
+              {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables)

@@ -36,20 +36,6 @@ def mean_sd(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": mean, "sd": sd, "n": n}
 
 
-def paired_bootstrap(differences: Sequence[float], samples: int = 1000, seed: int = 0,
-                     confidence: float = 0.95) -> dict[str, float]:
-    """Mean of paired differences with a percentile bootstrap interval (resampling the pairs, `samples` times,
-    seeded): {mean, low, high, n}."""
-    import numpy as np
-
-    values = np.asarray(differences, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    return {"mean": float(values.mean()), "low": float(np.percentile(means, tail)),
-            "high": float(np.percentile(means, 100 - tail)), "n": len(values)}
-
-
 def cell_label(point: Mapping[str, Any], over: str) -> str:
     items = [(k, v) for k, v in point.items() if k.rpartition(".")[2] != over]
     return ",".join(f"{k}={'+'.join(option_value(v))}" for k, v in items) or "all"

@@ -35,6 +35,7 @@ from .plan import Plan, Run
 from .stages import get_stage
 
 RECORD_FILE = "sweep_run.json"
+COMPUTE_FILE = "sweep_compute.json"  # the finished run's wall seconds, device and threads (reports read it)
 STATUS_FILE = "sweep_status.json"
 EXECUTORS = ("local", "inline", "submitit")
 
@@ -79,8 +80,22 @@ def execute_run(stage_name: str, argv: list[str], directory: str, record: dict[s
     except Exception as e:  # a crash of one run must not stop the sweep; its traceback goes to the status file
         return {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    atomic_write_json(Path(directory) / COMPUTE_FILE, {"seconds": seconds, "device": run_device(nproc_per_run),
+                                                       "threads": threads or usable_cores()})
     atomic_write_json(Path(directory) / RECORD_FILE, record)
-    return {"status": "done", "seconds": time.perf_counter() - start}
+    return {"status": "done", "seconds": seconds}
+
+
+def run_device(nproc_per_run: int) -> str:
+    """The device a run had: `<n> x <GPU name>` where CUDA is visible (n = its processes), else the CPU."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{nproc_per_run} x {torch.cuda.get_device_name(0)}"
+    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 class Handle(Protocol):
