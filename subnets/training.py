@@ -265,15 +265,15 @@ class Trainer:
 
     def save_last(self) -> None:
         """The resumable checkpoint: raw model state (masks and gates included), optimizer, RNG, position."""
-        self._check_finite()
+        callbacks = {name: state for name, cb in zip(callback_names(self.callbacks), self.callbacks)
+                     if (state := cb.state_dict())}
+        self._check_finite(callbacks)
         rng = [self._rng_state()]
         if self.world_size > 1:
             rng = [None] * self.world_size
             dist.all_gather_object(rng, self._rng_state())
         if not self.is_main_process:
             return
-        callbacks = {name: state for name, cb in zip(callback_names(self.callbacks), self.callbacks)
-                     if (state := cb.state_dict())}
         state = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "max_steps": self.max_steps, "best": self.best, "last_eval": self.last_eval,
                  "last_eval_step": self.last_eval_step, "runtime": self.runtime, "samples_seen": self.samples_seen,
@@ -339,17 +339,17 @@ class Trainer:
         self.saved_step = self.global_step
         return True
 
-    def _check_finite(self) -> None:
-        """Stop before a checkpoint is written from a diverged state (NaN/inf loss, weights or trained tensors)."""
+    def _check_finite(self, callback_states: Mapping[str, Any] | None = None) -> None:
+        """Stop before a checkpoint is written from a diverged state (NaN/inf loss, weights or trained tensors, and
+        the callbacks' states `save_last` is about to write)."""
         if self._loss_count and not bool(torch.isfinite(self._loss_sum)):
             self._diverged(f"The training loss became {(self._loss_sum / self._loss_count).item()}")
         named = [(n, t) for n, t in self.model.state_dict().items() if t.is_floating_point()]
         if self.optimizer is not None:
             named += [(f"optimizer group {i} parameter {j}", p) for i, g in enumerate(self.optimizer.param_groups)
                       for j, p in enumerate(g["params"])]
-        for name, cb in zip(callback_names(self.callbacks), self.callbacks):  # what callbacks hold and save
-            named += [(f"callback {name} {key}", t) for key, t in _nested_tensors(cb.state_dict())
-                      if t.is_floating_point()]
+        named += [(f"callback {name} {key}", t) for name, state in (callback_states or {}).items()
+                  for key, t in _nested_tensors(state) if t.is_floating_point()]
         # one flag per tensor, gathered on the model's device (a callback's state may live elsewhere)
         finite = (torch.stack([torch.isfinite(t).all().to(self.device) for _, t in named]) if named
                   else torch.ones(1, dtype=torch.bool))
