@@ -218,7 +218,8 @@ def attack_options(args: EvaluateArguments) -> AttackOptions:
                          query_budget=args.attack_budget, max_ratio=args.attack_max_ratio,
                          max_candidates=args.attack_max_candidates, embeddings=args.attack_embeddings,
                          disable=tuple(c for c in args.attack_disable.split(",") if c), data_dir=args.data_dir,
-                         wordnet_dir=args.wordnet_dir, bf16=args.bf16, batch_size=args.attack_batch_size)
+                         wordnet_dir=args.wordnet_dir, bf16=args.bf16, batch_size=args.attack_batch_size,
+                         use_cpu=args.use_cpu)
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_attacks_wordnet import _write_pos
 
 from subnets.attacks import ATTACKS, HFClassifier, build_attack, read_results, run_attack
@@ -169,3 +170,22 @@ def test_api_attack_takes_the_batch_size(tmp_path, tiny_data_dir):
         subnets.attack(model, tokenizer, task, data, attack="textbugger", samples=8, data_dir=str(tiny_data_dir),
                        output_prefix=tmp_path / "bad", batch_size=0)
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_an_attack_asked_to_use_the_cpu_stays_there_where_cuda_is_available(tmp_path, tiny_data_dir, monkeypatch):
+    # CUDA simulated and not refused by the environment: without use_cpu the wrapper would move the model to cuda:0
+    import subnets
+    from subnets.models import tiny_model
+    from subnets.toydata import write_toy_neighbours
+
+    model, tokenizer = tiny_model("bert", label_names=("negative", "positive"))
+    write_toy_neighbours(tiny_data_dir)
+    task = subnets.load_task("sst2")
+    data = subnets.load_data(task, tokenizer, data_dir=tiny_data_dir)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("SUBNETS_USE_CPU", "0")
+    subnets.attack(model, tokenizer, task, data, attack="textbugger", samples=2, data_dir=str(tiny_data_dir),
+                   output_prefix=tmp_path / "cpu", use_cpu=True)
+    assert next(model.parameters()).device == torch.device("cpu")
+    assert len(Path(f"{tmp_path / 'cpu'}.jsonl").read_text().splitlines()) == 2

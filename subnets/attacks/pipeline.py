@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from masks import model_fingerprint
 
 from ..data import USER_FORMATS, read_user_file
+from ..distributed import pick_device
 from ..errors import SubnetsError
 from ..tasks import TaskSpec
 from .recipes import build_attack, paper_sample_size, sample_indices
@@ -40,6 +41,7 @@ class AttackOptions:
     wordnet_dir: str | None = None
     bf16: bool = True  # bf16 autocast of the model's forward passes on CUDA
     batch_size: int | None = None  # examples attacked together (default: DEFAULT_IN_FLIGHT for the device)
+    use_cpu: bool = False  # attack on the CPU even where CUDA is available (subnets.distributed.pick_device)
 
     def __post_init__(self) -> None:
         if self.samples is not None and self.samples < 1:  # 0 would not mean "the default size"
@@ -99,7 +101,8 @@ def attack_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     options: AttackOptions, prefix: str | os.PathLike, *, max_length: int = 128) -> dict:
     """Attack the examples (resuming from `<prefix>.jsonl`), write TextAttack's outputs next to it, print its
     table and return the summary with `attack_config`."""
-    classifier = HFClassifier(model, tokenizer, max_length=max_length, bf16=options.bf16)
+    classifier = HFClassifier(model, tokenizer, max_length=max_length, bf16=options.bf16,
+                              device=pick_device(use_cpu=options.use_cpu))
     in_flight = DEFAULT_IN_FLIGHT.get(classifier.device.type, DEFAULT_IN_FLIGHT["cpu"])
     attack = build_attack(options.attack, classifier, data_dir=options.data_dir, embeddings=options.embeddings,
                           wordnet_dir=options.wordnet_dir, query_budget=options.query_budget,

@@ -182,7 +182,7 @@ def _global(context: SearchContext, pruner: MatrixPruner,
 def _finished(context: SearchContext, best: Path) -> FoundMask:
     """The result a finished one-shot run saved, with its pruned weights loaded into the model (a re-run with the
     same options prunes nothing again)."""
-    saved = type(context.model).from_pretrained(best)
+    saved = type(context.model).from_pretrained(best, trust_remote_code=False)
     context.model.load_state_dict(saved.state_dict())
     names = [t.name for t in context.targets]  # the targets' order, so that the store sees the same records
 
