@@ -1,9 +1,8 @@
-"""What every stage script shares: argument parsing, the run directory, data, objective and optimizer set-up."""
+"""What every stage script shares: argument parsing, the run directory and the skeleton of a stage (`run_stage`)."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -12,32 +11,29 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import datasets
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from pipelines import RECIPE_DIR
 from subnets.config import (RUN_NEUTRAL_OPTIONS, DataArguments, ModelArguments, StageArgs, TrainingArguments,
                             parse_args)
-from subnets.data import (data_hashes, default_data_dir, load_split, selection_split, subsample, tokenize,
-                          validation_split)
-from subnets.distributed import is_main_process
+from subnets.data import data_hashes, default_data_dir, selection_split
+from subnets.distributed import init_distributed, is_main_process
 from subnets.errors import SubnetsError
 from subnets.io import LOCK_FILE, atomic_write_json, check_writable_dir, directory_lock, empty_run_folder
-from subnets.models import MINILM_ALIAS
-from subnets.objectives import ObjectiveArguments, build_objective, objective_arguments
 from subnets.masking.sources import run_chain
+from subnets.models import MINILM_ALIAS, load_classifier
+from subnets.parts import TaskData, build_training_parts, load_task_data, method_arguments
 from subnets.registry import OptionGroups
-from subnets.selective import SelectiveArguments, build_selective, selective_arguments
-from subnets.store_options import MaskStoreArguments
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, check_label_names, task_from_record, task_record, user_task
 from subnets.threads import configure_threads
-from subnets.training import Callback, Objective, OptimizerFactory, RESULTS_FILE, best_metric
+from subnets.training import RESULTS_FILE, TrainingParts, best_metric, set_seed
 
 # Argument dataclasses every training stage takes (the method registries' option groups included); method
 # packages append theirs.
 STAGE_ARGUMENTS: list[type] = [ModelArguments, DataArguments, DataFileArguments, TrainingArguments,
-                               MaskStoreArguments, *objective_arguments(), *selective_arguments()]
+                               *method_arguments()]
 DEFAULT_TASK = "sst2"
 
 # Options naming files or folders: recorded and compared as absolute paths, so that `runs/x`, `./runs/x/` and
@@ -51,8 +47,8 @@ DATA_CHANGES = "accepted_data_changes"  # run_config.json: the changed files --a
 
 def parse_stage_args(extra: Sequence[type], argv: Sequence[str] | None) -> StageArgs:
     args = parse_args([*STAGE_ARGUMENTS, *extra], argv, recipe_dir=RECIPE_DIR)
-    if args.num_threads is not None:
-        configure_threads(args.num_threads)
+    if args[TrainingArguments].num_threads is not None:
+        configure_threads(args[TrainingArguments].num_threads)
     if args.data_dir is None:
         args[DataArguments].data_dir = default_data_dir()
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
@@ -107,7 +103,8 @@ def build_run_config(args: StageArgs, stage: str, task: TaskSpec | None = None) 
     made absolute, through JSON (tuples become lists) so that values compare as they read back."""
     user = {"task": task_record(task)} if task is not None and task.user else {}
     data = {DATA_FILES: data_hashes(task, ("train", task.eval_split), args.data_dir)} if task is not None else {}
-    selection = {"selection_split": selection_split(task, args.validation_split_percentage)} if task is not None else {}
+    selection = {"selection_split": selection_split(task, args[DataArguments].validation_split_percentage)} \
+        if task is not None else {}
     config = {"stage": stage, **args.to_dict(), **user, **data, **selection}
     for values in config.values():
         if isinstance(values, dict):
@@ -172,7 +169,7 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
                                f"directory (--overwrite_output_dir only replaces a run of this toolkit).")
         return out
     config = build_run_config(args, stage, task)
-    if args.overwrite_output_dir:
+    if args[TrainingArguments].overwrite_output_dir:
         read_run_stage(out)  # a damaged run config: not a folder to empty
         inside = [f"--{key} {value}" for values in config.values() if isinstance(values, dict)
                   for key, value in values.items() if key in PATH_OPTIONS and _lies_in(value, out)]
@@ -192,11 +189,16 @@ def check_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
         raise SubnetsError(f"Output directory {out} already holds a different run ({what}); expected a new "
                            f"--output_dir, the same options to resume, or --overwrite_output_dir.")
     edited = data_changes(old, config)
-    if edited and not getattr(args, "allow_changed_data", False):  # a stage without DataArguments reads no data
+    if edited and not allows_changed_data(args):
         raise SubnetsError(f"Data file {edited[0]['file']} changed since the run in {out} started (its content "
                            f"hash differs); expected the same data to resume it, --allow_changed_data to resume on "
                            f"the changed data (recorded in its run_config.json), or a new --output_dir.")
     return out
+
+
+def allows_changed_data(args: StageArgs) -> bool:
+    """--allow_changed_data (False for a command without data options: it reads no data)."""
+    return any(isinstance(group, DataArguments) and group.allow_changed_data for group in args.instances)
 
 
 def _lies_in(value: Any, directory: Path) -> bool:
@@ -212,7 +214,7 @@ def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -
     out = check_run_dir(args, stage, task)
     if not is_main_process():
         return out  # rank 0 writes the config
-    if args.overwrite_output_dir and out.exists():
+    if args[TrainingArguments].overwrite_output_dir and out.exists():
         empty_run_folder(out)
     config, edited = build_run_config(args, stage, task), []
     if (out / RUN_CONFIG_FILE).exists():  # a resume: keep the accepted data changes
@@ -220,7 +222,7 @@ def prepare_run_dir(args: StageArgs, stage: str, task: TaskSpec | None = None) -
         edited = data_changes(old, config)
         accepted = old.get(DATA_CHANGES, []) + edited
         config.update({DATA_CHANGES: accepted} if accepted else {})
-    if getattr(args, "allow_changed_data", False) and not edited:
+    if allows_changed_data(args) and not edited:
         print(f"warning: --allow_changed_data has no effect: {out} holds no run whose data files changed.",
               file=sys.stderr)
     atomic_write_json(out / RUN_CONFIG_FILE, config)
@@ -238,48 +240,66 @@ def run_directory(args: StageArgs, stage: str, task: TaskSpec | None = None) -> 
 
 
 @dataclass
-class TaskData:
-    train: datasets.Dataset | None
-    eval: datasets.Dataset | None
+class StageRun:
+    """What `run_stage` prepared for a stage's `train`: the options, task, model, data and training parts."""
+
+    stage: str
+    args: StageArgs
+    task: TaskSpec
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    data: TaskData
+    parts: TrainingParts
+    loaded: Any = None  # what the stage's `load` found beside the model (stage 3: its ticket and mask record)
+
+    @property
+    def training(self) -> TrainingArguments:
+        return self.args[TrainingArguments]
 
 
-def load_task_data(args: StageArgs, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *,
-                   train: bool = True) -> TaskData:
-    """Tokenised train (fixed seeded sample if max_train_samples) and evaluation splits of a task."""
-    def prepare(raw: datasets.Dataset, n: int | None, shuffle: bool) -> datasets.Dataset:
-        return tokenize(subsample(raw, n, shuffle=shuffle), tokenizer, task, args.max_seq_length,
-                        pad_to_max_length=args.pad_to_max_length)
-
-    if args.validation_split_percentage:  # model selection on held-out training rows (subnets.data.validation_split)
-        rows, held, _ = validation_split(load_split(task, "train", args.data_dir), task,
-                                         args.validation_split_percentage)
-    else:
-        rows = load_split(task, "train", args.data_dir) if train else None
-        held = load_split(task, task.eval_split, args.data_dir)
-    return TaskData(train=prepare(rows, args.max_train_samples, True) if train else None,
-                    eval=prepare(held, args.max_eval_samples, False))
+# A stage's part of the skeleton: build its trainer (checking every input) and return the work done in the run
+# directory, which returns the metrics.
+StageTrain = Callable[[StageRun], Callable[[Path], dict[str, Any]]]
+Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase, Any]
 
 
-@dataclass
-class TrainingSetup:
-    objective: Objective | None = None
-    callbacks: list[Callback] = dataclasses.field(default_factory=list)
-    optimizer_factory: OptimizerFactory | None = None
+def model_path(args: StageArgs) -> str:
+    """--model_name_or_path: the model a stage starts from and the run its task defaults to."""
+    return args[ModelArguments].model_name_or_path
 
 
-def build_training_setup(args: StageArgs, task: TaskSpec, data: TaskData) -> TrainingSetup:
-    """The objective, callbacks and optimizer chosen by the method options (CE and AdamW by default)."""
-    options = OptionGroups(args.instances)
-    selective = build_selective(args[SelectiveArguments], seed=args.seed, objective_args=args[ObjectiveArguments],
-                                options=options, mask_store=args[MaskStoreArguments])
-    smoothing = args.label_smoothing_factor
-    if selective.objective is not None and smoothing:
-        raise SubnetsError("--label_smoothing_factor applies to the cross-entropy objectives; expected 0 with a ROSE "
-                           "or RoAST selective method, which bring their own loss.")
-    objective = selective.objective or build_objective(args[ObjectiveArguments], task, data.train,
-                                                       label_smoothing=smoothing, options=options)
-    return TrainingSetup(objective=objective,
-                         callbacks=selective.callbacks, optimizer_factory=selective.optimizer_factory)
+def load_model(args: StageArgs, task: TaskSpec) -> Loaded:
+    """The classifier of --model_name_or_path with the task's labels."""
+    return (*load_classifier(model_path(args), task.label_names), None)
+
+
+def run_stage(stage: str, argv: Sequence[str] | None, train: StageTrain, *, arguments: Sequence[type] = (),
+              source: Callable[[StageArgs], str | None] = model_path, check: Callable[[StageArgs], None] | None = None,
+              load: Callable[[StageArgs, TaskSpec], Loaded] = load_model) -> dict[str, Any]:
+    """The skeleton of every training stage; returns its metrics.
+
+    Parse the stage options (`arguments` beside `STAGE_ARGUMENTS`), resolve the task (that of the run `source(args)`
+    names, by default), check the run directory and `check` the stage's own options (nothing written yet), seed,
+    `load` the model, load the data, build the training parts, join the process group under torchrun; then
+    `train(run)` builds the stage's trainer and the work it returns runs in the run directory (created once every
+    input is checked), whose metrics are written there.
+    """
+    args = parse_stage_args(arguments, argv)
+    task = resolve_task(args, source(args))
+    check_run_dir(args, stage, task)
+    if check is not None:
+        check(args)
+    set_seed(args.seed)
+    model, tokenizer, loaded = load(args, task)
+    data = load_task_data(args[DataArguments], task, tokenizer)
+    parts = build_training_parts(OptionGroups(args.instances), task, data.train)
+    training = args[TrainingArguments]
+    init_distributed(training.use_cpu, training.ddp_backend)  # under torchrun: the process group the Trainer trains in
+    work = train(StageRun(stage, args, task, model, tokenizer, data, parts, loaded))
+    with run_directory(args, stage, task) as out:  # only once every input has been checked
+        metrics = work(out)
+        write_metrics(out, metrics)
+    return metrics
 
 
 def write_metrics(out: Path, metrics: dict[str, Any]) -> None:

@@ -6,40 +6,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipelines.common import (build_training_setup, check_run_dir, load_task_data, parse_stage_args, resolve_task,
-                              run_cli, run_directory, write_metrics)
-from subnets.config import StageArgs, TrainingArguments
+from pipelines.common import StageRun, run_cli, run_stage
+from subnets.config import DataArguments, StageArgs, TrainingArguments
 from subnets.data import Collator, load_split, tokenize
-from subnets.distributed import init_distributed, is_main_process
+from subnets.distributed import is_main_process
 from subnets.evaluation import compute_metrics, predict
 from subnets.io import atomic_write_text
-from subnets.models import load_classifier
 from subnets.tasks import TaskSpec
-from subnets.training import Trainer, set_seed
+from subnets.training import Trainer
 
 STAGE = "stage1_finetune"
 
 
+def train(run: StageRun) -> Callable[[Path], dict[str, Any]]:
+    """Fine-tune the model, then predict a user task's --test_file."""
+    trainer = Trainer(run.model, run.training, run.task, run.data.train, run.data.eval, run.tokenizer,
+                      **run.parts.trainer_options())
+    return lambda out: {**trainer.train(), **predict_test(out, trainer, run.task, run.args)}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_stage_args([], argv)
-    task = resolve_task(args, args.model_name_or_path)
-    check_run_dir(args, STAGE, task)
-    set_seed(args.seed)
-    model, tokenizer = load_classifier(args.model_name_or_path, task.label_names)
-    data = load_task_data(args, task, tokenizer)
-    setup = build_training_setup(args, task, data)
-    init_distributed(args.use_cpu, args.ddp_backend)  # under torchrun: the process group the Trainer trains in
-    trainer = Trainer(model, args[TrainingArguments], task, data.train, data.eval, tokenizer,
-                      objective=setup.objective, callbacks=setup.callbacks, optimizer_factory=setup.optimizer_factory)
-    with run_directory(args, STAGE, task) as out:  # only once every input has been checked
-        metrics = trainer.train()
-        metrics.update(predict_test(out, trainer, task, args))
-        write_metrics(out, metrics)
-    return metrics
+    return run_stage(STAGE, argv, train)
 
 
 PREDICTIONS_FILE = "predict_results.txt"
@@ -51,15 +42,15 @@ def predict_test(out: Path, trainer: Trainer, task: TaskSpec, args: StageArgs) -
     Main process only."""
     if not task.user or "test" not in task.local or not is_main_process():
         return {}
-    raw = load_split(task, "test", args.data_dir)
-    logits = predict(trainer.model, tokenize(raw, trainer.tokenizer, task, args.max_seq_length),
-                     Collator(trainer.tokenizer), args.per_device_eval_batch_size, trainer.device, args.bf16)
+    data, training = args[DataArguments], args[TrainingArguments]
+    raw = load_split(task, "test", data.data_dir)
+    logits = predict(trainer.model, tokenize(raw, trainer.tokenizer, task, data.max_seq_length),
+                     Collator(trainer.tokenizer), training.per_device_eval_batch_size, trainer.device, training.bf16)
     names = task.label_names
     rows = "".join(f"{i}\t{names[p]}\n" for i, p in enumerate(logits.argmax(axis=1)))
     atomic_write_text(out / PREDICTIONS_FILE, "index\tprediction\n" + rows)
     print(f"wrote {out / PREDICTIONS_FILE} ({len(raw)} test predictions)")
     return compute_metrics(task, logits, np.asarray(raw["label"]), names, prefix="test_")
-
 
 
 def cli() -> int:

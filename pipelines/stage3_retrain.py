@@ -9,17 +9,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from pipelines.common import (absolute_path, build_training_setup, check_run_dir, load_task_data, parse_stage_args,
-                              resolve_task, run_cli, run_directory, write_metrics)
-from subnets.config import ModelArguments, StageArgs, TrainingArguments
-from subnets.distributed import init_distributed
+from pipelines.common import Loaded, StageRun, absolute_path, model_path, run_cli, run_stage
+from subnets.config import ModelArguments, StageArgs
 from subnets.masking.retrain import (RetrainArguments, load_initialisation, read_mask, retrain_ticket, store_ticket,
                                      ticket_from, ticket_trainer)
 from subnets.masking.sources import run_config, run_model_source
 from subnets.store_options import MaskStoreArguments
-from subnets.training import set_seed
+from subnets.tasks import TaskSpec
 
 STAGE = "stage3_retrain"
 
@@ -28,41 +27,48 @@ def model_source(args: StageArgs) -> str:
     """The model to retrain: an explicit --model_name_or_path, else the one the stage-2 run (--mask) started from."""
     run_source = run_model_source(args[RetrainArguments].mask)
     if run_source is None:
-        return args.model_name_or_path
+        return model_path(args)
     if "model_name_or_path" not in args.explicit:
         return run_source
-    if absolute_path(args.model_name_or_path) != absolute_path(run_source):
-        print(f"warning: --model_name_or_path {args.model_name_or_path} is used, not {run_source}, the model the "
+    if absolute_path(model_path(args)) != absolute_path(run_source):
+        print(f"warning: --model_name_or_path {model_path(args)} is used, not {run_source}, the model the "
               f"mask's run {args[RetrainArguments].mask} started from.", file=sys.stderr)
-    return args.model_name_or_path
+    return model_path(args)
+
+
+def task_source(args: StageArgs) -> str:
+    """The run the task defaults to (the mask's run, else the model's); sets --model_name_or_path to the model
+    to retrain (`model_source`)."""
+    args[ModelArguments].model_name_or_path = source = model_source(args)
+    mask = args[RetrainArguments].mask
+    return mask if run_config(mask) else source
+
+
+def load(args: StageArgs, task: TaskSpec) -> Loaded:
+    """The initialisation (--init) with the ticket applied to it, drawn from --mask; (ticket, mask record) beside."""
+    retrain = args[RetrainArguments]
+    mask, mask_meta = read_mask(retrain, args[MaskStoreArguments])
+    model, tokenizer = load_initialisation(model_path(args), retrain.init, task.label_names, mask_meta.get("weights"))
+    return model, tokenizer, (ticket_from(retrain, mask, mask_meta, model), mask_meta)
+
+
+def train(run: StageRun) -> Callable[[Path], dict[str, Any]]:
+    """Retrain with the ticket fixed, then store the ticket and the sparse checkpoint."""
+    (ticket, mask_meta), retrain = run.loaded, run.args[RetrainArguments]
+    trainer = ticket_trainer(run.model, run.tokenizer, ticket, run.task, run.data.train, run.data.eval, run.training,
+                             **run.parts.trainer_options())
+
+    def work(out: Path) -> dict[str, Any]:
+        metrics = retrain_ticket(trainer, ticket)
+        metrics["mask_source"] = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
+        metrics["ticket_id"] = store_ticket(out, run.tokenizer, ticket, run.task, retrain, mask_meta, run.args.seed,
+                                           model_path(run.args), run.args[MaskStoreArguments])
+        return metrics
+    return work
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_stage_args([RetrainArguments], argv)
-    retrain = args[RetrainArguments]
-    source = model_source(args)
-    args[ModelArguments].model_name_or_path = source
-    task = resolve_task(args, retrain.mask if run_config(retrain.mask) else source)
-    check_run_dir(args, STAGE, task)
-    set_seed(args.seed)
-    store = args[MaskStoreArguments]
-    mask, mask_meta = read_mask(retrain, store)
-    model, tokenizer = load_initialisation(source, retrain.init, task.label_names, mask_meta.get("weights"))
-    ticket = ticket_from(retrain, mask, mask_meta, model)
-    data = load_task_data(args, task, tokenizer)
-    setup = build_training_setup(args, task, data)
-    init_distributed(args.use_cpu, args.ddp_backend)  # under torchrun: the process group the Trainer trains in
-    trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args[TrainingArguments],
-                             objective=setup.objective, callbacks=setup.callbacks,
-                             optimizer_factory=setup.optimizer_factory)
-    with run_directory(args, STAGE, task) as out:  # only once every input has been checked
-        metrics = retrain_ticket(trainer, ticket)
-        metrics["mask_source"] = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
-        metrics["ticket_id"] = store_ticket(out, tokenizer, ticket, task, retrain, mask_meta, args.seed, source,
-                                           store)
-        write_metrics(out, metrics)
-    return metrics
-
+    return run_stage(STAGE, argv, train, arguments=[RetrainArguments], source=task_source, load=load)
 
 
 def cli() -> int:

@@ -1,8 +1,9 @@
 """A Python API for notebooks: each step of the pipeline in a line or two (see docs/api.md).
 
-Thin wrappers over the library the stage scripts use: `Trainer` (one training loop), `masking.search`,
-`masking.draw`, `masking.retrain`, `attacks.pipeline` and `masks.MaskStore`. Training options are the stage
-options (`TrainingArguments` field names and the stage's option names) given as keyword arguments.
+Thin wrappers over the library the stage scripts use: `parts` (the data and the method options' objective,
+callbacks and optimizer), `Trainer` (one training loop), `masking.search`, `masking.draw`, `masking.retrain`,
+`attacks.pipeline` and `masks.MaskStore`. Training options are the stage options (`TrainingArguments` field names
+and the option names of the stage's method groups) given as keyword arguments.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
-import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import RUN_NEUTRAL_OPTIONS, TrainingArguments
-from .data import default_data_dir, load_split, subsample, tokenize
+from .config import RUN_NEUTRAL_OPTIONS, DataArguments, TrainingArguments
+from .data import default_data_dir
 from .distributed import init_distributed
 from .errors import SubnetsError
 from .io import LOCK_FILE, atomic_write_json, check_writable_dir, empty_run_folder
+from .parts import TaskData, build_training_parts, load_task_data, method_arguments
+from .registry import OptionGroups
 from .tasks import TaskSpec, get_task
 from .training import Trainer, set_seed
 from .user_data import DataFileArguments, user_task
@@ -30,21 +32,26 @@ PathLike = str | os.PathLike
 RUN_CONFIG_FILE = "run_config.json"
 
 
-class TaskData(NamedTuple):
-    """A task's splits: `train` and `eval` tokenised (for training), `eval_text` the raw evaluation split."""
-
-    train: datasets.Dataset | None
-    eval: datasets.Dataset
-    eval_text: datasets.Dataset
-
-
-def _options(cls: type, options: dict[str, Any], **fixed: Any) -> Any:
-    """An argument dataclass from keyword options, with one clear error for an unknown name."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
+def _groups(classes: Sequence[type], options: dict[str, Any]) -> OptionGroups:
+    """Keyword options routed to the option groups `classes` by field name (every group built, with its defaults
+    for the options not given), with one clear error for an unknown name."""
+    owner = {f.name: cls for cls in classes for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(owner))
     if unknown:
-        raise SubnetsError(f"Unknown option(s) {', '.join(unknown)}; expected fields of {cls.__name__}.")
-    return cls(**options, **fixed)
+        raise SubnetsError(f"Unknown option(s) {', '.join(unknown)}; expected fields of "
+                           f"{', '.join(cls.__name__ for cls in classes)}.")
+    return OptionGroups(cls(**{k: v for k, v in options.items() if owner[k] is cls}) for cls in classes)
+
+
+def _training_groups(output_dir: PathLike, options: dict[str, Any], *extra: type) -> tuple[OptionGroups,
+                                                                                           dict[str, Any]]:
+    """The option groups of a training call (`TrainingArguments`, the `extra` groups and the method groups, as in
+    the stages), and what its run_config.json records of the method options given (nothing when none is given)."""
+    classes = list(dict.fromkeys([TrainingArguments, *extra, *method_arguments()]))
+    groups = _groups(classes, {**options, "output_dir": str(output_dir)})
+    ours = {f.name for cls in (TrainingArguments, *extra) for f in dataclasses.fields(cls)}
+    methods = {k: v for k, v in options.items() if k not in ours}
+    return groups, {"methods": methods} if methods else {}
 
 
 def _check_arguments(function: str, **given: Any) -> None:
@@ -69,7 +76,7 @@ def load_task(name: str | None = None, **files: Any) -> TaskSpec:
     if name is not None and not isinstance(name, str):
         raise SubnetsError(f"load_task: name is {type(name).__name__}; expected a task name such as 'sst2'.")
     if files:
-        return user_task(_options(DataFileArguments, files), name)
+        return user_task(_groups([DataFileArguments], files)[DataFileArguments], name)
     return get_task(name or "sst2")
 
 
@@ -87,18 +94,16 @@ def load_model(name_or_path: PathLike, task: TaskSpec, *, seed: int = 42) -> tup
 
 
 def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: PathLike | None = None,
-              max_seq_length: int = 128, max_train_samples: int | None = None,
-              max_eval_samples: int | None = None) -> TaskData:
-    """The task's train split (if it has one) and evaluation split, tokenised as the stages do; `data_dir`
+              max_seq_length: int = 128, max_train_samples: int | None = None, max_eval_samples: int | None = None,
+              validation_split_percentage: int = 0) -> TaskData:
+    """The task's train split (if it has one) and evaluation split, tokenised as the stages do (`parts.load_task_data`;
+    `validation_split_percentage` evaluates on held-out training rows, as --validation_split_percentage); `data_dir`
     defaults to $SUBNETS_DATA_DIR (else the hub), as in the stages."""
     _check_arguments("load_data", task=task, tokenizer=tokenizer)
-    data_dir = default_data_dir() if data_dir is None else data_dir
-    raw_eval = subsample(load_split(task, task.eval_split, data_dir), max_eval_samples, shuffle=False)
-    train = None
-    if task.trainable:
-        raw_train = subsample(load_split(task, "train", data_dir), max_train_samples, shuffle=True)
-        train = tokenize(raw_train, tokenizer, task, max_seq_length)
-    return TaskData(train, tokenize(raw_eval, tokenizer, task, max_seq_length), raw_eval)
+    options = DataArguments(data_dir=default_data_dir() if data_dir is None else str(data_dir),
+                            max_seq_length=max_seq_length, max_train_samples=max_train_samples,
+                            max_eval_samples=max_eval_samples, validation_split_percentage=validation_split_percentage)
+    return load_task_data(options, task, tokenizer)
 
 
 def _claim_run_dir(command: str, args: TrainingArguments, model: torch.nn.Module, task: TaskSpec, data: TaskData,
@@ -137,41 +142,43 @@ def _claim_run_dir(command: str, args: TrainingArguments, model: torch.nn.Module
 
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
              output_dir: PathLike, **training: Any) -> dict[str, Any]:
-    """Stage 1: fine-tune `model` in place; returns the HF-style metrics. A folder holding this very call's
-    run resumes it; one holding another run is refused (see `_claim_run_dir`)."""
+    """Stage 1: fine-tune `model` in place; returns the HF-style metrics. Options: `TrainingArguments` fields and
+    the method options of `subnets-finetune` (adversary="freelb", debias="poe", selective="rose_second", their
+    groups' options, mask_store). A folder holding this very call's run resumes it; one holding another run is
+    refused (see `_claim_run_dir`)."""
     _check_arguments("finetune", model=model, tokenizer=tokenizer, task=task, data=data)
-    args = _options(TrainingArguments, training, output_dir=str(output_dir))
+    groups, methods = _training_groups(output_dir, training)
+    args = groups[TrainingArguments]
+    parts = build_training_parts(groups, task, data.train)
     distributed = init_distributed(args.use_cpu, args.ddp_backend)
-    trainer = Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=distributed)
-    _claim_run_dir("finetune", args, model, task, data)  # once the trainer has checked its inputs
+    trainer = Trainer(model, args, task, data.train, data.eval, tokenizer, distributed=distributed,
+                      **parts.trainer_options())
+    _claim_run_dir("finetune", args, model, task, data, **methods)  # once the trainer has checked its inputs
     return trainer.train()
 
 
 def search_mask(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,
                 output_dir: PathLike, *, source: str = "api", **options: Any) -> dict[str, Any]:
     """Stage 2: search a mask (options: the stage's option names, such as method, target_sparsity, controller,
-    imp_rate, mask_store, plus TrainingArguments fields); returns metrics with `mask_ids` {"ticket": id,
-    "state": id}.
+    imp_rate, mask_store, adversary, selective, plus TrainingArguments fields); returns metrics with `mask_ids`
+    {"ticket": id, "state": id}.
 
     Leaves `model` gated after hard_concrete and scores (gates on the targets, weights frozen; its `save_pretrained`
     writes the finalized model, `subnets.finalize(model)` makes it plain), plain with the pruned weights zeroed after
     imp, random and magnitude."""
     from .loop import guard_save_pretrained
     from .masking.search import SearchArguments, search_arguments, search_mask as run_search
-    from .registry import OptionGroups
     from .store_options import MaskStoreArguments
 
     _check_arguments("search_mask", model=model, tokenizer=tokenizer, task=task, data=data)
-    groups = []
-    for cls in [*search_arguments(), MaskStoreArguments]:
-        names = {f.name for f in dataclasses.fields(cls)}
-        groups.append(cls(**{k: options.pop(k) for k in list(options) if k in names}))
-    args = _options(TrainingArguments, options, output_dir=str(output_dir))
+    searched = [*search_arguments(), MaskStoreArguments]
+    groups, methods = _training_groups(output_dir, options, *searched)
+    args = groups[TrainingArguments]
+    parts = build_training_parts(groups, task, data.train)
     _claim_run_dir("search_mask", args, model, task, data, source=source,
-                   search={type(g).__name__: dataclasses.asdict(g) for g in groups})
-    chosen = OptionGroups(groups)
-    metrics = run_search(model, tokenizer, task, data.train, data.eval, args, chosen[SearchArguments], source=source,
-                         options=chosen, mask_store=chosen[MaskStoreArguments])
+                   search={cls.__name__: dataclasses.asdict(groups[cls]) for cls in searched}, **methods)
+    metrics = run_search(model, tokenizer, task, data.train, data.eval, args, groups[SearchArguments], source=source,
+                         options=groups, mask_store=groups[MaskStoreArguments], **parts.trainer_options())
     guard_save_pretrained(model)
     return metrics
 
@@ -197,7 +204,8 @@ def draw_ticket(mask: PathLike | dict[str, torch.Tensor], sparsity: float | None
 
 def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: dict[str, torch.Tensor],
             task: TaskSpec, data: TaskData, output_dir: PathLike, **training: Any) -> dict[str, Any]:
-    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed; metrics plus the ticket's sparsity.
+    """Stage 3: apply `ticket` to `model` and retrain with the mask fixed (options as `finetune`'s); metrics plus
+    the ticket's sparsity.
     Refuses a gated model. Leaves `model` plain, retrained in place, its pruned weights exact zeros."""
     from masks import model_fingerprint
 
@@ -208,9 +216,11 @@ def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: 
     if is_parametrized(model):
         raise SubnetsError("retrain was given a gated model (it still carries mask parametrizations, its weights "
                            "frozen); expected a plain model: subnets.finalize(model) first, or load one.")
-    args = _options(TrainingArguments, training, output_dir=str(output_dir))
-    trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args)
-    _claim_run_dir("retrain", args, model, task, data, ticket=model_fingerprint(ticket))  # inputs checked
+    groups, methods = _training_groups(output_dir, training)
+    args = groups[TrainingArguments]
+    parts = build_training_parts(groups, task, data.train)
+    trainer = ticket_trainer(model, tokenizer, ticket, task, data.train, data.eval, args, **parts.trainer_options())
+    _claim_run_dir("retrain", args, model, task, data, ticket=model_fingerprint(ticket), **methods)  # inputs checked
     return retrain_ticket(trainer, ticket)
 
 

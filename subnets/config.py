@@ -186,7 +186,8 @@ class TrainingArguments:
 
 
 class StageArgs:
-    """The parsed dataclasses of one stage; `args[TrainingArguments]` or `args.learning_rate`.
+    """The parsed dataclasses of one stage, read per group: `args[TrainingArguments].learning_rate`; the options
+    every stage reads also as properties (`args.output_dir`, `args.seed`, `args.task_name`, `args.data_dir`).
 
     `explicit`: the options the command line or the recipe set (the others kept their defaults).
     """
@@ -201,11 +202,21 @@ class StageArgs:
                 return inst
         raise KeyError(cls.__name__)
 
-    def __getattr__(self, name: str) -> Any:
-        for inst in self.__dict__.get("instances", []):
-            if name in {f.name for f in dataclasses.fields(inst)}:
-                return getattr(inst, name)
-        raise AttributeError(name)
+    @property
+    def output_dir(self) -> str | None:
+        return self[TrainingArguments].output_dir
+
+    @property
+    def seed(self) -> int:
+        return self[TrainingArguments].seed
+
+    @property
+    def task_name(self) -> str | None:
+        return self[DataArguments].task_name
+
+    @property
+    def data_dir(self) -> str | None:
+        return self[DataArguments].data_dir
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Option values by group; a method's option group with a `config_group` class attribute is recorded

@@ -22,6 +22,7 @@ import contextlib
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
 
@@ -149,6 +150,20 @@ class MetricLogger(Protocol):
 OptimizerFactory = Callable[[list[dict[str, Any]], TrainingArguments], torch.optim.Optimizer]
 # (optimizer, arguments, number of optimizer steps) -> a scheduler stepped once per optimizer step
 SchedulerFactory = Callable[[torch.optim.Optimizer, TrainingArguments, int], LRScheduler]
+
+
+@dataclass
+class TrainingParts:
+    """What the method options add to a training run (`subnets.parts.build_training_parts`, a selective method's
+    builder): its optimizer, callbacks and objective; None / empty for AdamW, no callbacks and cross-entropy."""
+
+    optimizer_factory: OptimizerFactory | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+    objective: Objective | None = None
+
+    def trainer_options(self) -> dict[str, Any]:
+        """The parts as keyword arguments of `Trainer` (and of `ticket_trainer`, `masking.search.search_mask`)."""
+        return {"objective": self.objective, "callbacks": self.callbacks, "optimizer_factory": self.optimizer_factory}
 
 
 def adamw_factory(groups: list[dict[str, Any]], args: TrainingArguments) -> torch.optim.Optimizer:

@@ -2,8 +2,8 @@
 
 Shared by tests/test_cuda.py (guard: `torch.cuda.set_sync_debug_mode("error")`) and tests/test_host_syncs.py
 (guard: a recorder of host-reading tensor calls, which runs on CPU). `SteadyStateGuard` is added to the stage's
-callbacks (through its `build_training_setup`); it opens the guard at the end of step WARMUP_STEPS and closes it
-at the end of the last step, before the loop logs, evaluates or checkpoints, so that the guarded steps are the
+callbacks (through `pipelines.common.build_training_parts`); it opens the guard at the end of step WARMUP_STEPS
+and closes it at the end of the last step, before the loop logs, evaluates or checkpoints, so that the guarded steps are the
 training loop's hot path: objective, callbacks, clipping, optimizer, scheduler.
 """
 
@@ -128,17 +128,19 @@ def run_family(family: str, places: dict[str, str], out: Path, guard: SteadyStat
     """Run `family`'s stage with `guard` among its callbacks (the guard is closed even if the run fails)."""
     import importlib
 
+    import pipelines.common as common
+
     prepare_family(family, places)
     module_name, options = FAMILIES[family]
     module = importlib.import_module(f"pipelines.{module_name}")
-    original = module.build_training_setup
+    original = common.build_training_parts
 
     def with_guard(*args, **kwargs):
         setup = original(*args, **kwargs)
         setup.callbacks.append(guard)
         return setup
 
-    monkeypatch.setattr(module, "build_training_setup", with_guard)
+    monkeypatch.setattr(common, "build_training_parts", with_guard)
     try:
         module.main(stage_argv(places, out, options))
     finally:

@@ -3,8 +3,11 @@
 import json
 import re
 
+import pytest
+import torch
 from conftest import REPO
 from masks import MaskStore
+from subnets.errors import SubnetsError
 from subnets.toydata import write_toy_neighbours
 
 
@@ -102,3 +105,40 @@ def test_finetune_into_an_existing_run_folder_resumes_only_the_same_call(tmp_pat
     with pytest.raises(SubnetsError, match="holds a different run"):  # the CLI resumes only its own runs too
         stage1_finetune.main(["--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir",
                               str(tiny_data_dir), "--output_dir", str(out), "--max_steps", "2"])
+
+
+@pytest.mark.parametrize("methods", [dict(adversary="freelb", adv_steps=2, adv_lr=0.05),
+                                     dict(selective="rose_second", rose_upper=80.0)],
+                         ids=["adversary", "selective"])
+def test_finetune_with_method_options_trains_the_weights_subnets_finetune_trains(tmp_path, tiny_model_dir,
+                                                                                 tiny_data_dir, methods):
+    """Issue 23, item 2: `subnets.finetune` takes the stage's method options and builds the run the stage builds
+    (`subnets.parts`), so the same options give the same weights, bit for bit."""
+    from safetensors.torch import load_file
+
+    import subnets
+    from pipelines import stage1_finetune
+
+    model_dir = tiny_model_dir()
+    quick = dict(max_steps=3, per_device_train_batch_size=16, learning_rate=1e-3, eval_strategy="steps", eval_steps=1,
+                 report_to="none", disable_tqdm=True)
+    stage_options = {**quick, **methods, "mask_store": str(tmp_path / "stage_store")}
+    argv = ["--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir", str(tiny_data_dir),
+            "--max_train_samples", "48", "--output_dir", str(tmp_path / "stage"),
+            *[token for k, v in stage_options.items() for token in (f"--{k}", str(v))]]
+    stage = stage1_finetune.main(argv)
+    task = subnets.load_task("sst2")
+    model, tokenizer = subnets.load_model(model_dir, task)
+    data = subnets.load_data(task, tokenizer, data_dir=tiny_data_dir, max_train_samples=48)
+    api = subnets.finetune(model, tokenizer, task, data, tmp_path / "api", **quick, **methods,
+                           mask_store=str(tmp_path / "api_store"))
+    assert {k: v for k, v in api.items() if "runtime" not in k and "per_second" not in k} == \
+        {k: v for k, v in stage.items() if "runtime" not in k and "per_second" not in k}
+    # the best and final weights, and the optimizer's state (checkpoint-last/trainer_state.safetensors)
+    files = sorted(p.relative_to(tmp_path / "stage") for p in (tmp_path / "stage").glob("checkpoint-*/*.safetensors"))
+    assert len(files) == 3
+    for name in files:
+        ours, theirs = load_file(tmp_path / "api" / name), load_file(tmp_path / "stage" / name)
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    with pytest.raises(SubnetsError, match="Unknown option.s. adversry; expected fields of TrainingArguments"):
+        subnets.finetune(model, tokenizer, task, data, tmp_path / "typo", adversry="freelb")

@@ -139,16 +139,16 @@ def test_syncs_phase_counts_a_host_read_in_a_step(tmp_path, monkeypatch):
         def on_step_end(self, trainer):
             trainer.model.classifier.weight.sum().item()
 
-    import pipelines.stage1_finetune as stage1
+    import pipelines.common as common
 
-    original = stage1.build_training_setup
+    original = common.build_training_parts
 
     def with_reader(*args, **kwargs):
         setup = original(*args, **kwargs)
         setup.callbacks.insert(0, ReadsLoss())
         return setup
 
-    monkeypatch.setattr(stage1, "build_training_setup", with_reader)
+    monkeypatch.setattr(common, "build_training_parts", with_reader)
     result, code = run_phase(tmp_path, "syncs", "--families", "dense")
     assert code == gpu_check.PROBLEMS_FOUND
     (row,) = result["rows"]

@@ -85,15 +85,15 @@ def test_stage3_and_recipes_take_the_selective_options():
     from pipelines.common import parse_stage_args
     from subnets.config import load_recipe
     from subnets.masking.retrain import RetrainArguments
-    from subnets.selective import SelectiveArguments
+    from subnets.selective import RoseArguments, SelectiveArguments
 
     args = parse_stage_args([RetrainArguments], ["--output_dir", "x", "--selective", "rose_ensemble",
                                                  "--rose_upper", "80", "--rose_gamma", "0.3"])
-    assert args[SelectiveArguments].selective == "rose_ensemble" and args.rose_gamma == 0.3
+    assert args[SelectiveArguments].selective == "rose_ensemble" and args[RoseArguments].rose_gamma == 0.3
     for name in ("rose_second_sst2", "roast_sst2", "roast_qnli"):
         recipe = load_recipe(name, RECIPE_DIR)
         parsed = parse_stage_args([], ["--recipe", name, "--output_dir", "x"])
-        assert parsed.selective == recipe["selective"]
+        assert parsed[SelectiveArguments].selective == recipe["selective"]
 
 
 def test_builder_choices():

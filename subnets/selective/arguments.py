@@ -13,17 +13,18 @@ from typing import Any, Callable, Iterable
 from subnets.errors import SubnetsError
 from subnets.registry import Method, OptionGroups, check_choice, choices, option_groups
 from subnets.store_options import MaskStoreArguments
+from subnets.training import TrainingParts
 
 from .recording import UpdateMaskRecorder
 from .roast_method import RoastArguments, build_roast
 from .rose_method import RoseArguments, build_rose
-from .setup import SelectiveContext, SelectiveSetup
+from .setup import SelectiveContext
 
 # selective method(option groups, context) -> optimizer factory, callbacks and (optionally) objective
-SelectiveBuilder = Callable[[OptionGroups, SelectiveContext], SelectiveSetup]
+SelectiveBuilder = Callable[[OptionGroups, SelectiveContext], TrainingParts]
 
 SELECTIVE_METHODS: dict[str, Method[SelectiveBuilder]] = {
-    "none": Method(lambda options, context: SelectiveSetup()),
+    "none": Method(lambda options, context: TrainingParts()),
     "rose_first": Method(build_rose, (RoseArguments,)),
     "rose_second": Method(build_rose, (RoseArguments,)),
     "rose_ensemble": Method(build_rose, (RoseArguments,)),
@@ -59,7 +60,7 @@ def selective_arguments() -> list[type]:
 
 def build_selective(args: SelectiveArguments, *, seed: int = 0, objective_args: Any = None,
                     options: Iterable[Any] | OptionGroups = (),
-                    mask_store: MaskStoreArguments | None = None) -> SelectiveSetup:
+                    mask_store: MaskStoreArguments | None = None) -> TrainingParts:
     """The optimizer factory, callbacks and (for ROSE-First/Ensemble) objective of `args.selective`, with the
     method's option groups from `options` (defaults for those not given); update masks go to `mask_store`.
 

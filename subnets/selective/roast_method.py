@@ -11,9 +11,10 @@ import torch
 from subnets.config import TrainingArguments
 from subnets.errors import SubnetsError
 from subnets.registry import OptionGroups
+from subnets.training import TrainingParts
 
 from .roast import DEFAULT_MIN_KEEP, RoastAdamW, RoastCallback, RoastMasks
-from .setup import SelectiveContext, SelectiveSetup, adamw_options
+from .setup import SelectiveContext, adamw_options
 
 
 @dataclass
@@ -40,7 +41,7 @@ class RoastArguments:
             raise SubnetsError("--roast_beta must be a positive number or inf, got nan.")
 
 
-def build_roast(options: OptionGroups, context: SelectiveContext) -> SelectiveSetup:
+def build_roast(options: OptionGroups, context: SelectiveContext) -> TrainingParts:
     args = options[RoastArguments]
     roast = RoastMasks(alpha=args.roast_alpha, beta=args.roast_beta, min_keep=args.roast_min_keep,
                        refresh=args.roast_refresh_fisher, seed=context.seed)
@@ -49,4 +50,4 @@ def build_roast(options: OptionGroups, context: SelectiveContext) -> SelectiveSe
         return RoastAdamW(groups, roast=roast, **adamw_options(training))
 
     callback = RoastCallback(roast, context.recorder, fisher_batches=args.roast_fisher_batches)
-    return SelectiveSetup(roast_optimizer, [callback])
+    return TrainingParts(roast_optimizer, [callback])

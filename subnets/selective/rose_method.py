@@ -10,9 +10,10 @@ import torch
 from subnets.config import TrainingArguments
 from subnets.errors import SubnetsError
 from subnets.registry import OptionGroups
+from subnets.training import TrainingParts
 
 from .rose import RoseAdamW, RoseCallback, RoseFirstObjective, RoseMasks
-from .setup import SelectiveContext, SelectiveSetup, adamw_options
+from .setup import SelectiveContext, adamw_options
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RoseArguments:
         "help": "ROSE: one mask value per weight element (percentiles per tensor) instead of one per tensor."})
 
 
-def build_rose(options: OptionGroups, context: SelectiveContext) -> SelectiveSetup:
+def build_rose(options: OptionGroups, context: SelectiveContext) -> TrainingParts:
     """`context.name` is rose_first, rose_second or rose_ensemble. ROSE-First/Ensemble replace the training
     objective (two dropout passes), so they refuse an adversarial or debiasing objective."""
     args, variant = options[RoseArguments], context.name.removeprefix("rose_")
@@ -50,4 +51,4 @@ def build_rose(options: OptionGroups, context: SelectiveContext) -> SelectiveSet
         return RoseAdamW(groups, rose=rose, **adamw_options(training))
 
     objective = RoseFirstObjective(rose, args.rose_score_examples) if rose.uses_first_order else None
-    return SelectiveSetup(rose_optimizer, [RoseCallback(rose, context.recorder)], objective)
+    return TrainingParts(rose_optimizer, [RoseCallback(rose, context.recorder)], objective)

@@ -1,23 +1,17 @@
-"""What a selective method's builder receives (`SelectiveContext`) and returns (`SelectiveSetup`)."""
+"""What a selective method's builder receives (`SelectiveContext`) and returns (`subnets.training.TrainingParts`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from subnets.config import TrainingArguments
-from subnets.training import Callback, Objective, OptimizerFactory
+from subnets.training import TrainingParts
 
 from .recording import UpdateMaskRecorder
 
 
-@dataclass
-class SelectiveSetup:
-    """What the training loop needs for the chosen method; all empty/None for `--selective none`."""
-
-    optimizer_factory: OptimizerFactory | None = None
-    callbacks: list[Callback] = field(default_factory=list)
-    objective: Objective | None = None
+SelectiveSetup = TrainingParts  # the name selective builders returned before TrainingParts (public import)
 
 
 @dataclass
