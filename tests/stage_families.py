@@ -3,8 +3,8 @@
 Shared by tests/test_cuda.py (guard: `torch.cuda.set_sync_debug_mode("error")`) and tests/test_host_syncs.py
 (guard: a recorder of host-reading tensor calls, which runs on CPU). `SteadyStateGuard` is added to the stage's
 callbacks (through `pipelines.common.build_training_parts`); it opens the guard at the end of step WARMUP_STEPS
-and closes it at the end of the last step, before the loop logs, evaluates or checkpoints, so that the guarded steps are the
-training loop's hot path: objective, callbacks, clipping, optimizer, scheduler.
+and closes it at the end of the last step, before the loop logs, evaluates or checkpoints, so that the guarded steps
+are the training loop's hot path: objective, callbacks, clipping, optimizer, scheduler.
 """
 
 from __future__ import annotations
