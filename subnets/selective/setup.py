@@ -1,4 +1,5 @@
-"""What a selective method's builder receives (`SelectiveContext`) and returns (`SelectiveSetup`)."""
+"""What a selective method's builder receives (`SelectiveContext`) and returns (`SelectiveSetup`), and the AdamW
+options its masked optimizer takes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from subnets.config import TrainingArguments
+from subnets.registry import OptionGroups
 from subnets.training import Callback, Objective, OptimizerFactory
 
 from .recording import UpdateMaskRecorder
@@ -22,10 +24,12 @@ class SelectiveSetup:
 
 @dataclass
 class SelectiveContext:
-    """The chosen method's name, the run's seed, the writer of its update masks and the stage's objective options
-    (`ObjectiveArguments`, or None), for methods that replace the objective."""
+    """The chosen method's name, its parsed option groups (`options[RoseArguments]`, ...), the run's seed, the
+    writer of its update masks and the stage's objective options (`ObjectiveArguments`, or None), for methods that
+    replace the objective."""
 
     name: str
+    options: OptionGroups
     seed: int
     recorder: UpdateMaskRecorder
     objective_args: Any = None
