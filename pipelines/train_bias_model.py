@@ -31,7 +31,7 @@ from subnets.evaluation import check_label_compatibility, predict, softmax
 from subnets.io import atomic_write_json
 from subnets.models import checkpoint_labels, load_classifier
 from subnets.objectives.bias_model import BIAS_TYPES, train_bias_model
-from subnets.objectives.debias import PredictionCache, dataset_fingerprint
+from subnets.objectives.predictions import PredictionCache, dataset_fingerprint
 from subnets.registry import check_choice
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_record, user_task

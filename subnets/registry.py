@@ -5,8 +5,14 @@ An option group is an argument dataclass whose fields are command-line options; 
 every registered method, and a builder reads the ones of the chosen method from `OptionGroups`. The choice option
 (`--method`, `--adversary`, ...) is typed `Literal[<registry keys>]`, so that `HfArgumentParser` rejects a typo
 while parsing, and the group holding it checks it in `__post_init__` with `check_choice` (one validation style:
-argument dataclasses raise `SubnetsError` from `__post_init__`) for instances built in Python. Adding a method is
-one new file (its option group, if any, and its builder) plus one registry line.
+argument dataclasses raise `SubnetsError` from `__post_init__`) for instances built in Python.
+
+Every family has the same layout and builder shape: one file per method (`masking/methods/`, `selective/methods/`,
+`objectives/adversaries/`, `objectives/debiasing/`) holds its math, option group and builder, that folder's
+`__init__.py` holds the registry alone, and a builder is `build(context)` with the family's context dataclass
+carrying the parsed groups as `context.options` plus the family's inputs (`SearchContext`, `AdversaryContext`,
+`DebiasContext`, `SelectiveContext`); a fixed variant of one builder is a `functools.partial`. Adding a method is
+one new file plus one registry line.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def make_workspace(root: Path) -> dict[str, str]:
     from subnets.data import load_split
     from subnets.models import tiny_model
     from subnets.weights import save_plain_model
-    from subnets.objectives.debias import PredictionCache, dataset_fingerprint
+    from subnets.objectives import PredictionCache, dataset_fingerprint
     from subnets.tasks import get_task
 
     data = root / "data"

@@ -41,8 +41,8 @@ def batch(tokenizer, n: int = 8) -> dict[str, torch.Tensor]:
 
 
 def objectives():
-    from subnets.objectives.perturbers import FreeLB, PerturbationConfig, PGD, RoASTPerturbation
-    from subnets.selective.rose import RoseFirstObjective, RoseMasks
+    from subnets.objectives import FreeLB, PerturbationConfig, PGD, RoASTPerturbation
+    from subnets.selective import RoseFirstObjective, RoseMasks
 
     def rose_first(model):
         rose = RoseMasks("first").bind(model.module)

@@ -265,7 +265,7 @@ def test_a_decoder_without_a_pad_token_gets_eos_and_pools_its_last_real_token(ki
 
 @pytest.mark.parametrize("objective", ["freelb", "pgd"])
 def test_embedding_adversaries_refuse_a_last_token_head(objective):
-    from subnets.objectives.perturbers import PGD, FreeLB, PerturbationConfig
+    from subnets.objectives import PGD, FreeLB, PerturbationConfig
 
     model, tokenizer = tiny_model("llama")
     batch = {**inputs(tokenizer), "labels": torch.tensor([0, 1, 0])}

@@ -14,7 +14,7 @@ from subnets.objectives import (
     PredictionCache, RoASTPerturbation,
     build_objective, conf_reg_loss, dataset_fingerprint, poe_loss, reweight_loss,
 )
-from subnets.objectives.debias import DeviceLookup
+from subnets.objectives.predictions import DeviceLookup
 from subnets.objectives.perturbers import ascent_step, initial_delta, project
 from subnets.tasks import get_task
 

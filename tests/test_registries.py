@@ -121,8 +121,8 @@ class ScaledLoss(LossObjective):
 
 def test_a_new_adversary_is_one_registry_line(monkeypatch, tiny_bert):
     monkeypatch.setitem(ADVERSARIES, "scaled",
-                        Method(lambda options, loss_fn: ScaledLoss(options[ScaledArguments].loss_scale_factor, loss_fn),
-                               (ScaledArguments,)))
+                        Method(lambda context: ScaledLoss(context.options[ScaledArguments].loss_scale_factor,
+                                                          context.loss_fn), (ScaledArguments,)))
     model, tokenizer = tiny_bert
     batch = dict(tokenizer(["a fine film", "a dull plot"], return_tensors="pt", padding=True),
                  labels=torch.tensor([1, 0]), idx=torch.tensor([0, 1]))
@@ -148,8 +148,8 @@ class SGDArguments:
     sgd_momentum: float = field(default=0.0, metadata={"help": "SGD: momentum."})
 
 
-def build_sgd(options, context: SelectiveContext) -> SelectiveSetup:
-    momentum = options[SGDArguments].sgd_momentum
+def build_sgd(context: SelectiveContext) -> SelectiveSetup:
+    momentum = context.options[SGDArguments].sgd_momentum
     return SelectiveSetup(lambda groups, training: torch.optim.SGD(groups, lr=training.learning_rate,
                                                                    momentum=momentum))
 

@@ -12,7 +12,7 @@ from subnets.config import TrainingArguments
 from subnets.errors import SubnetsError
 from subnets.selective import (FisherAccumulator, RoastAdamW, RoastMasks, draw_masks, encoder_layer_parameters,
                                keep_probabilities)
-from subnets.selective.roast import initial_fisher_pass
+from subnets.selective.methods.roast import initial_fisher_pass
 from subnets.tasks import get_task
 from subnets.training import Trainer
 

@@ -199,7 +199,7 @@ def test_user_csv_task_trains_searches_retrains_and_evaluates(tmp_path, tiny_mod
 
 def test_bias_model_on_a_user_pair_task(tmp_path):
     from pipelines import train_bias_model
-    from subnets.objectives.debias import PredictionCache
+    from subnets.objectives import PredictionCache
 
     rows = ["premise,hypothesis,label"] + [f"p{i},{'not ' if i % 2 else ''}h{i % 3},{'no' if i % 2 else 'yes'}"
                                            for i in range(20)]

@@ -1,41 +1,24 @@
-"""Command-line options of the robust objectives (shared by every stage), their registries and the objective factory.
+"""Command-line options of the robust objectives (shared by every stage) and the objective factory.
 
-`--adversary` and `--debias` choose from `ADVERSARIES` and `DEBIAS_LOSSES` (name -> option groups + builder);
-adding one is a new file with its option group and builder plus one line here (docs/objectives.md).
+`--adversary` and `--debias` choose from `adversaries.ADVERSARIES` and `debiasing.DEBIAS_LOSSES` (name -> option
+groups + builder); adding one is a new file in that folder with its option group and builder plus one registry
+line (docs/objectives.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from ..errors import SubnetsError
-from ..registry import Method, OptionGroups, check_choice, choices, option_groups
+from ..registry import OptionGroups, check_choice, choices, option_groups
 from ..tasks import TaskSpec
 from ..training import Objective
-from .adversaries import (AscentArguments, PGDArguments, RoASTAdversaryArguments, build_freelb, build_pgd,
-                          build_roast)
-from .debiasing import (BiasPredictionArguments, TeacherPredictionArguments, build_conf_reg, build_poe,
-                        build_reweight)
-from .losses import LossFn, LossObjective, cross_entropy, smoothed_cross_entropy
+from .adversaries import ADVERSARIES
+from .context import AdversaryContext, DebiasContext
+from .debiasing import DEBIAS_LOSSES
+from .losses import LossFn, smoothed_cross_entropy
 
-# adversary(option groups, per-batch loss) -> the training objective
-AdversaryBuilder = Callable[[OptionGroups, LossFn], Objective]
-# debiasing loss(option groups, task, training split) -> the per-batch loss
-DebiasBuilder = Callable[[OptionGroups, TaskSpec, Any], LossFn]
-
-ADVERSARIES: dict[str, Method[AdversaryBuilder]] = {
-    "none": Method(lambda options, loss_fn: LossObjective(loss_fn)),
-    "freelb": Method(build_freelb, (AscentArguments,)),
-    "pgd": Method(build_pgd, (AscentArguments, PGDArguments)),
-    "roast": Method(build_roast, (RoASTAdversaryArguments,)),
-}
-DEBIAS_LOSSES: dict[str, Method[DebiasBuilder]] = {
-    "none": Method(lambda options, task, train_dataset: cross_entropy),
-    "poe": Method(build_poe, (BiasPredictionArguments,)),
-    "reweight": Method(build_reweight, (BiasPredictionArguments,)),
-    "conf_reg": Method(build_conf_reg, (BiasPredictionArguments, TeacherPredictionArguments)),
-}
 AdversaryName = choices(ADVERSARIES)
 DebiasName = choices(DEBIAS_LOSSES)
 
@@ -71,7 +54,7 @@ def build_loss(args: ObjectiveArguments, task: TaskSpec, train_dataset: Any, lab
             raise SubnetsError("--label_smoothing_factor applies to plain cross-entropy; expected 0 with --debias.")
         return smoothed_cross_entropy(label_smoothing)
     groups = options if isinstance(options, OptionGroups) else OptionGroups(options)
-    return DEBIAS_LOSSES[args.debias].build(groups, task, train_dataset)
+    return DEBIAS_LOSSES[args.debias].build(DebiasContext(groups, task, train_dataset))
 
 
 def build_objective(args: ObjectiveArguments, task: TaskSpec, train_dataset: Any, label_smoothing: float = 0.0, *,
@@ -84,4 +67,4 @@ def build_objective(args: ObjectiveArguments, task: TaskSpec, train_dataset: Any
     """
     groups = options if isinstance(options, OptionGroups) else OptionGroups(options)
     loss_fn = build_loss(args, task, train_dataset, label_smoothing, options=groups)
-    return ADVERSARIES[args.adversary].build(groups, loss_fn)
+    return ADVERSARIES[args.adversary].build(AdversaryContext(groups, loss_fn))

@@ -16,7 +16,7 @@ from scipy import optimize, sparse
 
 from ..errors import SubnetsError
 from ..tasks import TaskSpec
-from .debias import PredictionCache, dataset_fingerprint
+from .predictions import PredictionCache, dataset_fingerprint
 from .features import OVERLAP_FEATURES, BagOfWords, overlap_matrix
 
 BIAS_TYPES = ("overlap", "hypothesis_only")

@@ -34,7 +34,8 @@ def smoothed_cross_entropy(factor: float) -> LossFn:
 
 def symmetric_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(p||q) + KL(q||p) summed over the batch: RoAST's consistency term as is, ROSE's scores scaled by
-    `selective.rose.ROSE_KL_SCALE`. Computed in float32 as sum((p - q)(log p - log q)), the two KLs in one pass."""
+    `selective.methods.rose.ROSE_KL_SCALE`. Computed in float32 as sum((p - q)(log p - log q)), the two KLs in one
+    pass."""
     log_p = F.log_softmax(logits_p.float(), dim=-1)
     log_q = F.log_softmax(logits_q.float(), dim=-1)
     return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum()

@@ -1,14 +1,14 @@
 """Selective fine-tuning: ROSE (First, Second, Ensemble) and RoAST / Child-Tuning-D, over a masked AdamW."""
 
-from .arguments import SELECTIVE_METHODS, SelectiveArguments, build_selective, selective_arguments
+from .arguments import SelectiveArguments, build_selective, selective_arguments
 from .masked_adamw import MaskedAdamW
+from .methods import SELECTIVE_METHODS
+from .methods.roast import (FisherAccumulator, RoastAdamW, RoastArguments, RoastCallback, RoastMasks, draw_masks,
+                            keep_probabilities)
+from .methods.rose import (ROSE_KL_SCALE, ROSE_VARIANTS, RoseAdamW, RoseArguments, RoseCallback, RoseFirstObjective,
+                           RoseMasks, band_mask, second_order_scores)
 from .parameters import LayerParameter, UpdateRatioMeter, encoder_layer_parameters
 from .recording import UpdateMaskRecorder
-from .roast import FisherAccumulator, RoastAdamW, RoastCallback, RoastMasks, draw_masks, keep_probabilities
-from .roast_method import RoastArguments
-from .rose import (ROSE_KL_SCALE, ROSE_VARIANTS, RoseAdamW, RoseCallback, RoseFirstObjective, RoseMasks,
-                   band_mask, second_order_scores)
-from .rose_method import RoseArguments
 from .setup import SelectiveContext, SelectiveSetup
 
 __all__ = [

@@ -1,35 +1,23 @@
-"""Command-line options of selective fine-tuning, the registry of its methods and the builder that turns them into
-training components.
+"""Command-line options of selective fine-tuning and the builder that turns them into training components.
 
-`--selective` chooses from `SELECTIVE_METHODS` (name -> option groups + builder); adding a method is a new file
-with its option group and builder plus one line here (docs/selective.md).
+`--selective` chooses from `methods.SELECTIVE_METHODS` (name -> option groups + builder); adding a method is a new
+file in `methods/` with its option group and builder plus one registry line (docs/selective.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from subnets.errors import SubnetsError
-from subnets.registry import Method, OptionGroups, check_choice, choices, option_groups
+from subnets.registry import OptionGroups, check_choice, choices, option_groups
 from subnets.store_options import MaskStoreArguments
 from subnets.training import TrainingParts
 
+from .methods import SELECTIVE_METHODS
 from .recording import UpdateMaskRecorder
-from .roast_method import RoastArguments, build_roast
-from .rose_method import RoseArguments, build_rose
 from .setup import SelectiveContext
 
-# selective method(option groups, context) -> optimizer factory, callbacks and (optionally) objective
-SelectiveBuilder = Callable[[OptionGroups, SelectiveContext], TrainingParts]
-
-SELECTIVE_METHODS: dict[str, Method[SelectiveBuilder]] = {
-    "none": Method(lambda options, context: TrainingParts()),
-    "rose_first": Method(build_rose, (RoseArguments,)),
-    "rose_second": Method(build_rose, (RoseArguments,)),
-    "rose_ensemble": Method(build_rose, (RoseArguments,)),
-    "roast": Method(build_roast, (RoastArguments,)),
-}
 SelectiveName = choices(SELECTIVE_METHODS)
 
 
@@ -71,5 +59,5 @@ def build_selective(args: SelectiveArguments, *, seed: int = 0, objective_args: 
     groups = options if isinstance(options, OptionGroups) else OptionGroups(options)
     store = mask_store or MaskStoreArguments()
     recorder = UpdateMaskRecorder(args.selective, store.root, args.update_mask_every)
-    context = SelectiveContext(args.selective, seed, recorder, objective_args)
-    return SELECTIVE_METHODS[args.selective].build(groups, context)
+    context = SelectiveContext(args.selective, groups, seed, recorder, objective_args)
+    return SELECTIVE_METHODS[args.selective].build(context)

@@ -1,4 +1,5 @@
-"""What a selective method's builder receives (`SelectiveContext`) and returns (`subnets.training.TrainingParts`)."""
+"""What a selective method's builder receives (`SelectiveContext`) and returns (`subnets.training.TrainingParts`),
+and the AdamW options its masked optimizer takes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from subnets.config import TrainingArguments
+from subnets.registry import OptionGroups
 from subnets.training import TrainingParts
 
 from .recording import UpdateMaskRecorder
@@ -16,10 +18,12 @@ SelectiveSetup = TrainingParts  # the name selective builders returned before Tr
 
 @dataclass
 class SelectiveContext:
-    """The chosen method's name, the run's seed, the writer of its update masks and the stage's objective options
-    (`ObjectiveArguments`, or None), for methods that replace the objective."""
+    """The chosen method's name, its parsed option groups (`options[RoseArguments]`, ...), the run's seed, the
+    writer of its update masks and the stage's objective options (`ObjectiveArguments`, or None), for methods that
+    replace the objective."""
 
     name: str
+    options: OptionGroups
     seed: int
     recorder: UpdateMaskRecorder
     objective_args: Any = None

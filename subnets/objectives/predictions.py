@@ -1,4 +1,5 @@
-"""Debiasing losses of SRNets (Liu et al. 2022, Sec. 3.3) on cached per-example bias-only predictions.
+"""Cached per-example predictions that the debiasing losses of SRNets (Liu et al. 2022, Sec. 3.3; `debiasing/`)
+are joined to: bias-only predictions (`--bias_predictions`) and a teacher's (`--teacher_predictions`, conf_reg).
 
 Predictions live in a safetensors file with tensors `idx` (example ids, int64), `probs` ([N, classes],
 float32) and `labels` (int64), and metadata `task`, `num_classes`, `fingerprint` (of the dataset the
@@ -11,18 +12,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save
 
 from ..errors import SubnetsError
 from ..io import atomic_write_bytes
+from ..tasks import TaskSpec
+from .context import DebiasContext
 
 KINDS = ("bias", "teacher")
 
@@ -133,55 +135,43 @@ class DeviceLookup:
         return probs[torch.searchsorted(ids, idx.to(torch.int64))]
 
 
-def _bias_probs(lookup: DeviceLookup, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    if "idx" not in batch:
-        raise SubnetsError("Debiasing losses need example ids: the training batch has no 'idx' entry.")
-    return lookup(batch["idx"])
+class JoinedLoss:
+    """A per-batch loss (`LossFn`) `fn(logits, labels, *probs)` whose `probs` are the cached predictions of the
+    batch's examples, one tensor per cache, looked up by `batch["idx"]`."""
 
-
-def poe_loss(logits: torch.Tensor, labels: torch.Tensor, bias_probs: torch.Tensor) -> torch.Tensor:
-    """Product of experts (Clark et al. 2019; He et al. 2019): CE(log_softmax(f(x)) + log p_b(x), y)."""
-    combined = F.log_softmax(logits.float(), dim=-1) + bias_probs.clamp_min(1e-12).log()
-    return F.cross_entropy(combined, labels)
-
-
-def reweight_loss(logits: torch.Tensor, labels: torch.Tensor, bias_probs: torch.Tensor) -> torch.Tensor:
-    """Example reweighting (Schuster et al. 2019): sum_i w_i CE_i / sum_i w_i with w_i = 1 - p_b(x_i)[y_i]."""
-    weights = 1 - bias_probs.gather(1, labels[:, None]).squeeze(1)
-    per_example = F.cross_entropy(logits.float(), labels, reduction="none")
-    return (weights * per_example).sum() / weights.sum().clamp_min(1e-12)
-
-
-def conf_reg_loss(logits: torch.Tensor, labels: torch.Tensor, bias_probs: torch.Tensor,
-                  teacher_probs: torch.Tensor) -> torch.Tensor:
-    """Confidence regularisation (Utama et al. 2020, Eq. 2-3): distil from the teacher's probabilities scaled
-    as p_t^(1 - p_b[y]) and renormalised, so examples the bias model gets right get a softer target."""
-    exponent = 1 - bias_probs.gather(1, labels[:, None])
-    scaled = teacher_probs.clamp_min(1e-12) ** exponent
-    target = scaled / scaled.sum(dim=-1, keepdim=True)
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
-
-
-class PoELoss:
-    def __init__(self, bias: PredictionCache) -> None:
-        self.bias = DeviceLookup(bias)
+    def __init__(self, fn: Callable[..., torch.Tensor], *caches: PredictionCache) -> None:
+        self.fn = fn
+        self.lookups = [DeviceLookup(cache) for cache in caches]
 
     def __call__(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return poe_loss(logits, batch["labels"], _bias_probs(self.bias, batch))
+        if "idx" not in batch:
+            raise SubnetsError("Debiasing losses need example ids: the training batch has no 'idx' entry.")
+        return self.fn(logits, batch["labels"], *(lookup(batch["idx"]) for lookup in self.lookups))
 
 
-class ReweightLoss:
-    def __init__(self, bias: PredictionCache) -> None:
-        self.bias = DeviceLookup(bias)
+@dataclass
+class BiasPredictionArguments:
+    config_group = "ObjectiveArguments"
+    _argument_group_name = "debiasing: bias model (poe, ...)"  # its --help section
 
-    def __call__(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return reweight_loss(logits, batch["labels"], _bias_probs(self.bias, batch))
+    bias_predictions: str | None = field(default=None, metadata={
+        "help": "Bias-only predictions for the training split (bias_predictions.safetensors from "
+                "pipelines/train_bias_model.py)."})
 
 
-class ConfRegLoss:
-    def __init__(self, bias: PredictionCache, teacher: PredictionCache) -> None:
-        self.bias = DeviceLookup(bias)
-        self.teacher = DeviceLookup(teacher)
+def load_predictions(path: str | None, option: str, kind: str, task: TaskSpec, train_dataset: Any
+                     ) -> PredictionCache:
+    """The `kind` predictions of `--option`, checked against the training split once."""
+    if not path:
+        raise SubnetsError(f"This --debias choice needs --{option} (a predictions file for the training split).")
+    cache = PredictionCache.load(path)
+    if cache.kind != kind:
+        raise SubnetsError(f"--{option} {path} holds {cache.kind} predictions; expected {kind} predictions.")
+    cache.check_alignment(train_dataset, task.name, len(task.label_names), source=f"Predictions in {path}")
+    return cache
 
-    def __call__(self, logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return conf_reg_loss(logits, batch["labels"], _bias_probs(self.bias, batch), _bias_probs(self.teacher, batch))
+
+def bias_predictions(context: DebiasContext) -> PredictionCache:
+    """The bias-only predictions every debiasing loss reads (`--bias_predictions`)."""
+    return load_predictions(context.options[BiasPredictionArguments].bias_predictions, "bias_predictions", "bias",
+                            context.task, context.train_dataset)
