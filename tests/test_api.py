@@ -70,6 +70,10 @@ def test_load_data_reads_the_data_folder_of_subnets_data_dir(tiny_bert, tiny_dat
     monkeypatch.setenv("SUBNETS_DATA_DIR", str(tiny_data_dir))
     data = api.load_data(api.load_task("sst2"), tiny_bert[1], max_seq_length=16)
     assert len(data.train) == 96 and len(data.eval) == 32  # the toy folder's sizes, not the hub's
+    held = api.load_data(api.load_task("sst2"), tiny_bert[1], validation_split_percentage=25)  # as the stages hold out
+    rows = api.load_data(api.load_task("sst2"), tiny_bert[1]).train
+    assert len(held.train) + len(held.eval) == len(rows) and 20 <= len(held.eval) <= 28
+    assert set(held.eval_text["idx"]) <= set(rows["idx"]) and not set(held.eval_text["idx"]) & set(held.train["idx"])
 
 
 def test_finetune_into_an_existing_run_folder_resumes_only_the_same_call(tmp_path, tiny_model_dir, tiny_data_dir):
