@@ -4,7 +4,9 @@ AdamW with no-decay groups, warmup then a linear/cosine/constant learning rate, 
 autocast on CUDA, evaluation by epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints,
 tqdm, DDP under torchrun. Resuming restores weights, optimizer, scheduler, RNG and data position, so a resumed run
 ends with the same metrics as an uninterrupted one. No checkpoint is written from a non-finite state, and the
-output folder is locked for the run's life.
+output folder is locked for the run's life. The run's own state is one `TrainState` (`trainer.state`, as HF's
+`TrainerState`), and what happens after each optimizer step is a sequence of named decisions (`_should_log`,
+`_should_evaluate`, `_should_save`, `_should_snapshot`), as HF's `DefaultFlowCallback` decides them.
 
 Infrastructure is injected, as torchtune's recipes build their parts: the learning-rate schedule
 (`scheduler_factory`), where scalars go (`metric_logger`, TensorBoard by default), how checkpoints are stored
