@@ -30,7 +30,7 @@ from subnets.masking import (
     sample_masked_weight,
     snapshot,
 )
-from subnets.masking.hard_concrete import BETA, LIMIT_L, LIMIT_R
+from subnets.masking.methods.hard_concrete import BETA, LIMIT_L, LIMIT_R
 from subnets.sparsity import sparsity_report
 from subnets.targets import find_targets
 

@@ -79,8 +79,7 @@ def test_resume_after_a_crash_ends_with_identical_weights_and_metrics(tmp_path, 
 def test_a_resume_between_logging_steps_logs_what_an_uninterrupted_run_logs(tmp_path, tiny_data_dir):
     """Issue 28, defect 10: after a resume from a checkpoint between logging steps the logged `loss` and
     `train_loss` differed from an uninterrupted run's, and a mask search's first log lacked `mask/flip_rate`."""
-    from subnets.masking.callbacks import FixedLambda
-    from subnets.masking.hard_concrete import attach_hard_concrete
+    from subnets.masking.methods.hard_concrete import FixedLambda, attach_hard_concrete
     from subnets.targets import find_targets
 
     def search(name, callbacks=()):

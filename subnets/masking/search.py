@@ -31,7 +31,9 @@ from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .draw import SCOPES
 from .layout import GRANULARITIES, head_counts, layout_for
-from .methods import MASK_METHODS, FoundMask, MaskMethodName, OneShotArguments, SearchContext
+from .methods import MASK_METHODS, MaskMethodName
+from .oneshot import OneShotArguments
+from .search_context import FoundMask, SearchContext
 from .sources import RUN_MASKS_FILE, record_meta
 
 logger = logging.get_logger("subnets")
@@ -95,7 +97,7 @@ def check_search(search: SearchArguments, options: OptionGroups) -> None:
         raise SubnetsError(f"--pattern, --layer_budget and the calibration options apply to the one-shot methods "
                            f"(magnitude, wanda, sparsegpt), not --method {search.method}; expected their defaults "
                            f"(stage 3 draws an N:M ticket from any mask state with --pattern).")
-    check = getattr(method.build, "check", None)  # one-shot builders check their options (OneShotSearch)
+    check = getattr(method.build, "check", None)  # builders that check their options: OneShotSearch, hard-concrete's
     if check is not None:
         check(search, options)
 

@@ -1,7 +1,6 @@
-"""The mask-search methods of stage 2 (`--method`): name -> option groups + builder.
-
-A builder takes a `SearchContext` and returns a `FoundMask`. Adding a method: one new file in this folder (its
-option group, with `config_group = "SearchArguments"`, and its builder) plus one line below (docs/mask_search.md).
+"""The mask-search methods of stage 2 (`--method`): name -> builder + option groups. One file per method holds
+its math, its controller, its option group and its builder `search_<name>(context: SearchContext) -> FoundMask`
+(docs/mask_search.md, "How to add a mask method"); the shared machinery is in `subnets.masking`.
 """
 
 from __future__ import annotations
@@ -9,11 +8,12 @@ from __future__ import annotations
 from typing import Callable
 
 from ...registry import Method, choices
-from .baselines import RandomArguments, search_magnitude, search_random
-from .context import FoundMask, SearchContext
+from ..oneshot import OneShotArguments
+from ..search_context import FoundMask, SearchContext
 from .hard_concrete import HardConcreteArguments, search_hard_concrete
 from .imp import IMPArguments, search_imp
-from .oneshot import OneShotArguments
+from .magnitude import search_magnitude
+from .random import RandomArguments, search_random
 from .scores import ScoreArguments, search_scores
 from .sparsegpt import search_sparsegpt
 from .wanda import search_wanda
