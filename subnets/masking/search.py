@@ -49,7 +49,8 @@ class SearchArguments:
     _argument_group_name = "method: mask search (every method)"  # its --help section
 
     method: MaskMethodName = field(default="hard_concrete", metadata={"help": " | ".join(MASK_METHODS)})
-    target_sparsity: float = field(default=0.5, metadata={"help": "Target fraction of pruned target weights."})
+    target_sparsity: float = field(default=0.5, metadata={
+        "help": "Target fraction of pruned target weights (hard_concrete under --controller fixed only records it)."})
     granularity: Literal[GRANULARITIES] = field(default="weight", metadata={
         "help": "weight | head | neuron | structured"})
     mask_pooler: bool = field(default=False, metadata={

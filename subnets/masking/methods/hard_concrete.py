@@ -305,4 +305,4 @@ class HardConcreteSearch:
         return context.train_mask(control)
 
 
-search_hard_concrete = HardConcreteSearch()
+build_hard_concrete = HardConcreteSearch()

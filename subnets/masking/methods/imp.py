@@ -75,7 +75,7 @@ class IMPArguments:
         check_value(self, "imp_rate", 0 < self.imp_rate < 1, "a fraction of the remaining weights in (0, 1)")
 
 
-def search_imp(context: SearchContext) -> FoundMask:
+def build_imp(context: SearchContext) -> FoundMask:
     """Rounds of (train, prune, rewind) -- or (prune, rewind, train) with `imp_prune_first` -- each with a new
     Trainer (fresh optimizer and schedule), until the round sparsity reaches the target."""
     options, model, targets = context.options[IMPArguments], context.model, context.targets

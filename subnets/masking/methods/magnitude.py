@@ -67,4 +67,4 @@ def _magnitude(weight: torch.Tensor, stats: InputStatistics | None, sparsity: fl
 
 MAGNITUDE = MatrixPruner("none", _magnitude, score=lambda weight, stats: weight.abs())
 
-search_magnitude = OneShotSearch(MAGNITUDE)
+build_magnitude = OneShotSearch(MAGNITUDE)

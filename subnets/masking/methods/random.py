@@ -31,7 +31,7 @@ class RandomArguments:
     mask_seed: int = field(default=0, metadata={"help": "Seed of the random baseline."})
 
 
-def search_random(context: SearchContext) -> FoundMask:
+def build_random(context: SearchContext) -> FoundMask:
     search = context.search
     ticket = random_mask(context.targets, search.target_sparsity, scope=search.scope,
                          seed=context.options[RandomArguments].mask_seed)

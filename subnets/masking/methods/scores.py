@@ -167,7 +167,7 @@ class ScoreArguments:
         check_choice("sparsity_schedule", self.sparsity_schedule, SCHEDULES)
 
 
-def search_scores(context: SearchContext) -> FoundMask:
+def build_scores(context: SearchContext) -> FoundMask:
     options, search = context.options[ScoreArguments], context.search
     cubic = options.sparsity_schedule == "cubic"
     initial = options.initial_sparsity if cubic else search.target_sparsity

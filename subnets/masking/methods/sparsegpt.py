@@ -70,4 +70,4 @@ def _sparsegpt(weight: torch.Tensor, stats: InputStatistics | None, sparsity: fl
 
 SPARSEGPT = MatrixPruner("hessian", _sparsegpt)
 
-search_sparsegpt = OneShotSearch(SPARSEGPT)
+build_sparsegpt = OneShotSearch(SPARSEGPT)

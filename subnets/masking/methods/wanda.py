@@ -18,4 +18,4 @@ def _wanda(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float,
 
 WANDA = MatrixPruner("norms", _wanda, score=lambda weight, stats: wanda_scores(weight, stats.norms))
 
-search_wanda = OneShotSearch(WANDA)
+build_wanda = OneShotSearch(WANDA)
