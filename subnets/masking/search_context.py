@@ -18,6 +18,7 @@ from ..training import Callback, Trainer
 from .base import binary_mask
 from .callbacks import BINARY_FILE, STATE_FILE, MaskSearchCallback
 
+
 class SharedSearchOptions(Protocol):
     """The options of `subnets.masking.search.SearchArguments` that every method reads (typed here so that the
     methods do not import the stage module that imports them)."""
