@@ -89,7 +89,8 @@ def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Targ
 
 
 def check_search(search: SearchArguments, options: OptionGroups) -> None:
-    """Refuse options the chosen method contradicts or does not read (a stage calls this before writing)."""
+    """Refuse options the chosen method contradicts or does not read, and let the method's own check refuse or warn
+    (a stage calls this before writing)."""
     method = MASK_METHODS[search.method]
     if search.granularity != "weight" and search.method in WEIGHT_ONLY_METHODS:
         raise SubnetsError(f"--method {search.method} masks single weights only; expected --granularity weight with "
