@@ -202,15 +202,16 @@ KEYWORD_PREFIX = "attack_"
 class AttackOptions:
     """The attack options: the fields are evaluate.py's command-line options; `from_keywords` builds them from the
     keywords of `subnets.api.attack` and `build_attack`, each a field's name without the `attack_` prefix
-    (`samples` for `--attack_samples`) unless its metadata names another (`query_budget` for `--attack_budget`)."""
+    (`samples` for `--attack_samples`) unless `_keywords` names another (`query_budget` for `--attack_budget`)."""
 
     _argument_group_name = "attacks"  # its --help section
+    _keywords = {"attack_budget": "query_budget"}
     attack: str = field(default="none", metadata={"help": "none|textfooler|pwws|textbugger|bae (docs/robustness.md)."})
     attack_samples: int | None = field(default=None, metadata={
         "help": "Examples to attack (default: 872 SST-2, else 1000; a file: all rows)."})
     attack_seed: int = 0
     attack_budget: int | None = field(default=None, metadata={
-        "keyword": "query_budget", "help": "Query budget per example (default: the recipe's, none)."})
+        "help": "Query budget per example (default: the recipe's, none)."})
     attack_max_ratio: float | None = field(default=None, metadata={
         "help": "Largest share of words an attack may change (default: the recipe's, no cap)."})
     attack_max_candidates: int | None = field(default=None, metadata={
@@ -251,7 +252,7 @@ class AttackOptions:
     @classmethod
     def from_keywords(cls, **options: Any) -> AttackOptions:
         """The options from keywords (`disable` may also be a sequence of names); one error for an unknown name."""
-        names = {f.metadata.get("keyword", f.name.removeprefix(KEYWORD_PREFIX)): f.name
+        names = {cls._keywords.get(f.name, f.name.removeprefix(KEYWORD_PREFIX)): f.name
                  for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - set(names))
         if unknown:
