@@ -63,9 +63,12 @@ class EvaluateArguments:
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
     use_cpu: bool = field(default=False, metadata={
         "help": "Evaluate on the CPU even where CUDA is available (also $SUBNETS_USE_CPU=1)."})
-    attack_file: str | None = field(default=None, metadata={"help": "Attack this TSV/CSV/JSONL instead of the evaluation sets."})
-    attack_text_columns: str = field(default="sentence", metadata={"help": "Text column(s) of --attack_file: a or a,b (only b is modified)."})
-    attack_label_column: str = field(default="label", metadata={"help": "Label column of --attack_file (ids or label names)."})
+    attack_file: str | None = field(default=None, metadata={
+        "help": "Attack this TSV/CSV/JSONL instead of the evaluation sets."})
+    attack_text_columns: str = field(default="sentence", metadata={
+        "help": "Text column(s) of --attack_file: a or a,b (only b is modified)."})
+    attack_label_column: str = field(default="label", metadata={
+        "help": "Label column of --attack_file (ids or label names)."})
     ood_task: str | None = field(default=None, metadata={"help": "Task whose inputs are the out-of-distribution set."})
 
     def __post_init__(self) -> None:

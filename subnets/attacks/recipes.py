@@ -12,12 +12,12 @@ The options (`AttackOptions`) are parsed once by `pipelines/evaluate.py`, or bui
 budget, no perturbed-word cap, the recipe's number of neighbours, the shipped neighbour lists unless
 `--attack_embeddings` is given.
 
-| recipe     | swap                                   | constraints (in order)                                  | ranking |
-|------------|----------------------------------------|---------------------------------------------------------|---------|
-| textfooler | 50 counter-fitted neighbours           | repeat, TextFooler stop words, cosine >= 0.5, POS, USE  | delete  |
-| pwws       | WordNet synonyms                       | repeat, NLTK stop words                                 | weighted-saliency |
-| textbugger | 4 character bugs + 5 nearest neighbours| repeat, NLTK stop words, USE (whole text)               | delete  |
-| bae        | 50 counter-fitted neighbours (RT)      | repeat, NLTK stop words, POS, USE (cosine 0.2)          | delete  |
+| recipe     | swap                           | constraints, in order                               | ranking           |
+|------------|--------------------------------|-----------------------------------------------------|-------------------|
+| textfooler | 50 counter-fitted neighbours   | repeat, TextFooler stop words, cos >= 0.5, POS, USE | delete            |
+| pwws       | WordNet synonyms               | repeat, NLTK stop words                             | weighted saliency |
+| textbugger | 4 character bugs, 5 neighbours | repeat, NLTK stop words, USE (whole text)           | delete            |
+| bae        | 50 neighbours (Robust Tickets) | repeat, NLTK stop words, POS, USE (cosine 0.2)      | delete            |
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ Constraints = Mapping[str, Callable[[], Any]]  # constraint name (as --attack_di
 
 @dataclass
 class Kit:
-    """What a recipe is composed from: the classifier, the options, the data folder and the shared resources."""
+    """What a recipe is composed from: the classifier, the options, the data folder, the neighbour count."""
 
     recipe: str
     classifier: Classifier
@@ -223,7 +223,8 @@ class AttackOptions:
     attack_batch_size: int | None = field(default=None, metadata={
         "help": "Examples attacked together, their candidates scored in shared model batches (results as one at a "
                 "time; default: 64 on CUDA, 32 on CPU)."})
-    wordnet_dir: str | None = field(default=None, metadata={"help": "WordNet dict folder (default /usr/share/wordnet)."})
+    wordnet_dir: str | None = field(default=None, metadata={
+        "help": "WordNet dict folder (default /usr/share/wordnet)."})
 
     def __post_init__(self) -> None:
         """Reject bad values while parsing, before anything is written."""
