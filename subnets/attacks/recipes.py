@@ -12,12 +12,12 @@ The options (`AttackOptions`) are parsed once by `pipelines/evaluate.py`, or bui
 budget, no perturbed-word cap, the recipe's number of neighbours, the shipped neighbour lists unless
 `--attack_embeddings` is given.
 
-| recipe     | swap                           | constraints, in order                               | ranking           |
-|------------|--------------------------------|-----------------------------------------------------|-------------------|
-| textfooler | 50 counter-fitted neighbours   | repeat, TextFooler stop words, cos >= 0.5, POS, USE | delete            |
-| pwws       | WordNet synonyms               | repeat, NLTK stop words                             | weighted saliency |
-| textbugger | 4 character bugs, 5 neighbours | repeat, NLTK stop words, USE (whole text)           | delete            |
-| bae        | 50 neighbours (Robust Tickets) | repeat, NLTK stop words, POS, USE (cosine 0.2)      | delete            |
+| recipe     | swap                           | constraints, in order                               | ranking          |
+|------------|--------------------------------|-----------------------------------------------------|------------------|
+| textfooler | 50 counter-fitted neighbours   | repeat, TextFooler stop words, cos >= 0.5, POS, USE | delete           |
+| pwws       | WordNet synonyms               | repeat, NLTK stop words                             | weighted-saliency|
+| textbugger | 4 character bugs, 5 neighbours | repeat, NLTK stop words, USE (whole text)           | delete           |
+| bae        | 50 neighbours (Robust Tickets) | repeat, NLTK stop words, POS, USE (cosine 0.2)      | delete           |
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ class Kit:
 
 def textfooler(kit: Kit) -> GreedyWordSwapWIR:
     """TextFoolerJin2019 (Jin et al. 2020, "Is BERT Really Robust?"): the 50 nearest counter-fitted neighbours with
-    cosine >= 0.5, part of speech kept, USE similarity of a 15-word window; words ranked by deletion."""
+    cosine >= 0.5, part of speech kept, USE similarity of a 15-word window; words ranked by deletion. Ours differs
+    in its USE (multilingual v3), POS tagger (spaCy) and, without --attack_embeddings, its neighbour lists
+    (docs/robustness.md, deviations)."""
     neighbours = kit.neighbours()
     return kit.compose(
         source="textattack/attack_recipes/textfooler_jin_2019.py (TextFoolerJin2019)",
@@ -122,7 +124,7 @@ def textfooler(kit: Kit) -> GreedyWordSwapWIR:
 
 
 TEXTFOOLER_NEIGHBOURS = 50  # WordSwapEmbedding(max_candidates=50)
-TEXTFOOLER_MIN_COS = 0.5  # WordEmbeddingDistance(min_cos_sim=0.5)
+TEXTFOOLER_MIN_COS = 0.5  # WordEmbeddingDistance(min_cos_sim=0.5): the released code's (the paper says 0.7)
 # 1 - 0.5 / pi: TextFooler's code forgot to divide the angle by pi (recipe comment; the value before TextAttack
 # commit 8d5e8e7b of July 2020 was 1 - 0.3 / pi = 0.904458599).
 TEXTFOOLER_USE_THRESHOLD = 0.840845057
@@ -130,7 +132,8 @@ TEXTFOOLER_USE_THRESHOLD = 0.840845057
 
 def pwws(kit: Kit) -> GreedyWordSwapWIR:
     """PWWSRen2019 (Ren et al. 2019, "Generating Natural Language Adversarial Examples through Probability Weighted
-    Word Saliency"): WordNet synonyms, words ranked by weighted saliency (Eq. 7-8), no similarity constraint."""
+    Word Saliency"): WordNet synonyms, words ranked by weighted saliency (Eq. 7-8), no similarity constraint. Ours
+    reads WordNet 3.0's dict files itself (wordnet.py) and keeps its sense order."""
     return kit.compose(
         source="textattack/attack_recipes/pwws_ren_2019.py (PWWSRen2019)",
         candidates=WordNetSynonyms(WordNet(kit.options.wordnet_dir)),
@@ -141,7 +144,8 @@ def pwws(kit: Kit) -> GreedyWordSwapWIR:
 def textbugger(kit: Kit) -> GreedyWordSwapWIR:
     """TextBuggerLi2018 (Li et al. 2019, "TextBugger"): four character bugs and the 5 nearest neighbours, USE
     similarity of the whole text against the original (UniversalSentenceEncoder(threshold=0.8): the class
-    defaults, angular metric)."""
+    defaults, angular metric). Ours differs in its USE and its random bug positions (seeded per example and
+    position; docs/robustness.md, deviations)."""
     return kit.compose(
         source="textattack/attack_recipes/textbugger_li_2018.py (TextBuggerLi2018)",
         candidates=Composite([CharacterBugs(), EmbeddingSwap(kit.neighbours(), kit.max_candidates)]),
