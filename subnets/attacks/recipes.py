@@ -12,12 +12,12 @@ The options (`AttackOptions`) are parsed once by `pipelines/evaluate.py`, or bui
 budget, no perturbed-word cap, the recipe's number of neighbours, the shipped neighbour lists unless
 `--attack_embeddings` is given.
 
-| recipe     | swap                           | constraints, in order                               | ranking          |
-|------------|--------------------------------|-----------------------------------------------------|------------------|
-| textfooler | 50 counter-fitted neighbours   | repeat, TextFooler stop words, cos >= 0.5, POS, USE | delete           |
-| pwws       | WordNet synonyms               | repeat, NLTK stop words                             | weighted-saliency|
-| textbugger | 4 character bugs, 5 neighbours | repeat, NLTK stop words, USE (whole text)           | delete           |
-| bae        | 50 neighbours (Robust Tickets) | repeat, NLTK stop words, POS, USE (cosine 0.2)      | delete           |
+| recipe     | swap                           | constraints, in order                              | ranking           |
+|------------|--------------------------------|----------------------------------------------------|-------------------|
+| textfooler | 50 counter-fitted neighbours   | repeat, TextFooler stopwords, cos >= 0.5, POS, USE | delete            |
+| pwws       | WordNet synonyms               | repeat, NLTK stopwords                             | weighted-saliency |
+| textbugger | 4 character bugs, 5 neighbours | repeat, NLTK stopwords, USE (whole text)           | delete            |
+| bae        | 50 neighbours (Robust Tickets) | repeat, NLTK stopwords, POS, USE (cosine 0.2)      | delete            |
 """
 
 from __future__ import annotations
