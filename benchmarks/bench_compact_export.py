@@ -21,7 +21,7 @@ import time
 import torch
 
 from subnets.export import apply_structured_masks, compact_export
-from subnets.masking.baselines import magnitude_structured_masks
+from subnets.masking import magnitude_structured_masks
 from subnets.models import load_classifier
 from subnets.targets import find_encoder_layers
 

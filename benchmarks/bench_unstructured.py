@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved  # noqa: E402
 
 from masks.checkpoint import save_sparse_checkpoint  # noqa: E402
-from subnets.masking.baselines import magnitude_mask  # noqa: E402
+from subnets.masking import magnitude_mask  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
 from subnets.weights import apply_masks, save_plain_model  # noqa: E402
 from subnets.targets import find_targets  # noqa: E402

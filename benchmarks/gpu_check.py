@@ -663,7 +663,7 @@ def phase_inference(ctx: Context) -> None:
 
     from common import interleaved
     from subnets.export import apply_structured_masks, compact_export
-    from subnets.masking.baselines import magnitude_structured_masks
+    from subnets.masking import magnitude_structured_masks
 
     device = torch.device(ctx.device)
     semi = getattr(torch.sparse, "to_sparse_semi_structured", None)

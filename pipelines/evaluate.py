@@ -30,15 +30,14 @@ import numpy as np
 import torch
 from pipelines import RECIPE_DIR
 from pipelines.common import claim_output_dir, run_cli, run_task
-from subnets.attacks import ATTACKS
-from subnets.attacks.pipeline import AttackOptions, attack_examples, attack_tables, file_examples, is_attackable, task_examples
+from subnets.attacks import ATTACKS, AttackOptions
+from subnets.attacks.pipeline import attack_examples, attack_tables, file_examples, is_attackable, task_examples
 from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, subsample, tokenize
 from subnets.distributed import pick_device
 from subnets.errors import SubnetsError
 from subnets.evaluation import check_label_compatibility, compute_metrics, predict, predicted_labels
 from subnets.io import atomic_write_json, atomic_write_text
-from subnets.registry import check_choice
 from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
 from subnets.tasks import TaskSpec, get_task
@@ -64,33 +63,16 @@ class EvaluateArguments:
     bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (CPU always runs fp32)."})
     use_cpu: bool = field(default=False, metadata={
         "help": "Evaluate on the CPU even where CUDA is available (also $SUBNETS_USE_CPU=1)."})
-    attack: str = field(default="none", metadata={"help": "none|textfooler|pwws|textbugger|bae (docs/robustness.md)."})
-    attack_samples: int | None = field(default=None, metadata={"help": "Examples to attack (default: 872 SST-2, else 1000; a file: all rows)."})
-    attack_seed: int = 0
-    attack_budget: int | None = field(default=None, metadata={"help": "Query budget per example (default: the recipe's, none)."})
-    attack_max_ratio: float | None = field(default=None, metadata={"help": "Largest share of words an attack may change (default: the recipe's, no cap)."})
-    attack_max_candidates: int | None = field(default=None, metadata={"help": "Embedding neighbours per word (default: the recipe's, 50 or 5)."})
-    attack_embeddings: str | None = field(default=None, metadata={"help": "Counter-fitted vectors text file (default: the shipped neighbour lists)."})
-    attack_disable: str = field(default="", metadata={"help": "Comma-separated constraints to switch off: repeat,stopwords,embedding,pos,use."})
-    attack_file: str | None = field(default=None, metadata={"help": "Attack this TSV/CSV/JSONL instead of the evaluation sets."})
-    attack_text_columns: str = field(default="sentence", metadata={"help": "Text column(s) of --attack_file: a or a,b (only b is modified)."})
-    attack_label_column: str = field(default="label", metadata={"help": "Label column of --attack_file (ids or label names)."})
-    attack_batch_size: int | None = field(default=None, metadata={
-        "help": "Examples attacked together, their candidates scored in shared model batches (results as one at a "
-                "time; default: 64 on CUDA, 32 on CPU)."})
-    wordnet_dir: str | None = field(default=None, metadata={"help": "WordNet dict folder (default /usr/share/wordnet)."})
+    attack_file: str | None = field(default=None, metadata={
+        "help": "Attack this TSV/CSV/JSONL instead of the evaluation sets."})
+    attack_text_columns: str = field(default="sentence", metadata={
+        "help": "Text column(s) of --attack_file: a or a,b (only b is modified)."})
+    attack_label_column: str = field(default="label", metadata={
+        "help": "Label column of --attack_file (ids or label names)."})
     ood_task: str | None = field(default=None, metadata={"help": "Task whose inputs are the out-of-distribution set."})
 
     def __post_init__(self) -> None:
-        """Reject bad values while parsing, before anything is written."""
-        check_choice("attack", self.attack, ("none", *ATTACKS))
-        if self.attack_file and self.attack == "none":
-            raise SubnetsError("--attack_file was given without --attack; expected one of " + ", ".join(ATTACKS) + ".")
-        if self.attack_batch_size is not None:
-            if self.attack == "none":
-                raise SubnetsError("--attack_batch_size was given without --attack; expected one of "
-                                   + ", ".join(ATTACKS) + ".")
-            check_at_least_one(self, ("attack_batch_size",))
+        """Reject bad values while parsing, before anything is written (the attack's own: AttackOptions)."""
         check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
@@ -162,12 +144,18 @@ def check_sets(checkpoints: Sequence[str], tasks: Sequence[TaskSpec]) -> None:
             check_label_compatibility(labels, task, task if task.user else get_task(task.classifier_task), path)
 
 
-def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArguments,
+def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArguments, attack: AttackOptions,
                         name: str = "") -> dict[str, dict[str, float]]:
     model, tokenizer, labels = load_for_eval(path)
     device = pick_device(use_cpu=args.use_cpu)
     model.to(device)
-    options = attack_options(args)
+
+    def attacked(examples, set_name: str, file_stem: str) -> dict:
+        print(attack_header(attack.attack, name or path, set_name), flush=True)
+        return attack_examples(model, tokenizer, examples, attack,
+                               Path(args.output_dir) / "attacks" / name / f"{file_stem}_{attack.attack}",
+                               max_length=args.max_seq_length, data_dir=args.data_dir, bf16=args.bf16,
+                               use_cpu=args.use_cpu)
 
     def set_logits(task):
         raw = subsample(load_split(task, task.eval_split, args.data_dir), args.max_eval_samples, shuffle=False)
@@ -185,20 +173,13 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
                           predicted_labels(task, logits, labels), np.asarray(raw["label"]))
         if out_logits is not None:
             results[task.name].update(ood_metrics(logits, out_logits))
-        if args.attack != "none" and not args.attack_file and is_attackable(task, labels):
-            print(attack_header(args.attack, name or path, task.name), flush=True)
-            results[task.name].update(attack_examples(
-                model, tokenizer, task_examples(task, raw, options), options,
-                Path(args.output_dir) / "attacks" / name / f"{task.name}_{args.attack}", max_length=args.max_seq_length))
-    if args.attack != "none" and args.attack_file:
+        if attack.attack != "none" and not args.attack_file and is_attackable(task, labels):
+            results[task.name].update(attacked(task_examples(task, raw, attack), task.name, task.name))
+    if attack.attack != "none" and args.attack_file:
         examples = file_examples(args.attack_file, args.attack_text_columns.split(","), args.attack_label_column,
-                                 labels, options)
-        set_name = f"{FILE_SET_PREFIX}{Path(args.attack_file).stem}"
-        print(attack_header(args.attack, name or path, set_name), flush=True)
-        results[set_name] = attack_examples(
-            model, tokenizer, examples, options,
-            Path(args.output_dir) / "attacks" / name / f"{Path(args.attack_file).stem}_{args.attack}",
-            max_length=args.max_seq_length)
+                                 labels, attack)
+        stem = Path(args.attack_file).stem
+        results[f"{FILE_SET_PREFIX}{stem}"] = attacked(examples, f"{FILE_SET_PREFIX}{stem}", stem)
     return results
 
 
@@ -211,15 +192,6 @@ def write_predictions(path: Path, prediction: np.ndarray, gold: np.ndarray) -> N
     """Per-example predictions of one set, in the set's order (`subnets.intervals` pairs rows on them):
     {"prediction": [label ids], "label": [gold ids]}."""
     atomic_write_json(path, {"prediction": prediction.tolist(), "label": gold.tolist()})
-
-
-def attack_options(args: EvaluateArguments) -> AttackOptions:
-    return AttackOptions(attack=args.attack, samples=args.attack_samples, seed=args.attack_seed,
-                         query_budget=args.attack_budget, max_ratio=args.attack_max_ratio,
-                         max_candidates=args.attack_max_candidates, embeddings=args.attack_embeddings,
-                         disable=tuple(c for c in args.attack_disable.split(",") if c), data_dir=args.data_dir,
-                         wordnet_dir=args.wordnet_dir, bf16=args.bf16, batch_size=args.attack_batch_size,
-                         use_cpu=args.use_cpu)
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, float]]],
@@ -245,7 +217,10 @@ def markdown_table(results: dict[str, dict[str, dict[str, float]]],
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args, files = parse_args([EvaluateArguments, DataFileArguments], argv, recipe_dir=RECIPE_DIR).instances
+    args, attack, files = parse_args([EvaluateArguments, AttackOptions, DataFileArguments], argv,
+                                     recipe_dir=RECIPE_DIR).instances
+    if args.attack_file and attack.attack == "none":
+        raise SubnetsError("--attack_file was given without --attack; expected one of " + ", ".join(ATTACKS) + ".")
     if not args.checkpoint:
         raise SubnetsError("No --checkpoint given; expected at least one checkpoint or run directory.")
     if not args.output_dir:
@@ -258,12 +233,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.ood_task:
         get_task(args.ood_task)
     claim_output_dir(Path(args.output_dir), COMMAND)
-    results = {name: evaluate_checkpoint(path, tasks, args, name)
+    results = {name: evaluate_checkpoint(path, tasks, args, attack, name)
                for name, path in zip(checkpoint_names(args.checkpoint), args.checkpoint)}
     out = Path(args.output_dir)
-    atomic_write_json(out / "run_config.json", {"stage": COMMAND, **asdict(args)})
+    atomic_write_json(out / "run_config.json", {"stage": COMMAND, **asdict(args), **asdict(attack)})
     atomic_write_json(out / "metrics.json", results)
-    table = markdown_table(results, {t.name: t for t in tasks}) + (attack_tables(results, args.attack) if args.attack != "none" else "")
+    table = markdown_table(results, {t.name: t for t in tasks}) + (attack_tables(results, attack.attack)
+                                                                   if attack.attack != "none" else "")
     atomic_write_text(out / "results.md", table)
     print(table)
     return results

@@ -226,18 +226,21 @@ def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: 
 
 def attack(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData, *,
            attack: str = "textfooler", output_prefix: PathLike = "attack", max_length: int = 128,
+           data_dir: PathLike | None = None, bf16: bool = True, use_cpu: bool = False,
            **options: Any) -> dict[str, Any]:
     """Attack the evaluation split, resumably, writing TextAttack's outputs at `output_prefix` (.jsonl, _results.csv,
-    _results_summary.json). Options as `subnets.attacks.pipeline.AttackOptions` (samples, seed, data_dir,
-    query_budget, max_ratio, embeddings, disable, batch_size (examples attacked together), ...; `data_dir`, for the
-    shipped neighbour lists, defaults to $SUBNETS_DATA_DIR); returns clean accuracy, accuracy under attack, ... and
-    the `attack_config`."""
-    from .attacks.pipeline import AttackOptions, attack_examples, task_examples
+    _results_summary.json). Options: the `subnets.attacks.AttackOptions` keywords (samples, seed, query_budget,
+    max_ratio, max_candidates, embeddings, disable, batch_size (examples attacked together), wordnet_dir);
+    `data_dir`, for the shipped neighbour lists, defaults to $SUBNETS_DATA_DIR. Returns clean accuracy, accuracy
+    under attack, ... and the `attack_config`."""
+    from .attacks import AttackOptions
+    from .attacks.pipeline import attack_examples, task_examples
 
     _check_arguments("attack", model=model, tokenizer=tokenizer, task=task, data=data)
-    chosen = AttackOptions(attack=attack, **{"data_dir": default_data_dir(), **options})
+    chosen = AttackOptions.from_keywords(attack=attack, **options)
     return attack_examples(model, tokenizer, task_examples(task, data.eval_text, chosen), chosen, output_prefix,
-                           max_length=max_length)
+                           max_length=max_length, data_dir=default_data_dir() if data_dir is None else data_dir,
+                           bf16=bf16, use_cpu=use_cpu)
 
 
 def put_mask(mask: dict[str, torch.Tensor], model: PreTrainedModel, *, task: TaskSpec | str, method: str = "user",

@@ -3,7 +3,7 @@
 As torch.ao.pruning's sparsifier and Torch-Pruning's pruner do, `attach` puts a method on a model and returns a
 handle; the user's loop adds `handle.penalty()` to its loss, calls `handle.after_backward()` between backward and
 the optimizer step, and `handle.step()` after it. The handle holds the very callbacks the toolkit's `Trainer` runs
-(`masking.callbacks`: FixedLambda, Lagrangian, ScoreSchedule, FixedMaskCallback), built by the method's own stage-2
+(FixedLambda, Lagrangian, ScoreSchedule in `masking.methods`, FixedMaskCallback), built by the method's own stage-2
 builder, and calls their hooks in the Trainer's order (docs/ARCHITECTURE.md, "Step order"); `LoopState` gives them
 the few trainer attributes they read. `finalize` (torch.ao's `squash_mask`) leaves a plain model.
 

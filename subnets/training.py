@@ -4,7 +4,9 @@ AdamW with no-decay groups, warmup then a linear/cosine/constant learning rate, 
 autocast on CUDA, evaluation by epoch or steps, best (plain `from_pretrained`) and last (resumable) checkpoints,
 tqdm, DDP under torchrun. Resuming restores weights, optimizer, scheduler, RNG and data position, so a resumed run
 ends with the same metrics as an uninterrupted one. No checkpoint is written from a non-finite state, and the
-output folder is locked for the run's life.
+output folder is locked for the run's life. The run's own state is one `TrainState` (`trainer.state`, as HF's
+`TrainerState`), and what happens after each optimizer step is a sequence of named decisions (`_should_log`,
+`_should_evaluate`, `_should_save`, `_should_snapshot`), as HF's `DefaultFlowCallback` decides them.
 
 Infrastructure is injected, as torchtune's recipes build their parts: the learning-rate schedule
 (`scheduler_factory`), where scalars go (`metric_logger`, TensorBoard by default), how checkpoints are stored
@@ -19,6 +21,7 @@ global_step, ...) and `all_results.json` holds the final metrics.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -180,6 +183,53 @@ def hf_scheduler_factory(optimizer: torch.optim.Optimizer, args: TrainingArgumen
     return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=max_steps)
 
 
+@dataclasses.dataclass(eq=False)
+class TrainState:
+    """The loop's own run state, as HF's `TrainerState`: where the run is and what it recorded. checkpoint-last
+    keeps it (`to_dict`) beside the RNG, optimizer, scheduler and callback states, which their owners hold."""
+
+    max_steps: int = 0
+    global_step: int = 0
+    epoch: int = 0  # whole epochs done
+    step_in_epoch: int = 0  # optimizer steps done in the current epoch
+    best_metric: float | None = None  # value of `metric_for_best_model` at checkpoint-best
+    best_step: int | None = None
+    best_metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # all eval metrics of checkpoint-best
+    last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
+    last_eval_step: int | None = None
+    runtime: float = 0.0  # seconds of training, summed over resumes
+    samples_seen: int = 0  # over all ranks
+    # HF's log_history: one dict per logging step and per evaluation (plain JSON values)
+    log_history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    train_loss_sum: float = 0.0  # the logged losses so far (for train_loss)
+    train_loss_count: int = 0
+    # the loss summed on the device since the last logging step, so a resume between logging steps logs the same
+    pending_loss_sum: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(()))
+    pending_loss_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """checkpoint-last's keys for this state, in the order and nesting the trainer has always written."""
+        return {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "max_steps": self.max_steps,
+                "best": {"value": self.best_metric, "step": self.best_step, "metrics": self.best_metrics},
+                "last_eval": self.last_eval, "last_eval_step": self.last_eval_step, "runtime": self.runtime,
+                "samples_seen": self.samples_seen, "log_history": self.log_history,
+                "train_loss_sum": self.train_loss_sum, "train_loss_count": self.train_loss_count,
+                "pending_loss": {"sum": self.pending_loss_sum, "count": self.pending_loss_count}}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any], device: torch.device) -> "TrainState":
+        """The state in `saved` (a checkpoint-last dict; other keys are ignored), its pending loss on `device`.
+        A checkpoint written before the pending loss was kept resumes with none."""
+        best, pending = saved["best"], saved.get("pending_loss", {"sum": torch.zeros(()), "count": 0})
+        return cls(max_steps=saved["max_steps"], global_step=saved["global_step"], epoch=saved["epoch"],
+                   step_in_epoch=saved["step_in_epoch"], best_metric=best["value"], best_step=best["step"],
+                   best_metrics=best["metrics"], last_eval=saved["last_eval"], last_eval_step=saved["last_eval_step"],
+                   runtime=saved["runtime"], samples_seen=saved["samples_seen"], log_history=saved["log_history"],
+                   train_loss_sum=saved["train_loss_sum"], train_loss_count=saved["train_loss_count"],
+                   pending_loss_sum=pending["sum"].to(device), pending_loss_count=pending["count"])
+
+
 class Trainer:
     def __init__(self, model: PreTrainedModel, args: TrainingArguments, task: TaskSpec,
                  train_dataset: datasets.Dataset | None, eval_dataset: datasets.Dataset | None,
@@ -222,22 +272,25 @@ class Trainer:
         self.metric_logger = metric_logger
         self.checkpointer = checkpointer or DirectoryCheckpointer(self.output_dir)
         self.metric_key, self.greater_is_better = best_metric(args, task)
-        self.global_step = self.epoch = self.step_in_epoch = 0
-        self.max_steps = self.steps_per_epoch = 0
+        self.state = TrainState(pending_loss_sum=torch.zeros((), device=self.device))
+        self.steps_per_epoch = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: LRScheduler | None = None
-        self.best: dict[str, Any] = {"value": None, "step": None, "metrics": {}}
-        self.last_eval: dict[str, float] = {}
-        self.last_eval_step: int | None = None
-        self.runtime = 0.0
-        self.samples_seen = 0
-        # HF's log_history: one dict per logging step and per evaluation (plain JSON values; kept on resume)
-        self.log_history: list[dict[str, float]] = []
-        self.train_loss_sum, self.train_loss_count = 0.0, 0
         self.saved_step: int | None = None  # the step checkpoint-last holds on disk (None: not written yet)
-        self._loss_sum = torch.zeros((), device=self.device)
-        self._loss_count = 0
         self._grad_norm: torch.Tensor | None = None
+
+    # The run state callbacks read (docs/ARCHITECTURE.md), kept in `state`.
+    @property
+    def global_step(self) -> int:
+        return self.state.global_step
+
+    @property
+    def max_steps(self) -> int:
+        return self.state.max_steps
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
 
     # ----------------------------------------------------------------------------------------- set-up
     def _micro_batches_per_epoch(self) -> int:
@@ -289,14 +342,8 @@ class Trainer:
             dist.all_gather_object(rng, self._rng_state())
         if not self.is_main_process:
             return
-        state = {"global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                 "max_steps": self.max_steps, "best": self.best, "last_eval": self.last_eval,
-                 "last_eval_step": self.last_eval_step, "runtime": self.runtime, "samples_seen": self.samples_seen,
-                 "log_history": self.log_history, "train_loss_sum": self.train_loss_sum,
-                 "train_loss_count": self.train_loss_count,
-                 "pending_loss": {"sum": self._loss_sum, "count": self._loss_count},  # steps since the last log
-                 "rng": rng, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "callbacks": callbacks}
+        state = {**self.state.to_dict(), "rng": rng, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "callbacks": callbacks}
 
         def add_files(tmp: Path) -> None:
             for cb in self.callbacks:
@@ -323,42 +370,38 @@ class Trainer:
         loaded = self.checkpointer.load_last()
         if loaded is None:
             return False
-        state, model_state = loaded
+        saved, model_state = loaded
         where = self.checkpointer.location(LAST)
-        if state["max_steps"] != self.max_steps:
-            raise SubnetsError(f"{where} was written for {state['max_steps']} training steps, this run has "
+        if saved["max_steps"] != self.max_steps:
+            raise SubnetsError(f"{where} was written for {saved['max_steps']} training steps, this run has "
                                f"{self.max_steps}; expected the same schedule to resume (or a new --output_dir).")
         missing, unexpected = self.model.load_state_dict(model_state, strict=False)
         if missing or unexpected:
             raise SubnetsError(f"{where} does not match this model (first mismatched tensor: "
                                f"{(missing or unexpected)[0]}); expected a checkpoint of the same run.")
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.optimizer.load_state_dict(saved["optimizer"])
         except ValueError as e:
             raise SubnetsError(f"{where} does not match this run's optimizer ({e}); expected a checkpoint "
                                f"of the same run.") from e
-        self.scheduler.load_state_dict(state["scheduler"])
-        self._load_callback_states(state["callbacks"])
-        rng = state["rng"][self.rank]
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self._load_callback_states(saved["callbacks"])
+        rng = saved["rng"][self.rank]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state(rng["cuda"], self.device)
-        for key in ("global_step", "epoch", "step_in_epoch", "best", "last_eval", "last_eval_step", "runtime",
-                    "samples_seen", "log_history", "train_loss_sum", "train_loss_count"):
-            setattr(self, key, state[key])
-        if "pending_loss" in state:  # absent from checkpoints written before it was kept
-            self._loss_sum = state["pending_loss"]["sum"].to(self.device)
-            self._loss_count = state["pending_loss"]["count"]
+        self.state = TrainState.from_dict(saved, self.device)
         self.saved_step = self.global_step
         return True
 
     def _check_finite(self, callback_states: Mapping[str, Any] | None = None) -> None:
         """Stop before a checkpoint is written from a diverged state (NaN/inf loss, weights or trained tensors, and
         the callbacks' states `save_last` is about to write)."""
-        if self._loss_count and not bool(torch.isfinite(self._loss_sum)):
-            self._diverged(f"The training loss became {(self._loss_sum / self._loss_count).item()}")
+        pending, count = self.state.pending_loss_sum, self.state.pending_loss_count
+        if count and not bool(torch.isfinite(pending)):
+            self._diverged(f"The training loss became {(pending / count).item()}")
         named = [(n, t) for n, t in self.model.state_dict().items() if t.is_floating_point()]
         if self.optimizer is not None:
             named += [(f"optimizer group {i} parameter {j}", p) for i, g in enumerate(self.optimizer.param_groups)
@@ -376,8 +419,8 @@ class Trainer:
             on_disk = f"no {LAST} has been written in {self.output_dir}"
         else:
             on_disk = f"{LAST} is kept at step {self.saved_step} in {self.output_dir}"
-            if self.best["step"] is not None:
-                on_disk += f" ({BEST}: step {self.best['step']})"
+            if self.state.best_step is not None:
+                on_disk += f" ({BEST}: step {self.state.best_step})"
         raise SubnetsError(f"{what} by step {self.global_step}; expected finite values (try a lower "
                            f"--learning_rate). Nothing was saved from this state: {on_disk}.")
 
@@ -403,22 +446,19 @@ class Trainer:
 
     def _evaluate_and_checkpoint(self) -> None:
         self._check_finite()
-        self.last_eval_step = self.global_step
+        self.state.last_eval_step = self.global_step
         metrics = self.evaluate()
         if self.is_main_process and metrics:
-            self.last_eval = metrics
+            self.state.last_eval = metrics
             self._record({"eval/" + key.removeprefix("eval_"): value for key, value in metrics.items()})
             for cb in self.callbacks:
                 cb.on_evaluate(self, metrics)
             if self.metric_key not in metrics:
                 raise SubnetsError(f"metric_for_best_model '{self.metric_key}' is not among the eval metrics "
                                    f"{sorted(metrics)}.")
-            value = metrics[self.metric_key]
-            eligible = self.global_step >= self.args.best_after_fraction * self.max_steps
-            better = self.best["value"] is None or (value > self.best["value"] if self.greater_is_better
-                                                    else value < self.best["value"])
-            if eligible and better:
-                self.best = {"value": value, "step": self.global_step, "metrics": metrics}
+            if self._should_keep_best(metrics[self.metric_key]):
+                self.state.best_metric, self.state.best_step = metrics[self.metric_key], self.global_step
+                self.state.best_metrics = metrics
                 self._save_best()
         self.save_last()
         self.write_state()
@@ -453,29 +493,34 @@ class Trainer:
             # accumulate it locally; the all-reduce of the last micro-batch averages it unchanged.
             with self._no_sync(model, sync=False):
                 torch.stack([e.float() for e in extras]).sum().backward()
+        state = self.state
         for i, batch in enumerate(group):
             batch = self.to_device(batch)
             with self._no_sync(model, sync=i == len(group) - 1), self.autocast():
                 loss = self.objective(model, batch, 1.0 / len(group))
-            self._loss_sum += loss.float()
-            self._loss_count += 1
-            self.samples_seen += len(batch["labels"]) * self.world_size
-        for cb in self.callbacks:
-            cb.on_after_backward(self)
+            state.pending_loss_sum += loss.float()
+            state.pending_loss_count += 1
+            state.samples_seen += len(batch["labels"]) * self.world_size
+        self._notify("on_after_backward")
         if self.args.max_grad_norm > 0:
             self._grad_norm = torch.nn.utils.clip_grad_norm_(self._clipped_parameters(), self.args.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.global_step += 1
-        self.step_in_epoch += 1
+        state.global_step += 1
+        state.step_in_epoch += 1
+        self._notify("on_step_end")
+
+    def _notify(self, hook: str) -> None:
+        """Call the callbacks' `hook(trainer)` in order."""
         for cb in self.callbacks:
-            cb.on_step_end(self)
+            getattr(cb, hook)(self)
 
     def _log(self, progress: tqdm) -> None:
-        if self._loss_count == 0:
+        state = self.state
+        if state.pending_loss_count == 0:
             return
-        loss = (self._loss_sum / self._loss_count).item()
+        loss = (state.pending_loss_sum / state.pending_loss_count).item()
         if not math.isfinite(loss):
             self._diverged(f"The training loss became {loss}")
         scalars = {"train/loss": loss, "train/lr": self.scheduler.get_last_lr()[0]}
@@ -484,19 +529,20 @@ class Trainer:
         for cb in self.callbacks:
             scalars.update(cb.log_scalars(self))
         self._record(scalars)
-        self.train_loss_sum += float(self._loss_sum)
-        self.train_loss_count += self._loss_count
+        state.train_loss_sum += float(state.pending_loss_sum)
+        state.train_loss_count += state.pending_loss_count
         progress.set_postfix(loss=f"{loss:.4f}")
-        self._loss_sum.zero_()
-        self._loss_count = 0
+        state.pending_loss_sum.zero_()
+        state.pending_loss_count = 0
 
     @property
     def epoch_progress(self) -> float:
         """Epochs done, fractional (HF's `epoch`)."""
-        return self.epoch + self.step_in_epoch / self.steps_per_epoch if self.steps_per_epoch else float(self.epoch)
+        state = self.state
+        return state.epoch + state.step_in_epoch / self.steps_per_epoch if self.steps_per_epoch else float(state.epoch)
 
     def _log_entry(self, values: dict[str, float]) -> None:
-        self.log_history.append({**values, "epoch": self.epoch_progress, "step": self.global_step})
+        self.state.log_history.append({**values, "epoch": self.epoch_progress, "step": self.global_step})
 
     def _record(self, scalars: Mapping[str, float]) -> None:
         """Scalars of this step: to log_history under HF's keys, and to the metric logger (main process)."""
@@ -512,14 +558,14 @@ class Trainer:
         """`trainer_state.json` in the output directory, loadable with `transformers.TrainerState.load_from_json`."""
         if not self.is_main_process:
             return
-        best = self.best["step"] is not None
+        state, args = self.state, self.args
+        best = self.checkpointer.location(BEST) if state.best_step is not None else None
         atomic_write_json(self.output_dir / STATE_FILE, {
-            "epoch": self.epoch_progress, "global_step": self.global_step, "max_steps": self.max_steps,
-            "logging_steps": self.args.logging_steps, "eval_steps": self.args.eval_steps,
-            "save_steps": self.args.save_steps, "train_batch_size": self.args.per_device_train_batch_size,
-            "num_train_epochs": self.args.num_train_epochs, "log_history": self.log_history,
-            "best_metric": self.best["value"], "best_global_step": self.best["step"],
-            "best_model_checkpoint": self.checkpointer.location(BEST) if best else None,
+            "epoch": self.epoch_progress, "global_step": state.global_step, "max_steps": state.max_steps,
+            "logging_steps": args.logging_steps, "eval_steps": args.eval_steps, "save_steps": args.save_steps,
+            "train_batch_size": args.per_device_train_batch_size, "num_train_epochs": args.num_train_epochs,
+            "log_history": state.log_history, "best_metric": state.best_metric,
+            "best_global_step": state.best_step, "best_model_checkpoint": best,
             "is_local_process_zero": True, "is_world_process_zero": True})
 
     def _save_step_snapshot(self) -> None:
@@ -543,69 +589,100 @@ class Trainer:
                 self.checkpointer.recover()
             return self._train()
 
+    # ----------------------------------------------------------------------------------------- flow decisions
+    # Made after each optimizer step, in this order (HF's DefaultFlowCallback); `end_of_epoch`: the step ended one.
+    def _should_log(self, end_of_epoch: bool) -> bool:
+        return (self.global_step % self.args.logging_steps == 0 or end_of_epoch
+                or self.global_step == self.max_steps)
+
+    def _should_evaluate(self, end_of_epoch: bool) -> bool:
+        """Evaluate, then write checkpoint-last (and checkpoint-best on a new best)."""
+        strategy = self.args.eval_strategy
+        return ((strategy == "epoch" and end_of_epoch)
+                or (strategy == "steps" and self.global_step % self.args.eval_steps == 0)
+                or self.global_step == self.max_steps)
+
+    def _should_save(self) -> bool:
+        """Write checkpoint-last without evaluating (`--save_steps`)."""
+        return bool(self.args.save_steps) and self.global_step % self.args.save_steps == 0
+
+    def _should_snapshot(self) -> bool:
+        """Write checkpoint-step-<k> (`--save_model_at_steps`; main process)."""
+        return self.global_step in self.args.save_model_at_steps and self.is_main_process
+
+    def _should_keep_best(self, value: float) -> bool:
+        """`value` of the best metric replaces checkpoint-best: better, and late enough (--best_after_fraction)."""
+        best = self.state.best_metric
+        better = best is None or (value > best if self.greater_is_better else value < best)
+        return better and self.global_step >= self.args.best_after_fraction * self.max_steps
+
+    # ----------------------------------------------------------------------------------------- the loop
     def _train(self) -> dict[str, float]:
-        args = self.args
-        self.steps_per_epoch = math.ceil(self._micro_batches_per_epoch() / args.gradient_accumulation_steps)
-        self.max_steps = (args.max_steps if args.max_steps > 0
-                          else math.ceil(args.num_train_epochs * self.steps_per_epoch))
-        for cb in self.callbacks:
-            cb.on_train_begin(self)
-        self._build_optimizer()
-        resumed = self._resume()
-        if resumed and self.is_main_process:
-            print(f"resuming from {self.checkpointer.location(LAST)} at step {self.global_step} of {self.max_steps} "
-                  f"(epoch {self.epoch})", flush=True)
-        if not resumed:
-            set_seed(args.seed + self.rank)
-            if 0 in args.save_model_at_steps and self.is_main_process:
-                self._save_step_snapshot()
-        model = self.distributed.wrap(self.model, args.ddp_find_unused_parameters)
+        self._begin()
+        model = self.distributed.wrap(self.model, self.args.ddp_find_unused_parameters)
         self.model.train()
         progress = tqdm(total=self.max_steps, initial=self.global_step, desc="train",
-                        disable=not self.is_main_process or args.disable_tqdm, dynamic_ncols=True)
-        read = batch_reader(self.train_dataset, self.collator)
-        start = time.perf_counter() - self.runtime
-        while self.global_step < self.max_steps:
-            groups = self._epoch_groups(self.epoch)
-            if self.step_in_epoch == 0:
-                for cb in self.callbacks:
-                    cb.on_epoch_begin(self)
-            # The loader gets its own generator: creating an iterator otherwise draws from the global RNG,
-            # which would shift the dropout stream of a resumed run.
-            loader = torch.utils.data.DataLoader(groups[self.step_in_epoch:], batch_size=None,
-                                                 collate_fn=lambda g: [read(b) for b in g],
-                                                 num_workers=args.dataloader_num_workers,
-                                                 generator=torch.Generator().manual_seed(args.seed + self.epoch))
-            for group in loader:
+                        disable=not self.is_main_process or self.args.disable_tqdm, dynamic_ncols=True)
+        state, start = self.state, time.perf_counter() - self.state.runtime
+        while state.global_step < state.max_steps:
+            groups = self._epoch_groups(state.epoch)
+            if state.step_in_epoch == 0:
+                self._notify("on_epoch_begin")
+            for group in self._loader(groups[state.step_in_epoch:]):
                 self._optimizer_step(model, group)
                 progress.update(1)
-                end_of_epoch = self.step_in_epoch == len(groups)
-                if self.global_step % args.logging_steps == 0 or end_of_epoch or self.global_step == self.max_steps:
+                end_of_epoch = state.step_in_epoch == len(groups)
+                if self._should_log(end_of_epoch):
                     self._log(progress)
                 if end_of_epoch:
-                    for cb in self.callbacks:
-                        cb.on_epoch_end(self)
-                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                self.runtime = time.perf_counter() - start
-                evaluate = ((args.eval_strategy == "epoch" and end_of_epoch)
-                            or (args.eval_strategy == "steps" and self.global_step % args.eval_steps == 0)
-                            or self.global_step == self.max_steps)
-                if evaluate:
+                    self._notify("on_epoch_end")
+                    state.epoch, state.step_in_epoch = state.epoch + 1, 0
+                state.runtime = time.perf_counter() - start
+                if self._should_evaluate(end_of_epoch):
                     self._evaluate_and_checkpoint()
-                elif args.save_steps and self.global_step % args.save_steps == 0:
+                elif self._should_save():
                     self.save_last()
-                if self.global_step in args.save_model_at_steps and self.is_main_process:
+                if self._should_snapshot():
                     self._check_finite()
                     self._save_step_snapshot()
-                if self.global_step >= self.max_steps or end_of_epoch:
+                if state.global_step >= state.max_steps or end_of_epoch:
                     break
         progress.close()
-        if self.last_eval_step != self.global_step and self.eval_dataset is not None:
+        return self._end()
+
+    def _begin(self) -> None:
+        """The schedule, the callbacks' start, the optimizer; then resume from checkpoint-last, or seed a new run."""
+        args = self.args
+        self.steps_per_epoch = math.ceil(self._micro_batches_per_epoch() / args.gradient_accumulation_steps)
+        self.state.max_steps = (args.max_steps if args.max_steps > 0
+                                else math.ceil(args.num_train_epochs * self.steps_per_epoch))
+        self._notify("on_train_begin")
+        self._build_optimizer()
+        if self._resume():
+            if self.is_main_process:
+                print(f"resuming from {self.checkpointer.location(LAST)} at step {self.global_step} of "
+                      f"{self.max_steps} (epoch {self.epoch})", flush=True)
+            return
+        set_seed(args.seed + self.rank)
+        if 0 in args.save_model_at_steps and self.is_main_process:
+            self._save_step_snapshot()
+
+    def _loader(self, groups: list[list[list[int]]]) -> torch.utils.data.DataLoader:
+        """The rest of an epoch's optimizer-step groups, read (in workers with --dataloader_num_workers)."""
+        read = batch_reader(self.train_dataset, self.collator)
+        # The loader gets its own generator: creating an iterator otherwise draws from the global RNG,
+        # which would shift the dropout stream of a resumed run.
+        return torch.utils.data.DataLoader(groups, batch_size=None, collate_fn=lambda g: [read(b) for b in g],
+                                           num_workers=self.args.dataloader_num_workers,
+                                           generator=torch.Generator().manual_seed(self.args.seed + self.epoch))
+
+    def _end(self) -> dict[str, float]:
+        """The final evaluation if the last step had none, the callbacks' end, trainer_state.json and the results."""
+        if self.state.last_eval_step != self.global_step and self.eval_dataset is not None:
             self._evaluate_and_checkpoint()  # every rank takes part (it holds collectives)
-        for cb in self.callbacks:
-            cb.on_train_end(self)
+        self._notify("on_train_end")
         summary = self.summary()
-        if not any("train_runtime" in entry for entry in self.log_history):
+        if not any("train_runtime" in entry for entry in self.state.log_history):
             self._log_entry({k: summary[k] for k in ("train_runtime", "train_samples_per_second",
                                                      "train_steps_per_second", "train_loss")})
         self.write_state()
@@ -616,12 +693,15 @@ class Trainer:
 
     def summary(self) -> dict[str, float]:
         """HF Trainer-style metrics: eval_* of the best checkpoint, last_eval_* of the final model, train_*."""
-        out: dict[str, Any] = dict(self.best["metrics"] or self.last_eval)
-        out.update({"last_" + k: v for k, v in self.last_eval.items()})
-        out.update({"best_step": self.best["step"], "train_steps": self.global_step, "train_runtime": self.runtime,
-                    "train_samples": self.samples_seen,
-                    "train_samples_per_second": self.samples_seen / self.runtime if self.runtime else 0.0,
-                    "train_steps_per_second": self.global_step / self.runtime if self.runtime else 0.0,
-                    "train_loss": self.train_loss_sum / self.train_loss_count if self.train_loss_count else float("nan"),
+        state = self.state
+        out: dict[str, Any] = dict(state.best_metrics or state.last_eval)
+        out.update({"last_" + k: v for k, v in state.last_eval.items()})
+        runtime = state.runtime
+        out.update({"best_step": state.best_step, "train_steps": state.global_step, "train_runtime": runtime,
+                    "train_samples": state.samples_seen,
+                    "train_samples_per_second": state.samples_seen / runtime if runtime else 0.0,
+                    "train_steps_per_second": state.global_step / runtime if runtime else 0.0,
+                    "train_loss": (state.train_loss_sum / state.train_loss_count if state.train_loss_count
+                                   else float("nan")),
                     "epoch": self.epoch_progress})
         return out

@@ -166,7 +166,7 @@ def test_api_attack_takes_the_batch_size(tmp_path, tiny_data_dir):
                        output_prefix=prefix, batch_size=batch_size)
         lines[batch_size] = Path(f"{prefix}.jsonl").read_text()
     assert lines[1] == lines[4] and len(lines[1].splitlines()) == 8
-    with pytest.raises(SubnetsError, match="attack batch size"):
+    with pytest.raises(SubnetsError, match="attack_batch_size must be at least 1; got 0"):  # AttackOptions
         subnets.attack(model, tokenizer, task, data, attack="textbugger", samples=8, data_dir=str(tiny_data_dir),
                        output_prefix=tmp_path / "bad", batch_size=0)
     assert not (tmp_path / "bad.jsonl").exists()

@@ -6,7 +6,7 @@ import pytest
 from subnets.attacks.constraints import (EmbeddingCosine, PartOfSpeech, RepeatModification, SentenceSimilarity,
                                          StopwordModification, angular_similarity)
 from subnets.attacks.embeddings import VectorNeighbours, nearest_neighbours
-from subnets.attacks.recipes import RECIPES, shared_encoder, shared_tagger
+from subnets.attacks.recipes import TEXTFOOLER_MIN_COS, TEXTFOOLER_USE_THRESHOLD, shared_encoder, shared_tagger
 from subnets.attacks.stopwords import NLTK_STOP_WORDS, TEXTFOOLER_STOP_WORDS
 from subnets.attacks.text import AttackText
 from subnets.errors import SubnetsError
@@ -43,7 +43,7 @@ def test_embedding_cosine_rejects_below_half(tmp_path):
     angle = {"good": 0.0, "fine": 0.3, "decent": 1.0, "bad": 2.0}  # cos: 1, 0.955, 0.540, -0.416
     path = _vectors_file(tmp_path, {w: [np.cos(a), np.sin(a), 0.0] for w, a in angle.items()})
     source = VectorNeighbours(path)
-    constraint = EmbeddingCosine(source, RECIPES["textfooler"].min_cos)
+    constraint = EmbeddingCosine(source, TEXTFOOLER_MIN_COS)
     original, options = _swaps("a good film", 1, ["fine", "decent", "bad"])
     keep, _ = constraint.check(original, original, 1, options)
     assert keep.tolist() == [True, True, False]
@@ -90,13 +90,12 @@ def test_part_of_speech_keeps_tag_allows_noun_verb_swap():
 
 
 def test_use_window_similarity_threshold():
-    settings = RECIPES["textfooler"].use
-    constraint = SentenceSimilarity(shared_encoder(), settings.threshold, settings.metric, settings.window,
-                                    skip_short=False, compare_against_original=settings.compare_against_original)
+    constraint = SentenceSimilarity(shared_encoder(), TEXTFOOLER_USE_THRESHOLD, "angular", 15, skip_short=False,
+                                    compare_against_original=False)
     original, options = _swaps("the acting in this movie was wonderful and the story kept me interested until the "
                                "very end of it", 6, ["marvelous", "xylophone"])
     keep, scores = constraint.check(original, original, 6, options)
-    assert keep.tolist() == [True, True] and scores[0] > scores[1] > settings.threshold  # one word of 15 changed
+    assert keep.tolist() == [True, True] and scores[0] > scores[1] > TEXTFOOLER_USE_THRESHOLD  # one word of 15 changed
     cut = (scores[0] + scores[1]) / 2
     stricter = SentenceSimilarity(shared_encoder(), cut, "angular", 15, False, True)
     assert stricter.check(original, original, 6, options)[0].tolist() == [True, False]

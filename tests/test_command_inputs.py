@@ -401,4 +401,6 @@ def test_attacking_zero_examples_is_an_error_not_the_default_size():
     from subnets.attacks.pipeline import AttackOptions
 
     with pytest.raises(SubnetsError, match="must be at least 1; got 0"):
-        AttackOptions(attack="textfooler", samples=0)
+        AttackOptions(attack="textfooler", attack_samples=0)
+    with pytest.raises(SubnetsError, match="must be at least 1; got 0"):
+        AttackOptions.from_keywords(attack="textfooler", samples=0)

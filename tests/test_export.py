@@ -14,7 +14,7 @@ from subnets.export import (
     save_compact,
     structured_masks_from_weight_masks,
 )
-from subnets.masking.baselines import magnitude_structured_masks
+from subnets.masking import magnitude_structured_masks
 from subnets.models import tiny_model
 from subnets.targets import find_targets
 

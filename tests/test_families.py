@@ -22,7 +22,7 @@ from subnets.export import (
 )
 from subnets.families import FAMILIES, role_of_path
 from subnets.masking import attach_hard_concrete, binary_mask
-from subnets.masking.hard_concrete import expected_density
+from subnets.masking.methods.hard_concrete import expected_density
 from subnets.masking.layout import encoder_layers, layout_for
 from subnets.models import TINY_FAMILIES, load_classifier, tiny_model
 from subnets.sparsity import sparsity_report

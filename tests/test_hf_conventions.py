@@ -21,7 +21,7 @@ SST2 = get_task("sst2")
 
 
 def eval_entries(trainer, key):
-    return [(e["step"], e[key]) for e in trainer.log_history if key in e]
+    return [(e["step"], e[key]) for e in trainer.state.log_history if key in e]
 
 
 @pytest.mark.parametrize("metric", ["loss", "eval_loss"])
@@ -44,7 +44,7 @@ def test_greater_is_better_overrides_the_metric_default(tmp_path, tiny_data_dir)
     trainer = make_trainer(tmp_path, tiny_data_dir, max_steps=8, eval_strategy="steps", eval_steps=2,
                            learning_rate=0.3, metric_for_best_model="eval_loss", greater_is_better=True)
     trainer.train()
-    assert trainer.best["value"] == max(loss for _, loss in eval_entries(trainer, "eval_loss"))
+    assert trainer.state.best_metric == max(loss for _, loss in eval_entries(trainer, "eval_loss"))
 
 
 def test_best_metric_names_and_directions():
@@ -110,7 +110,7 @@ def test_log_history_survives_resume(tmp_path, tiny_data_dir):
     def comparable(history):
         return [{k: v for k, v in e.items() if "runtime" not in k and "per_second" not in k} for e in history]
 
-    assert comparable(resumed.log_history) == comparable(full.log_history)
+    assert comparable(resumed.state.log_history) == comparable(full.state.log_history)
 
 
 @pytest.mark.parametrize("kind, last_lr", [("linear", 0.0), ("cosine", 0.0), ("constant_with_warmup", 3e-3)])
@@ -118,7 +118,7 @@ def test_lr_scheduler_type(tmp_path, tiny_data_dir, kind, last_lr):
     trainer = make_trainer(tmp_path, tiny_data_dir, max_steps=8, eval_strategy="no", logging_steps=1,
                            warmup_steps=2, lr_scheduler_type=kind)
     trainer.train()
-    lrs = [e["learning_rate"] for e in trainer.log_history if "learning_rate" in e]
+    lrs = [e["learning_rate"] for e in trainer.state.log_history if "learning_rate" in e]
     assert lrs[1] == pytest.approx(3e-3) and lrs[-1] == pytest.approx(last_lr)
     if kind == "cosine":  # half-way through the decay: lr * (1 + cos(pi / 2)) / 2
         assert lrs[4] == pytest.approx(3e-3 * (1 + math.cos(math.pi * 3 / 6)) / 2)

@@ -30,7 +30,7 @@ from subnets.masking import (
     sample_masked_weight,
     snapshot,
 )
-from subnets.masking.hard_concrete import BETA, LIMIT_L, LIMIT_R
+from subnets.masking.methods.hard_concrete import BETA, LIMIT_L, LIMIT_R
 from subnets.sparsity import sparsity_report
 from subnets.targets import find_targets
 
@@ -304,3 +304,24 @@ def test_magnitude_and_random_baselines(tiny_bert):
     a, b = random_mask(targets, 0.5, seed=3), random_mask(targets, 0.5, seed=3)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert _pruned(a) == sum(round(0.5 * t.numel) for t in targets)
+
+
+def test_target_sparsity_under_the_fixed_controller_warns_that_it_only_records(tiny_bert):
+    """Issue 23, item 8: the fixed controller (the default) is not steered by --target_sparsity; the option check
+    and the builder (which `subnets.attach` runs without the stage's check) say so, the Lagrangian does not."""
+    import warnings
+
+    from subnets import attach
+    from subnets.masking.methods.hard_concrete import HardConcreteArguments
+    from subnets.masking.search import SearchArguments, check_search
+    from subnets.registry import OptionGroups
+
+    search = SearchArguments(method="hard_concrete", target_sparsity=0.3)
+    with pytest.warns(UserWarning, match=r"--target_sparsity 0.3 steers nothing under --controller fixed") as caught:
+        check_search(search, OptionGroups())
+    assert "only recorded" in str(caught[0].message) and "--controller lagrangian" in str(caught[0].message)
+    with pytest.warns(UserWarning, match="steers nothing under --controller fixed"):
+        attach(tiny_bert[0], "hard_concrete", max_steps=4, target_sparsity=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_search(search, OptionGroups([HardConcreteArguments(controller="lagrangian")]))

@@ -19,12 +19,11 @@ from subnets.export import compact_export, structured_masks_from_weight_masks
 from subnets.masking import magnitude_mask
 from subnets.masking.calibration import calibration_batches, freelb_perturb, input_statistics, read_calibration_file
 from subnets.masking.methods import MASK_METHODS
-from subnets.masking.methods.baselines import MAGNITUDE
-from subnets.masking.methods.oneshot import OneShotArguments, OneShotSearch
-from subnets.masking.methods.sparsegpt import SPARSEGPT
+from subnets.masking.methods.magnitude import MAGNITUDE
+from subnets.masking.methods.sparsegpt import SPARSEGPT, sparsegpt_prune
 from subnets.masking.methods.wanda import WANDA
-from subnets.masking.oneshot import (MatrixPruner, PrunedMatrix, lowest_pruned, owl_sparsities, prune_one_shot,
-                                     sparsegpt_prune, wanda_scores)
+from subnets.masking.oneshot import (MatrixPruner, OneShotArguments, OneShotSearch, PrunedMatrix, lowest_pruned,
+                                     owl_sparsities, prune_one_shot, wanda_scores)
 from subnets.models import load_classifier, tiny_model
 from subnets.objectives import PerturbationConfig
 from subnets.registry import Method
@@ -240,7 +239,7 @@ def test_a_one_shot_run_re_run_is_skipped_and_other_options_refused(monkeypatch,
     def no_pruning(*args, **kwargs):
         raise AssertionError("a finished one-shot run pruned again")
 
-    monkeypatch.setattr("subnets.masking.methods.oneshot.prune_one_shot", no_pruning)
+    monkeypatch.setattr("subnets.masking.oneshot.prune_one_shot", no_pruning)
     again = stage2_search.main(argv)
     assert again["mask_ids"] == first["mask_ids"] and again["eval_accuracy"] == first["eval_accuracy"]
     with pytest.raises(SubnetsError, match="already holds a different run"):

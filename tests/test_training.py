@@ -79,8 +79,7 @@ def test_resume_after_a_crash_ends_with_identical_weights_and_metrics(tmp_path, 
 def test_a_resume_between_logging_steps_logs_what_an_uninterrupted_run_logs(tmp_path, tiny_data_dir):
     """Issue 28, defect 10: after a resume from a checkpoint between logging steps the logged `loss` and
     `train_loss` differed from an uninterrupted run's, and a mask search's first log lacked `mask/flip_rate`."""
-    from subnets.masking.callbacks import FixedLambda
-    from subnets.masking.hard_concrete import attach_hard_concrete
+    from subnets.masking.methods.hard_concrete import FixedLambda, attach_hard_concrete
     from subnets.targets import find_targets
 
     def search(name, callbacks=()):
@@ -103,8 +102,8 @@ def test_a_resume_between_logging_steps_logs_what_an_uninterrupted_run_logs(tmp_
         return [{k: v for k, v in entry.items() if "runtime" not in k and "per_second" not in k} for entry in history]
 
     assert resumed_metrics["train_loss"] == full_metrics["train_loss"]
-    assert logged(resumed.log_history) == logged(full.log_history)
-    assert all("mask/flip_rate" in entry for entry in full.log_history[1:] if "loss" in entry)
+    assert logged(resumed.state.log_history) == logged(full.state.log_history)
+    assert all("mask/flip_rate" in entry for entry in full.state.log_history[1:] if "loss" in entry)
 
 
 def test_gradient_accumulation_matches_a_larger_batch(tmp_path, tiny_data_dir):
@@ -212,12 +211,12 @@ def test_injected_scheduler_logger_and_checkpointer(tmp_path, tiny_data_dir):
 
     full, logger = run("full", [])
     full.train()
-    assert [e["learning_rate"] for e in full.log_history if "learning_rate" in e] == [1.5e-3] * 3
+    assert [e["learning_rate"] for e in full.state.log_history if "learning_rate" in e] == [1.5e-3] * 3
     assert [(step, sorted(scalars)) for step, scalars in logger.logged if "train/loss" in scalars] == \
         [(step, ["custom/step", "train/grad_norm", "train/loss", "train/lr"]) for step in (2, 4, 6)]
     # the logger got exactly what log_history holds (under HF's keys), and nothing went to TensorBoard
     from_logger = [{log_key(tag): value for tag, value in scalars.items()} for _, scalars in logger.logged]
-    assert from_logger == [{k: v for k, v in e.items() if k not in ("step", "epoch")} for e in full.log_history][:-1]
+    assert from_logger == [{k: v for k, v in e.items() if k not in ("step", "epoch")} for e in full.state.log_history][:-1]
     assert logger.flushes > 0 and not (tmp_path / "full" / "tb").exists()
     assert not (tmp_path / "full" / "checkpoint-last").exists()
     state = json.loads((tmp_path / "full" / "trainer_state.json").read_text())

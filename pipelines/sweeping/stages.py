@@ -54,9 +54,9 @@ def stage3_arguments() -> list[type]:
 
 
 def evaluate_arguments() -> list[type]:
-    from pipelines.evaluate import EvaluateArguments
+    from pipelines.evaluate import AttackOptions, EvaluateArguments
 
-    return [EvaluateArguments]
+    return [EvaluateArguments, AttackOptions]
 
 
 def bias_arguments() -> list[type]:

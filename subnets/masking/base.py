@@ -103,3 +103,9 @@ def binary_mask(masks: dict[str, MaskParametrization]) -> dict[str, torch.Tensor
 def mask_states(masks: dict[str, MaskParametrization]) -> dict[str, torch.Tensor]:
     """Weight-shaped float mask states (for drawing a ticket at any sparsity)."""
     return {name: m.layout.expand(m.state().detach().float()) for name, m in masks.items()}
+
+
+def target_weights(model: torch.nn.Module, targets: Iterable[Target]) -> dict[str, torch.Tensor]:
+    """The current values of the target weights (parametrized weights give their masked values)."""
+    modules = dict(model.named_modules())
+    return {t.name: modules[t.module_name].weight.detach() for t in targets}

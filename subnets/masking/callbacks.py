@@ -1,10 +1,10 @@
-"""Training-loop callbacks of the mask families (see `subnets.training.Callback` for the hook order).
+"""The training-loop callbacks every mask family shares (see `subnets.training.Callback` for the hook order); a
+method's own controller subclasses `MaskSearchCallback` in its file (`methods/hard_concrete.py`: `FixedLambda`,
+`Lagrangian`; `methods/scores.py`: `ScoreSchedule`).
 
 * `MaskSearchCallback`: trains the mask states with their own optimizer group, logs sparsity curves, snapshots
   the evaluated binary mask at every evaluation and writes it beside the best checkpoint (the mask that was
   evaluated is the one saved; SRNets' reference re-thresholded it).
-* `FixedLambda` / `Lagrangian`: the two L0 controllers for hard-concrete gates.
-* `ScoreSchedule`: threshold resets (fixed or cubic gradual sparsity) for straight-through score masks.
 * `FixedMaskCallback`: retraining with a fixed binary mask.
 """
 
@@ -16,13 +16,11 @@ from typing import Any
 import torch
 
 from ..io import atomic_write_bytes, atomic_write_text
-from ..sparsity import flip_rate, gate_scalars, sparsity_report, sparsity_scalars
+from ..sparsity import flip_rate, sparsity_report, sparsity_scalars
 from ..targets import Target, find_targets
 from ..training import Callback, Trainer
 from .base import MaskParametrization, binary_mask, mask_states
 from .fixed import FixedMask
-from .hard_concrete import HardConcreteGate, deterministic_gate, expected_density, mean_expected_l0
-from .scores import ScoreMask, cubic_sparsity, reset_thresholds
 
 BINARY_FILE, STATE_FILE = "mask.safetensors", "mask_state.safetensors"
 SEARCH_NOTE_FILE = "README.md"
@@ -85,115 +83,6 @@ class MaskSearchCallback(Callback):
             save_mask_file(directory / BINARY_FILE, self.evaluated)
             save_mask_file(directory / STATE_FILE, mask_states(self.masks))
             atomic_write_text(directory / SEARCH_NOTE_FILE, SEARCH_NOTE)
-
-
-def _ramp(step: int, max_steps: int, start: float, end: float) -> float:
-    """0 before `start` x max_steps, 1 after `end` x max_steps, linear in between."""
-    begin, finish = start * max_steps, end * max_steps
-    if finish <= begin:
-        return float(step >= begin)
-    return min(1.0, max(0.0, (step - begin) / (finish - begin)))
-
-
-class FixedLambda(MaskSearchCallback):
-    """Robust Tickets: loss += lambda_t x L0, L0 averaged per matrix then over matrices; lambda_t ramps linearly
-    from 0 to `lam` between `ramp_start` and `ramp_end` (fractions of training, 10% and 40% by default)."""
-
-    def __init__(self, gates: dict[str, HardConcreteGate], *, lam: float, lr: float = 0.1, weight_decay: float = 1e-6,
-                 ramp_start: float = 0.1, ramp_end: float = 0.4):
-        super().__init__(gates, lr=lr, weight_decay=weight_decay)
-        self.lam, self.ramp_start, self.ramp_end = lam, ramp_start, ramp_end
-        self._penalty = torch.zeros(())
-
-    def current_lambda(self, trainer: Trainer) -> float:
-        return self.lam * _ramp(trainer.global_step, trainer.max_steps, self.ramp_start, self.ramp_end)
-
-    def extra_loss(self, trainer: Trainer) -> torch.Tensor:
-        self._penalty = self.current_lambda(trainer) * mean_expected_l0(self.masks)
-        return self._penalty
-
-    def log_scalars(self, trainer: Trainer) -> dict[str, float]:
-        return {**super().log_scalars(trainer), **_gate_scalars(self.masks),
-                "train/lambda": self.current_lambda(trainer), "train/l0_penalty": float(self._penalty.detach())}
-
-
-class Lagrangian(MaskSearchCallback):
-    """CoFiPruning: loss += l1 (s - t) + l2 (s - t)^2 with s the expected sparsity (weights counted) and t the
-    target, warmed up linearly from 0 over `warmup_fraction` of training; l1, l2 are trained by gradient ascent
-    (their gradients are negated before the optimizer step)."""
-
-    def __init__(self, gates: dict[str, HardConcreteGate], *, target: float, lr: float = 0.1,
-                 weight_decay: float = 0.0, lagrangian_lr: float = 0.1, warmup_fraction: float = 0.5):
-        super().__init__(gates, lr=lr, weight_decay=weight_decay)
-        self.target, self.lagrangian_lr, self.warmup_fraction = target, lagrangian_lr, warmup_fraction
-        self.multipliers = torch.nn.Parameter(torch.zeros(2))
-        self._expected = torch.zeros(())
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        # The Trainer has placed the model (and so the gates): the multipliers join them before the optimizer is
-        # built, so that the penalty, its gradient and the optimizer state stay on the model's device.
-        self.multipliers = torch.nn.Parameter(self.multipliers.detach().to(trainer.device))
-
-    def current_target(self, trainer: Trainer) -> float:
-        return self.target * _ramp(trainer.global_step, trainer.max_steps, 0.0, self.warmup_fraction)
-
-    def param_groups(self, trainer: Trainer) -> list[dict[str, Any]]:
-        return super().param_groups(trainer) + [
-            {"params": [self.multipliers], "lr": self.lagrangian_lr, "weight_decay": 0.0, "clip": False}]
-
-    def extra_loss(self, trainer: Trainer) -> torch.Tensor:
-        self._expected = 1.0 - expected_density(self.masks)
-        gap = self._expected - self.current_target(trainer)
-        return self.multipliers[0] * gap + self.multipliers[1] * gap * gap
-
-    def on_after_backward(self, trainer: Trainer) -> None:
-        if self.multipliers.grad is not None:
-            self.multipliers.grad.neg_()
-
-    def log_scalars(self, trainer: Trainer) -> dict[str, float]:
-        l1, l2 = self.multipliers.detach().tolist()
-        return {**super().log_scalars(trainer), **_gate_scalars(self.masks),
-                "train/lambda": l1, "train/lambda2": l2, "train/target_sparsity": self.current_target(trainer),
-                "train/expected_sparsity": float(self._expected.detach())}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "multipliers": self.multipliers.detach().cpu()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        with torch.no_grad():
-            self.multipliers.copy_(state["multipliers"])
-
-
-def _gate_scalars(gates: dict[str, HardConcreteGate]) -> dict[str, float]:
-    with torch.no_grad():
-        values = {n: deterministic_gate(g.log_alpha) for n, g in gates.items()}
-        return gate_scalars(values, expected_l0=float(mean_expected_l0(gates)))
-
-
-class ScoreSchedule(MaskSearchCallback):
-    """Re-sets score thresholds every `interval` steps to the scheduled sparsity (fixed, or cubic from
-    `initial` to `final` between the fractions `start` and `end` of training), per matrix or globally."""
-
-    def __init__(self, masks: dict[str, ScoreMask], *, final: float, initial: float | None = None, lr: float = 0.1,
-                 interval: int = 10, scope: str = "per_matrix", start: float = 0.0, end: float = 0.0):
-        super().__init__(masks, lr=lr)
-        self.final, self.initial = final, final if initial is None else initial
-        self.interval, self.scope, self.start, self.end = interval, scope, start, end
-
-    def sparsity_at(self, trainer: Trainer) -> float:
-        return cubic_sparsity(trainer.global_step, initial=self.initial, final=self.final,
-                              start=int(self.start * trainer.max_steps), end=int(self.end * trainer.max_steps))
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        reset_thresholds(self.masks, self.sparsity_at(trainer), scope=self.scope)
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        if trainer.global_step % self.interval == 0:
-            reset_thresholds(self.masks, self.sparsity_at(trainer), scope=self.scope)
-
-    def log_scalars(self, trainer: Trainer) -> dict[str, float]:
-        return {**super().log_scalars(trainer), "train/scheduled_sparsity": self.sparsity_at(trainer)}
 
 
 class FixedMaskCallback(Callback):

@@ -17,6 +17,7 @@ the one description used by mask search, the structured baselines and compact ex
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
@@ -215,3 +216,9 @@ def encoder_layers(model: torch.nn.Module) -> list[EncoderLayer]:
         layers.append(EncoderLayer(tuple(head_slices), tuple(neuron_slices), tuple(coupled),
                                    prefix + family.attention, head_size, heads // kv_heads))
     return layers
+
+
+def unit_scores(slices: tuple[UnitSlice, ...], scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Per unit (head unit or FFN neuron), the sum of the per-weight `scores` (by target name, weight-shaped) over
+    every matrix slice it spans."""
+    return sum(s.blocks(scores[s.target.name].float()).sum(1) for s in slices)

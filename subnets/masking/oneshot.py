@@ -1,32 +1,43 @@
-"""One-shot pruning from calibration statistics: Wanda scores, SparseGPT's approximate OBS solve, OWL's
-outlier-weighted layer budgets, and `prune_one_shot`, which prunes a model layer by layer (per weight, N:M, or
-whole heads and FFN neurons). docs/methods.md, "One-shot pruning".
+"""What the one-shot methods (magnitude, Wanda, SparseGPT; docs/methods.md, "One-shot pruning") share: their
+options (pattern, layer budget, calibration), OWL's outlier-weighted layer budgets (Yin et al. 2024, from Wanda
+scores), `prune_one_shot`, which prunes a model layer by layer (per weight, N:M, or whole heads and FFN neurons)
+with a method's `MatrixPruner`, and the search that prunes once, evaluates, and saves the pruned model as the run's
+checkpoint-best/ (`OneShotSearch`: each one-shot method's builder).
 
 A weight is `[out_features, in_features]` (a `torch.nn.Linear`); "input weights" of a row are its columns. A
 pattern `N:M` (`subnets.sparsity`) keeps N weights in every group of M consecutive input weights of a row.
+
+No training: a finished run's directory holds its ticket, state and metrics in checkpoint-best/, and a re-run with
+the same options (the stage refuses other options) reads them back instead of pruning again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple, Sequence
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Mapping, NamedTuple, Sequence
 
 import torch
+from safetensors.torch import load_file
 
+from ..checkpointing import BEST, DirectoryCheckpointer
 from ..errors import SubnetsError
-from ..sparsity import Pattern, format_pattern, nm_mask
+from ..io import atomic_write_json
+from ..objectives import AscentArguments, ObjectiveArguments
+from ..registry import OptionGroups, check_choice
+from ..selective import SelectiveArguments
+from ..sparsity import Pattern, format_pattern, nm_mask, parse_pattern, pattern_sparsity
 from ..targets import Target, find_encoder_layers
 from ..weights import require_plain
-from .baselines import unit_scores
-from .calibration import Batch, InputStatistics, input_statistics
-from .draw import prune_lowest, pruned_count
-from .layout import EncoderLayer, encoder_layers
+from .calibration import (Batch, InputStatistics, calibration_batches, freelb_perturb, input_statistics,
+                          read_calibration_file, sample_calibration)
+from .callbacks import BINARY_FILE, STATE_FILE, save_mask_file
+from .draw import draw_mask, prune_lowest, pruned_count
+from .layout import EncoderLayer, encoder_layers, unit_scores
+from .search_context import FoundMask, SearchContext, SharedSearchOptions
 
-# SparseGPT (Frantar & Alistarh 2023, Alg. 1): the mask is selected and the updates are applied in blocks of
-# B_s = 128 columns, and H is dampened by 1% of its mean diagonal before the inverse (the reference code's
-# defaults, IST-DASLab/sparsegpt: blocksize=128, percdamp=.01).
-SPARSEGPT_BLOCK = 128
-SPARSEGPT_DAMPENING = 0.01
 # OWL (Yin et al. 2024): a weight is an outlier when its Wanda score exceeds M times its layer's mean score, and the
 # layer sparsities span [target - lambda, target + lambda]; the defaults M = 5, lambda = 0.08 (as issue 24 cites
 # them; the reference code's Hyper_m and Lamda).
@@ -54,51 +65,6 @@ def wanda_scores(weight: torch.Tensor, input_norms: torch.Tensor) -> torch.Tenso
     """Wanda (Sun et al. 2023, Eq. 1): S_ij = |W_ij| * ||X_j||_2, X_j the j-th input feature over all calibration
     tokens; compared within each output row (the paper's per-output comparison group)."""
     return weight.abs() * input_norms.to(weight.dtype).unsqueeze(0)
-
-
-@torch.no_grad()
-def sparsegpt_prune(
-    weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, pattern: Pattern = None, *,
-    mask: torch.Tensor | None = None, block: int = SPARSEGPT_BLOCK, dampening: float = SPARSEGPT_DAMPENING,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SparseGPT (Frantar & Alistarh 2023, Alg. 1): prune `weight` column by column and update the columns not yet
-    processed to compensate, with the inverse Hessian H^-1 of the layer-wise problem ||WX - W'X||^2, H = X X^T.
-
-    The mask is chosen per block of `block` columns from w^2 / [H^-1]_jj^2 (the OBS saliency; N:M groups
-    from the current, already-updated weights), unless a fixed `mask` (True = kept) is given. Returns the
-    updated weight (pruned entries exactly zero) and the mask.
-    """
-    rows, cols = weight.shape
-    if pattern is not None and (block % pattern[1] or cols % pattern[1]):
-        raise SubnetsError(f"SparseGPT's {format_pattern(pattern)} groups must divide its block of {block} columns "
-                           f"and the {cols} input features.")
-    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-    w = weight.detach().to(dtype).clone()
-    h = hessian.detach().to(dtype).clone()
-    dead = torch.diag(h) == 0  # inputs that are always zero: any value is optimal; keep H invertible
-    h[dead, dead] = 1.0
-    h += dampening * torch.diag(h).mean() * torch.eye(cols, dtype=dtype, device=h.device)
-    # Upper Cholesky factor of H^-1: row j holds the inverse Hessian of columns j.. once columns < j are fixed.
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    kept = torch.ones_like(w, dtype=torch.bool) if mask is None else mask.to(w.device, torch.bool).clone()
-    for start in range(0, cols, block):
-        end = min(start + block, cols)
-        w1, hinv1 = w[:, start:end].clone(), hinv[start:end, start:end]
-        errors = torch.zeros_like(w1)
-        diag = torch.diag(hinv1)
-        if mask is None and pattern is None:
-            kept[:, start:end] = lowest_pruned((w1 / diag) ** 2, sparsity)
-        for i in range(end - start):
-            if mask is None and pattern is not None and i % pattern[1] == 0:
-                group = slice(i, i + pattern[1])
-                kept[:, start + i:start + i + pattern[1]] = nm_mask((w1[:, group] / diag[group]) ** 2, *pattern)
-            column = w1[:, i]
-            error = column * ~kept[:, start + i] / hinv1[i, i]
-            w1[:, i:] -= error.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
-            errors[:, i] = error
-        w[:, start:end] = w1 * kept[:, start:end]
-        w[:, end:] -= errors @ hinv[start:end, end:]
-    return w.to(weight.dtype), kept
 
 
 def outlier_ratio(scores: Sequence[torch.Tensor], threshold: float = OWL_THRESHOLD) -> float:
@@ -233,3 +199,169 @@ def owl_layer_sparsities(model: torch.nn.Module, targets: Sequence[Target], batc
                              for t in group], threshold) for _, group in groups]
     per_layer = dict(zip([layer for layer, _ in groups], owl_sparsities(ratios, target, lam)))
     return {t.name: per_layer[t.layer] if t.layer is not None else target for t in targets}
+
+
+LAYER_BUDGETS = ("uniform", "owl")
+CALIBRATION_PERTURBS = ("none", "freelb")
+RESULT_FILE = "oneshot_metrics.json"  # in checkpoint-best/: the metrics of the finished one-shot run
+
+
+@dataclass
+class OneShotArguments:
+    config_group = "SearchArguments"
+    _argument_group_name = "method: one-shot (magnitude, wanda, sparsegpt)"  # its --help section
+
+    pattern: str = field(default="unstructured", metadata={
+        "help": "One-shot methods: unstructured | N:M (keep N of every M consecutive input weights, e.g. 2:4, 4:8)."})
+    layer_budget: Literal[LAYER_BUDGETS] = field(default="uniform", metadata={
+        "help": "One-shot methods: uniform | owl (outlier-weighted layer sparsities, Yin et al. 2024)."})
+    owl_threshold: float = field(default=OWL_THRESHOLD, metadata={"help": "OWL: outlier threshold M (paper: 5)."})
+    owl_lambda: float = field(default=OWL_LAMBDA, metadata={
+        "help": "OWL: layer sparsities lie in target +- lambda (paper: 0.08)."})
+    calibration_samples: int = field(default=128, metadata={
+        "help": "Wanda, SparseGPT, OWL: calibration examples drawn (with --seed) from the training split."})
+    calibration_file: str | None = field(default=None, metadata={
+        "help": "Calibrate on this .txt/CSV/TSV/JSONL of texts instead (an attack JSONL: its 'perturbed' column)."})
+    calibration_max_length: int = field(default=128, metadata={"help": "Token limit of --calibration_file texts."})
+    calibration_perturb: Literal[CALIBRATION_PERTURBS] = field(default="none", metadata={
+        "help": "none | freelb: statistics over FreeLB-perturbed embeddings (--adv_steps, --adv_lr, ...)."})
+
+    def __post_init__(self) -> None:
+        parse_pattern(self.pattern)
+        check_choice("layer_budget", self.layer_budget, LAYER_BUDGETS)
+        check_choice("calibration_perturb", self.calibration_perturb, CALIBRATION_PERTURBS)
+        if self.calibration_samples <= 0:
+            raise SubnetsError(f"--calibration_samples is {self.calibration_samples}; expected a positive number.")
+
+
+def _training_choices(groups: OptionGroups) -> dict[str, str]:
+    """The training choices a one-shot run would ignore (it trains nothing): option -> value."""
+    objective, selective = groups[ObjectiveArguments], groups[SelectiveArguments]
+    return {"adversary": objective.adversary, "debias": objective.debias, "selective": selective.selective}
+
+
+def _check(search: SharedSearchOptions, pruner: MatrixPruner, options: OneShotArguments,
+           training: dict[str, str]) -> None:
+    """Refuse options that would have no effect or contradict each other."""
+    for option, value in training.items():
+        if value != "none":
+            raise SubnetsError(f"--method {search.method} trains nothing, so --{option} {value} would have no effect; "
+                               f"expected --{option} none (robust calibration: --calibration_perturb freelb).")
+    pattern = parse_pattern(options.pattern)
+    fixed = pattern_sparsity(pattern)
+    if fixed is not None and abs(fixed - search.target_sparsity) > 1e-9:
+        raise SubnetsError(f"--pattern {options.pattern} prunes exactly {fixed:g}; expected --target_sparsity "
+                           f"{fixed:g}.")
+    if options.layer_budget == "owl" and pattern is not None:
+        raise SubnetsError("--layer_budget owl sets layer sparsities of an unstructured mask; expected --pattern "
+                           "unstructured.")
+    if search.scope == "global" and (pruner.statistics != "none" or pruner.score is None or pattern is not None or
+                                     options.layer_budget != "uniform"):
+        raise SubnetsError(f"--scope global ranks |W| over all matrices; expected --scope per_matrix with "
+                           f"--method {search.method}, a --pattern or --layer_budget owl.")
+    if search.granularity != "weight" and (pruner.score is None or pattern is not None or
+                                           options.layer_budget != "uniform" or search.scope == "global"):
+        raise SubnetsError(f"--granularity {search.granularity} prunes whole heads and neurons by their summed "
+                           f"scores (magnitude, wanda); expected --granularity weight with --method {search.method}, "
+                           f"a --pattern, --layer_budget owl or --scope global.")
+    calibrated = pruner.statistics != "none" or options.layer_budget == "owl"
+    if not calibrated and (options.calibration_file or options.calibration_perturb != "none"):
+        raise SubnetsError(f"--method {search.method} reads no calibration data here; expected no --calibration_file "
+                           f"or --calibration_perturb (or --layer_budget owl).")
+
+
+def _calibration(context: SearchContext, options: OneShotArguments, device: torch.device) -> list[dict]:
+    if options.calibration_file:
+        data = read_calibration_file(options.calibration_file, context.task, context.tokenizer,
+                                     options.calibration_max_length)
+    else:
+        data = sample_calibration(context.train, options.calibration_samples, context.seed)
+    batches = calibration_batches(data, context.tokenizer, device)
+    if options.calibration_perturb == "freelb":
+        batches = freelb_perturb(context.model, batches, context.options[AscentArguments].config(), context.seed)
+    return batches
+
+
+@dataclass(frozen=True)
+class OneShotSearch:
+    """The builder of a one-shot method: calling it prunes (`search_one_shot`); `check(search, options)` refuses
+    contradicting options before a stage writes anything (`subnets.masking.search.check_search`)."""
+
+    pruner: MatrixPruner
+
+    def check(self, search: SharedSearchOptions, options: OptionGroups) -> None:
+        _check(search, self.pruner, options[OneShotArguments], _training_choices(options))
+
+    def __call__(self, context: SearchContext) -> FoundMask:
+        return search_one_shot(context, self.pruner)
+
+
+def search_one_shot(context: SearchContext, pruner: MatrixPruner) -> FoundMask:
+    """Prune once with `pruner` (layer by layer through the pruned layers), evaluate, save checkpoint-best/."""
+    options, search, out = context.options[OneShotArguments], context.search, context.output_dir
+    _check(search, pruner, options, _training_choices(context.options))
+    best = out / BEST
+    if (best / RESULT_FILE).is_file() and (best / BINARY_FILE).is_file():
+        return _finished(context, best)
+    calibrated = pruner.statistics != "none" or options.layer_budget == "owl"
+    if calibrated and options.calibration_file is None and context.train is None:
+        raise SubnetsError("One-shot calibration needs the training split or a --calibration_file; got neither.")
+    trainer = context.make_trainer(out, [])  # puts the model on the run's device
+    start, cpu_start = time.perf_counter(), time.process_time()
+    pattern = parse_pattern(options.pattern)
+    batches = _calibration(context, options, trainer.device) if calibrated else []
+    target = search.target_sparsity
+    if options.layer_budget == "owl":
+        sparsities = owl_layer_sparsities(context.model, context.targets, batches, target,
+                                          threshold=options.owl_threshold, lam=options.owl_lambda)
+    else:
+        sparsities = {t.name: target for t in context.targets}
+    if search.scope == "global":
+        ticket, state = _global(context, pruner, target)
+    else:
+        ticket, state = prune_one_shot(context.model, context.targets, pruner, sparsities, pattern, batches,
+                                       granularity=search.granularity)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    metrics = {**trainer.evaluate(), "prune_seconds": seconds, "prune_cpu_seconds": cpu_seconds,
+               "pattern": format_pattern(pattern), "layer_budget": options.layer_budget}
+    if options.layer_budget == "owl":
+        metrics["layer_sparsities"] = sorted({t.layer: sparsities[t.name] for t in context.targets
+                                              if t.layer is not None}.items())
+
+    def add_files(directory: Path) -> None:
+        save_mask_file(directory / BINARY_FILE, ticket)
+        if state is not None:
+            save_mask_file(directory / STATE_FILE, state)
+        atomic_write_json(directory / RESULT_FILE, metrics)
+
+    DirectoryCheckpointer(out).save_model(BEST, context.model, context.tokenizer, add_files)
+    return FoundMask(ticket, state, metrics, weights=str(best.resolve()))
+
+
+def _global(context: SearchContext, pruner: MatrixPruner,
+            sparsity: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One ranking of the method's scores over all matrices (magnitude with --scope global)."""
+    modules = dict(context.model.named_modules())
+    state = {t.name: pruner.score(modules[t.module_name].weight.detach(), None) for t in context.targets}
+    ticket = draw_mask(state, sparsity, scope="global")
+    with torch.no_grad():
+        for t in context.targets:
+            weight = modules[t.module_name].weight
+            weight.mul_(ticket[t.name].to(weight.device, weight.dtype))
+    return {n: m.cpu() for n, m in ticket.items()}, {n: s.float().cpu() for n, s in state.items()}
+
+
+def _finished(context: SearchContext, best: Path) -> FoundMask:
+    """The result a finished one-shot run saved, with its pruned weights loaded into the model (a re-run with the
+    same options prunes nothing again)."""
+    saved = type(context.model).from_pretrained(best, trust_remote_code=False)
+    context.model.load_state_dict(saved.state_dict())
+    names = [t.name for t in context.targets]  # the targets' order, so that the store sees the same records
+
+    def read(file: str) -> dict[str, torch.Tensor]:
+        saved = load_file(best / file)
+        return {name: saved[name] for name in names if name in saved}
+
+    state = read(STATE_FILE) if (best / STATE_FILE).is_file() else None
+    metrics = json.loads((best / RESULT_FILE).read_text())
+    return FoundMask(read(BINARY_FILE), state, metrics, weights=str(best.resolve()))

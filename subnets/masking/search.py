@@ -31,7 +31,9 @@ from ..tasks import TaskSpec
 from ..training import Callback, Objective, OptimizerFactory, Trainer
 from .draw import SCOPES
 from .layout import GRANULARITIES, head_counts, layout_for
-from .methods import MASK_METHODS, FoundMask, MaskMethodName, OneShotArguments, SearchContext
+from .methods import MASK_METHODS, MaskMethodName
+from .oneshot import OneShotArguments
+from .search_context import FoundMask, SearchContext
 from .sources import RUN_MASKS_FILE, record_meta
 
 logger = logging.get_logger("subnets")
@@ -47,7 +49,8 @@ class SearchArguments:
     _argument_group_name = "method: mask search (every method)"  # its --help section
 
     method: MaskMethodName = field(default="hard_concrete", metadata={"help": " | ".join(MASK_METHODS)})
-    target_sparsity: float = field(default=0.5, metadata={"help": "Target fraction of pruned target weights."})
+    target_sparsity: float = field(default=0.5, metadata={
+        "help": "Target fraction of pruned target weights (hard_concrete under --controller fixed only records it)."})
     granularity: Literal[GRANULARITIES] = field(default="weight", metadata={
         "help": "weight | head | neuron | structured"})
     mask_pooler: bool = field(default=False, metadata={
@@ -86,7 +89,8 @@ def search_targets(model: torch.nn.Module, search: SearchArguments) -> list[Targ
 
 
 def check_search(search: SearchArguments, options: OptionGroups) -> None:
-    """Refuse options the chosen method contradicts or does not read (a stage calls this before writing)."""
+    """Refuse options the chosen method contradicts or does not read, and let the method's own check refuse or warn
+    (a stage calls this before writing)."""
     method = MASK_METHODS[search.method]
     if search.granularity != "weight" and search.method in WEIGHT_ONLY_METHODS:
         raise SubnetsError(f"--method {search.method} masks single weights only; expected --granularity weight with "
@@ -95,7 +99,7 @@ def check_search(search: SearchArguments, options: OptionGroups) -> None:
         raise SubnetsError(f"--pattern, --layer_budget and the calibration options apply to the one-shot methods "
                            f"(magnitude, wanda, sparsegpt), not --method {search.method}; expected their defaults "
                            f"(stage 3 draws an N:M ticket from any mask state with --pattern).")
-    check = getattr(method.build, "check", None)  # one-shot builders check their options (OneShotSearch)
+    check = getattr(method.build, "check", None)  # builders that check their options: OneShotSearch, hard-concrete's
     if check is not None:
         check(search, options)
 

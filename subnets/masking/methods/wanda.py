@@ -1,13 +1,14 @@
-"""Wanda (Sun et al. 2023): prune the lowest |W_ij| * ||X_j||_2 within each output row, no weight update."""
+"""Wanda (Sun et al. 2023): prune the lowest |W_ij| * ||X_j||_2 within each output row, no weight update.
+docs/methods.md, "One-shot pruning". The score (`wanda_scores`) lives with the shared one-shot machinery
+(`subnets.masking.oneshot`), whose OWL layer budgets rank layers by it for every one-shot method."""
 
 from __future__ import annotations
 
 import torch
 
-from ..calibration import InputStatistics
 from ...sparsity import Pattern
-from ..oneshot import MatrixPruner, PrunedMatrix, select, wanda_scores
-from .oneshot import OneShotSearch
+from ..calibration import InputStatistics
+from ..oneshot import MatrixPruner, OneShotSearch, PrunedMatrix, select, wanda_scores
 
 
 def _wanda(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float, pattern: Pattern) -> PrunedMatrix:
@@ -17,4 +18,4 @@ def _wanda(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float,
 
 WANDA = MatrixPruner("norms", _wanda, score=lambda weight, stats: wanda_scores(weight, stats.norms))
 
-search_wanda = OneShotSearch(WANDA)
+build_wanda = OneShotSearch(WANDA)

@@ -1,23 +1,23 @@
-"""Baseline masks: random and one-shot magnitude pruning, drawn at an exact sparsity, and the one-shot magnitude
-baseline of whole heads and FFN neurons (structured, for compact export)."""
+"""Magnitude pruning: prune the lowest |W|, per matrix or globally (`magnitude_mask`; as a one-shot method,
+`--method magnitude`, it also takes --pattern and --layer_budget, see `subnets.masking.oneshot`), and the
+one-shot structured baseline of whole heads and FFN neurons by their L1 norm (`magnitude_structured_masks`, for
+compact export)."""
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import torch
 
-from ..errors import SubnetsError
-from ..targets import Target
-from ..weights import require_plain
-from .draw import draw_mask
-from .layout import UnitMasks, UnitSlice, encoder_layers
-
-
-def target_weights(model: torch.nn.Module, targets: Iterable[Target]) -> dict[str, torch.Tensor]:
-    """The current values of the target weights (parametrized weights give their masked values)."""
-    modules = dict(model.named_modules())
-    return {t.name: modules[t.module_name].weight.detach() for t in targets}
+from ...errors import SubnetsError
+from ...sparsity import Pattern
+from ...targets import Target
+from ...weights import require_plain
+from ..base import target_weights
+from ..calibration import InputStatistics
+from ..draw import draw_mask
+from ..layout import UnitMasks, UnitSlice, encoder_layers, unit_scores
+from ..oneshot import MatrixPruner, OneShotSearch, PrunedMatrix, select
 
 
 def magnitude_mask(
@@ -25,15 +25,6 @@ def magnitude_mask(
 ) -> dict[str, torch.Tensor]:
     """Prune the smallest |W|, per matrix (layer-wise) or globally."""
     return draw_mask({n: w.abs() for n, w in target_weights(model, targets).items()}, sparsity, scope=scope)
-
-
-def random_mask(
-    targets: Iterable[Target], sparsity: float, *, scope: str = "per_matrix", seed: int = 0
-) -> dict[str, torch.Tensor]:
-    """Prune uniformly random weights (reproducible by `seed`)."""
-    generator = torch.Generator().manual_seed(seed)
-    state = {t.name: torch.rand(t.shape, generator=generator) for t in targets}
-    return draw_mask(state, sparsity, scope=scope)
 
 
 @torch.no_grad()
@@ -62,13 +53,18 @@ def _unit_norms(modules: dict[str, torch.nn.Module], slices: tuple[UnitSlice, ..
     return unit_scores(slices, {s.target.name: modules[s.target.module_name].weight.abs() for s in slices})
 
 
-def unit_scores(slices: tuple[UnitSlice, ...], scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Per unit (head unit or FFN neuron), the sum of the per-weight `scores` (by target name, weight-shaped) over
-    every matrix slice it spans."""
-    return sum(s.blocks(scores[s.target.name].float()).sum(1) for s in slices)
-
-
 def _top_units(scores: torch.Tensor, keep: float) -> torch.Tensor:
     kept = torch.zeros(len(scores), dtype=torch.bool)
     kept[scores.topk(round(keep * len(scores))).indices.cpu()] = True
     return kept
+
+
+def _magnitude(weight: torch.Tensor, stats: InputStatistics | None, sparsity: float, pattern: Pattern) -> PrunedMatrix:
+    """The |w| ranking is the state: drawing from it gives the magnitude ticket of any sparsity."""
+    scores = weight.abs()
+    return PrunedMatrix(select(scores, sparsity, pattern, per_row=False), state=scores)
+
+
+MAGNITUDE = MatrixPruner("none", _magnitude, score=lambda weight, stats: weight.abs())
+
+build_magnitude = OneShotSearch(MAGNITUDE)

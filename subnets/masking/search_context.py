@@ -1,4 +1,4 @@
-"""What a mask method's builder receives (`SearchContext`) and returns (`FoundMask`)."""
+"""What a mask method's builder (`subnets.masking.methods`) receives (`SearchContext`) and returns (`FoundMask`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
-from ...registry import OptionGroups
-from ...targets import Target
-from ...tasks import TaskSpec
-from ...training import Callback, Trainer
-from ..base import binary_mask
-from ..callbacks import BINARY_FILE, STATE_FILE, MaskSearchCallback
+from ..registry import OptionGroups
+from ..targets import Target
+from ..tasks import TaskSpec
+from ..training import Callback, Trainer
+from .base import binary_mask
+from .callbacks import BINARY_FILE, STATE_FILE, MaskSearchCallback
+
 
 class SharedSearchOptions(Protocol):
     """The options of `subnets.masking.search.SearchArguments` that every method reads (typed here so that the
