@@ -25,7 +25,6 @@ import dataclasses
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
 
@@ -155,13 +154,13 @@ OptimizerFactory = Callable[[list[dict[str, Any]], TrainingArguments], torch.opt
 SchedulerFactory = Callable[[torch.optim.Optimizer, TrainingArguments, int], LRScheduler]
 
 
-@dataclass
+@dataclasses.dataclass
 class TrainingParts:
     """What the method options add to a training run (`subnets.parts.build_training_parts`, a selective method's
     builder): its optimizer, callbacks and objective; None / empty for AdamW, no callbacks and cross-entropy."""
 
     optimizer_factory: OptimizerFactory | None = None
-    callbacks: list[Callback] = field(default_factory=list)
+    callbacks: list[Callback] = dataclasses.field(default_factory=list)
     objective: Objective | None = None
 
     def trainer_options(self) -> dict[str, Any]:
