@@ -133,8 +133,8 @@ def attack_as_run(run: Path, key: str) -> str | None:
     config = next(iter(metrics.values()), {}).get(name, {}).get("attack_config") if metrics else None
     if not config:
         return None
-    candidates, published = config.get("candidates"), RECIPES[config["recipe"]].max_candidates
-    if candidates is None:
+    candidates, published = config["candidates"], RECIPES[config["recipe"]].max_candidates
+    if "max_candidates" not in candidates:  # PWWS: WordNet synonyms, no neighbour count
         return "WordNet synonyms (as published)"
     k = candidates["max_candidates"]
     if candidates["source"] != "shipped_lists":

@@ -234,8 +234,8 @@ def test_recorded_config_is_mains(root, recipe):
     assert plain.config == _expected(recipe, root)
     assert json.dumps(plain.config) == json.dumps(_expected(recipe, root))  # metrics.json's key order too
     options = build_attack(recipe, LexiconClassifier(), data_dir=root, embeddings=root / "vectors.txt",
-                           query_budget=30, max_ratio=0.25, max_candidates=3, disable=("stopwords", "pos"), seed=5,
-                           **_wordnet(recipe, root))
+                           query_budget=30, max_ratio=0.25, disable=("stopwords", "pos"), seed=5,
+                           **({} if recipe == "pwws" else {"max_candidates": 3}), **_wordnet(recipe, root))
     assert options.config == _expected(f"{recipe}+options", root)
 
 
@@ -263,3 +263,10 @@ def test_options_from_keywords_and_the_command_line_are_one_dataclass():
         AttackOptions.from_keywords(attack="bae", disable=("grammar",))
     with pytest.raises(SubnetsError, match="Unknown --attack 'hotflip'"):
         AttackOptions(attack="hotflip")
+
+
+def test_a_neighbour_count_for_the_wordnet_attack_is_refused_not_ignored():
+    with pytest.raises(SubnetsError, match="--attack_max_candidates has no effect on pwws, which draws WordNet "
+                                           "synonyms; expected it only with an embedding-neighbour attack"):
+        AttackOptions(attack="pwws", attack_max_candidates=3)
+    assert AttackOptions(attack="bae", attack_max_candidates=3).attack_max_candidates == 3

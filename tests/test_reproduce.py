@@ -238,3 +238,13 @@ def test_reproduce_can_select_every_training_stage_on_a_held_out_training_split(
     with pytest.raises(reproduce.SubnetsError, match="--validation_split_percentage 100 is out of range"):
         reproduce.main(argv + ["--validation_split_percentage", "100"])
 
+
+
+def test_the_attack_row_of_a_wordnet_attack_says_so(tmp_path):
+    """PWWS records its WordNet source without a neighbour count; its Aua cell reads "as published"."""
+    from pipelines.reproduce import attack_as_run
+
+    config = {"recipe": "pwws", "source": "pwws_ren_2019.py", "candidates": {"source": "wordnet", "path": "wn"}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"ckpt": {"sst2": {"attack_config": config}}}))
+    assert attack_as_run(tmp_path, "sst2/accuracy_under_attack") == "WordNet synonyms (as published)"
+    assert attack_as_run(tmp_path, "sst2/clean_accuracy") is None

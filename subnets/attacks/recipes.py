@@ -248,6 +248,11 @@ class AttackOptions:
         if self.attack_max_candidates is not None and self.attack_max_candidates < 1:
             raise SubnetsError(f"max_candidates must be a positive number of neighbours; got "
                                f"{self.attack_max_candidates}.")
+        if self.attack_max_candidates is not None and self.attack in RECIPES and \
+                RECIPES[self.attack].max_candidates is None:
+            raise SubnetsError(f"--attack_max_candidates has no effect on {self.attack}, which draws WordNet "
+                               f"synonyms; expected it only with an embedding-neighbour attack "
+                               f"({', '.join(n for n, r in RECIPES.items() if r.max_candidates is not None)}).")
 
     @property
     def disabled(self) -> tuple[str, ...]:
