@@ -107,6 +107,7 @@ def test_an_attack_without_the_attacks_extra_is_one_error(tmp_path, tiny_model_d
                                       "textfooler", "--attack_file", str(user)])
     assert evaluate.cli() == 2
     _one_error_line(capsys.readouterr().err, "attacks")
+    assert not (tmp_path / "eval").exists()  # stopped before writing anything
 
 
 def test_the_minilm_alias_and_a_plot_without_their_extras_are_one_error(tmp_path, tiny_bert, monkeypatch, capsys):
