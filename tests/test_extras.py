@@ -128,3 +128,14 @@ def test_the_minilm_alias_and_a_plot_without_their_extras_are_one_error(tmp_path
     assert masks_main(["--root", str(tmp_path / "store"), "plot", record, "--out", str(tmp_path / "m.png")]) == 2
     _one_error_line(capsys.readouterr().err, "plots")
     assert not (tmp_path / "m.png").exists()
+
+
+def test_the_default_job_without_the_attacks_extra_stops_before_training(tmp_path, monkeypatch, capsys):
+    from pipelines import default_job
+
+    core_install(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["subnets-default-job", "--data_dir", str(tmp_path), "--output_dir",
+                                      str(tmp_path / "runs")])
+    assert default_job.cli() == 2
+    _one_error_line(capsys.readouterr().err, "attacks")
+    assert not (tmp_path / "runs").exists()
