@@ -17,11 +17,11 @@ import torch
 
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_bytes, atomic_write_json, check_writable_dir
-from subnets.sparsity import parse_pattern, pattern_violations
+from subnets.sparsity import keep_probability, parse_pattern, pattern_violations
 from subnets.weights import apply_masks, save_plain_model
 
 from .record import MaskRecord
-from .report import diff_masks, grid_columns, record_grid, state_values, update_frequency_by_layer
+from .report import diff_masks, grid_columns, layer_kind_grid, record_grid, state_values, update_frequency_by_layer
 from .store import DEFAULT_ROOT, ROOT_ENV, MaskStore, store_root
 
 EXPORT_FORMATS = ("dense", "prune", "pt", "sparse")
@@ -197,7 +197,13 @@ def cmd_plot(store: MaskStore, args: argparse.Namespace) -> int:
         if not steps:
             raise SubnetsError(f"Update-mask record {record.id[:12]} has no logged steps to plot.")
         plot_steps(steps, per_layer, title, out)
-    elif record.kind == "state":  # gate or score values: coloured over the cells' own range, with a histogram
+    elif record.kind == "state" and record.meta.get("method") == "hard_concrete":
+        # gate log-alphas drawn as keep probabilities P(z != 0) (docs/methods.md, hard-concrete), with a histogram
+        shapes = {name: info["shape"] for name, info in record.meta["tensors"].items()}
+        means = {name: float(keep_probability(t.float()).mean()) for name, t in record.masks.items()}
+        plot_grid(layer_kind_grid(means, shapes), title, "mean keep probability", out,
+                  values=keep_probability(state_values(record)))
+    elif record.kind == "state":  # score values: coloured over the cells' own range, with a histogram
         grid, label = record_grid(record)
         cells = [v for row in grid["layers"].values() for v in row.values()]
         low, high = min(cells), max(cells)

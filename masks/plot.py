@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from subnets.errors import SubnetsError
+from subnets.extras import require
 from subnets.io import atomic_write_bytes
 
 from .report import grid_columns
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    require("matplotlib", extra="plots", purpose="Plotting").use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -25,6 +24,7 @@ def _pyplot():
 def image_format(path: str | os.PathLike) -> str:
     """The image format a path's extension names (png without one); an extension matplotlib cannot write is an
     error."""
+    _pyplot()
     from matplotlib.backend_bases import FigureCanvasBase
 
     suffix = Path(path).suffix.lstrip(".").lower() or "png"

@@ -8,9 +8,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
@@ -334,7 +335,9 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> int:
     """Run a stage's `main`, turning user errors into one line on stderr and exit status 2."""
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets loads (parsing does not)
+    if "datasets" in sys.modules:  # loaded already (a command run in-process)
+        sys.modules["datasets"].disable_progress_bars()
     try:
         configure_threads()
         main(None)

@@ -29,6 +29,7 @@ from pipelines.common import run_cli
 from pipelines.sweeping.plan import options_argv
 from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
+from subnets.extras import EXTRAS, require
 from subnets.io import atomic_write_json
 
 SPARSITY = 0.3
@@ -84,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.data_dir is None:
         raise SubnetsError("No --data_dir given and SUBNETS_DATA_DIR is not set; expected the offline data folder "
                            "(with glue/SST-2) or a machine that can reach the hub.")
+    for module in EXTRAS["attacks"]:  # TextFooler runs last: stop now if it cannot, not after the training
+        require(module, extra="attacks", purpose="The default job's TextFooler")
     out, n = Path(args.output_dir), args.train_samples
     start = time.perf_counter()
     stage1_finetune.main(["--model_name_or_path", args.model_name_or_path,

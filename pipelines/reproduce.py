@@ -33,6 +33,7 @@ from subnets.attacks.runner import read_results
 from subnets.attacks.search import FAILED, SKIPPED
 from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
+from subnets.extras import require
 from subnets.intervals import SAMPLES, cluster_bootstrap, paired_difference, verdict
 from subnets.io import atomic_dir, atomic_write_json, atomic_write_text
 
@@ -310,8 +311,7 @@ def paired_table(table: Table, result: Mapping[str, Mapping[str, Any]]) -> str:
 
 def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> None:
     """Rows named `<series>@<x>`: one line per series and column, x against mean ± sd."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", extra="plots", purpose="The reproduction's figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -12,8 +12,10 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 

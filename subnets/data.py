@@ -10,9 +10,10 @@ import os
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-import datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 import numpy as np
 from transformers.utils import logging
 import torch
@@ -103,6 +104,8 @@ USER_FORMATS = {".csv": "user_csv", ".tsv": "user_tsv", ".jsonl": "user_json", "
 def read_user_file(path: Path, reader: str) -> Rows:
     """A user's CSV (standard quoting), TSV (no quoting, as GLUE's) or JSON-lines file, read with `datasets`;
     CSV and TSV cells stay strings exactly as written (no NA or number conversion)."""
+    import datasets
+
     kind = {"user_csv": "CSV", "user_tsv": "TSV", "user_json": "JSON lines"}[reader]
     options: dict[str, Any] = {}
     try:
@@ -161,6 +164,8 @@ def _label_index(value: Any, task: TaskSpec, where: str) -> int:
 
 
 def _to_dataset(rows: Rows, columns: dict[str, str], label: str, task: TaskSpec, where: str) -> datasets.Dataset:
+    import datasets
+
     data: dict[str, list] = {"idx": list(range(len(rows)))}
     for field, column in columns.items():
         try:
@@ -185,6 +190,8 @@ def _derive(ds: datasets.Dataset, part: str) -> datasets.Dataset:
 
 
 def _load_hub(source: HubSource, task: TaskSpec) -> datasets.Dataset:
+    import datasets
+
     try:
         raw = datasets.load_dataset(source.path, source.name, split=source.split)
     except Exception as e:  # the hub raises many types (connection, missing config, offline mode)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 import numpy as np
 import torch
 from tqdm.auto import tqdm

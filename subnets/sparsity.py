@@ -10,6 +10,7 @@ logger writes them. They are called at logging steps only, so reading values bac
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -220,6 +221,18 @@ def gate_stats(gates: Mapping[str, torch.Tensor], *, tolerance: float = 0.01) ->
         total += values.numel()
     total = max(total, 1)
     return {"mask/gates_near_0": near_0 / total, "mask/gates_near_1": near_1 / total}
+
+
+# Hard-concrete gates (Louizos et al., 2018; docs/methods.md, hard-concrete): stretch limits l, r; temperature beta
+HARD_CONCRETE_LIMITS = (-0.1, 1.1)
+HARD_CONCRETE_BETA = 2.0 / 3.0
+HARD_CONCRETE_L0_SHIFT = HARD_CONCRETE_BETA * math.log(-HARD_CONCRETE_LIMITS[0] / HARD_CONCRETE_LIMITS[1])
+
+
+def keep_probability(log_alpha: torch.Tensor) -> torch.Tensor:
+    """The probability that each hard-concrete gate is non-zero, sigmoid(log_alpha - beta log(-l / r)) (Louizos
+    et al., eq. 12): the expected L0 of mask search and what `subnets-masks plot` draws for a gate state."""
+    return torch.sigmoid(log_alpha - HARD_CONCRETE_L0_SHIFT)
 
 
 def gate_scalars(

@@ -19,7 +19,6 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch.nn.utils import parametrize
-from transformers.pytorch_utils import Conv1D
 
 from .errors import SubnetsError
 from .families import FUSED_ROLES, Family, family_of, role_of_path
@@ -75,6 +74,8 @@ def find_encoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def _prunable(module: torch.nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layer (here: the store loads no transformers)
+
     return isinstance(module, (torch.nn.Linear, Conv1D))
 
 
@@ -145,6 +146,8 @@ def _weight_shape(module: torch.nn.Module) -> tuple[int, ...]:
 
 def _module_targets(model: torch.nn.Module) -> dict[str, Target]:
     """Every candidate target module name -> its Target, optional kinds included."""
+    from transformers.pytorch_utils import Conv1D
+
     modules = dict(model.named_modules())
     family = model_family(model)
     if family is None:

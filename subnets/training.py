@@ -26,9 +26,10 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
 
-import datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 import numpy as np
 import torch
 import torch.distributed as dist

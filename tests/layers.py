@@ -7,7 +7,7 @@ Exit status 1 when a rule is broken. `tests/test_layers.py` runs the same check.
 Layers, lowest first; a module may import modules of its own layer and of the layers below it, never above:
 
     base      subnets.errors, io, targets, families, weights, sparsity, state_io, threads, tasks, tensorboard,
-              attention:
+              attention, extras:
               what the store and the library share (no model loading, no training, nothing of the mask store)
     store     masks (the mask store, its record formats, sparse checkpoints, reports) but masks.cli, masks.__main__
     library   the rest of subnets (models, data, config, training, masking, objectives, selective, attacks, ...)
@@ -31,6 +31,7 @@ LAYERS = ("base", "store", "library", "apps")
 BASE_MODULES = (
     "subnets.errors", "subnets.io", "subnets.targets", "subnets.weights", "subnets.state_io", "subnets.threads",
     "subnets.tasks", "subnets.tensorboard", "subnets.attention", "subnets.sparsity", "subnets.families",
+    "subnets.extras",
 )
 APP_MODULES = ("masks.cli", "masks.__main__")
 

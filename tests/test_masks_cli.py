@@ -91,9 +91,10 @@ def test_plot_writes_pngs(capsys, store_with_records):
 def test_a_state_is_plotted_on_its_own_range_with_a_histogram(capsys, store_with_records, monkeypatch):
     root, store, _ = store_with_records
     g = torch.Generator().manual_seed(3)
-    state = {name: 3 + 2 * torch.randn(info["shape"], generator=g)  # log-alpha-like values, far outside [0, 1]
+    state = {name: 3 + 2 * torch.randn(info["shape"], generator=g)  # score-like values, far outside [0, 1]
              for name, info in store.list(kind="ticket")[0].meta["tensors"].items()}
-    state_id = store.put(state, meta={"task": "sst2", "method": "hard_concrete", "model": "tiny", "seed": 0})
+    # (a hard-concrete gate state is drawn as keep probabilities instead: tests/test_masks_plot_state.py)
+    state_id = store.put(state, meta={"task": "sst2", "method": "scores", "model": "tiny", "seed": 0})
     drawn = {}
 
     def spy(grid, title, label, path, *, scale=(0.0, 1.0), values=None):
@@ -110,7 +111,7 @@ def test_a_state_is_plotted_on_its_own_range_with_a_histogram(capsys, store_with
     means = [float(t.mean()) for t in state.values()]  # one tensor per cell of the tiny model's grid
     assert drawn["scale"] == pytest.approx((min(means), max(means)), abs=1e-5)
     everything = torch.cat([t.flatten() for t in state.values()])
-    assert drawn["values"].numel() == everything.numel() and drawn["label"] == "mean hard_concrete state value"
+    assert drawn["values"].numel() == everything.numel() and drawn["label"] == "mean scores state value"
 
 
 def test_export_pt_dense_and_sparse(capsys, store_with_records):

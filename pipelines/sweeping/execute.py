@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from subnets.errors import SubnetsError
+from subnets.extras import require
 from subnets.io import atomic_write_json
 from subnets.threads import configure_threads, usable_cores
 
@@ -200,11 +201,7 @@ class SubmititExecutor:
     """One submitit job per run (SLURM where available; `cluster="local"` runs jobs as local processes)."""
 
     def __init__(self, folder: Path, workers: int, cluster: str | None = None, parameters: dict[str, Any] | None = None):
-        try:
-            import submitit
-        except ImportError as e:
-            raise SubnetsError("The submitit executor needs the submitit package; expected `pip install "
-                               "'subnets[cluster]'` (or --executor local).") from e
+        submitit = require("submitit", extra="cluster", purpose="The submitit executor (or --executor local)")
         self.capacity = workers
         self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
         if parameters:

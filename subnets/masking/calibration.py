@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
-import datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -44,6 +45,8 @@ def read_calibration_file(path: str | Path, task: TaskSpec, tokenizer: PreTraine
     """Tokenised texts of a user's file: a .txt file (one text per line), or a CSV/TSV/JSONL with an attack's
     `perturbed` column (a list of one or two texts), else the task's text columns; its `label` column, if any,
     gives labels (ids or the task's label names)."""
+    import datasets
+
     path = Path(path)
     if not path.is_file():
         raise SubnetsError(f"--calibration_file {path} is not a file; expected a .txt, CSV, TSV or JSONL of texts.")

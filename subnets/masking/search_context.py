@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, Sequence
 
-import datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 import torch
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase

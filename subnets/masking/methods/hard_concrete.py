@@ -29,7 +29,9 @@ from typing import Any, Iterable, Literal, Sequence
 import torch
 
 from ...registry import OptionGroups, check_choice
+from ...sparsity import HARD_CONCRETE_BETA as BETA, HARD_CONCRETE_L0_SHIFT as _L0_SHIFT, HARD_CONCRETE_LIMITS
 from ...sparsity import gate_scalars
+from ...sparsity import keep_probability as expected_l0
 from ...targets import Target
 from ...training import Trainer
 from ..base import MaskParametrization, attach
@@ -37,11 +39,10 @@ from ..callbacks import MaskSearchCallback
 from ..layout import Layout
 from ..search_context import FoundMask, SearchContext, SharedSearchOptions
 
-LIMIT_L, LIMIT_R, BETA = -0.1, 1.1, 2.0 / 3.0
+LIMIT_L, LIMIT_R = HARD_CONCRETE_LIMITS
 INIT_LOG_ALPHA = math.log(5.0)
 _EPS = 1e-6
 _STRETCH = LIMIT_R - LIMIT_L
-_L0_SHIFT = BETA * math.log(-LIMIT_L / LIMIT_R)
 
 
 class _HardConcreteSample(torch.autograd.Function):
@@ -107,10 +108,6 @@ def sample_masked_weight(log_alpha: torch.Tensor, weight: torch.Tensor) -> torch
 def deterministic_gate(log_alpha: torch.Tensor) -> torch.Tensor:
     return (torch.sigmoid(log_alpha) * _STRETCH + LIMIT_L).clamp(0.0, 1.0)
 
-
-def expected_l0(log_alpha: torch.Tensor) -> torch.Tensor:
-    """Probability that each gate is non-zero."""
-    return torch.sigmoid(log_alpha - _L0_SHIFT)
 
 
 class HardConcreteGate(MaskParametrization):
