@@ -4,9 +4,10 @@ build their runs here, so the same options train the same model either way."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+    import datasets
 from transformers import PreTrainedTokenizerBase
 
 from .config import DataArguments, TrainingArguments
