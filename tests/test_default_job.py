@@ -8,7 +8,7 @@ def test_default_job_compares_dense_ce_ticket_and_robust_ticket_in_one_table(tmp
     """The job's three models each live in a stage run folder that evaluate.py loads; the robust ticket's search
     ran under FreeLB and the cross-entropy ticket's did not; the printed table has a row per model with the
     AdvGLUE and TextFooler columns; a second run resumes (no weights rewritten) and prints the same table."""
-    data = write_toy_data(tmp_path / "data", ["sst2", "advglue-sst2"])
+    data = write_toy_data(tmp_path / "data", ["sst2", "sst2-test", "advglue-sst2"])
     out = tmp_path / "job"
     argv = ["--data_dir", str(data), "--output_dir", str(out), "--model_name_or_path", str(tiny_model_dir()),
             "--train_samples", "64", "--attack_samples", "3"]
@@ -18,7 +18,7 @@ def test_default_job_compares_dense_ce_ticket_and_robust_ticket_in_one_table(tmp
         assert (out / name / "metrics.json").is_file()
         assert f"| {name} |" in printed
         row = summary["models"][name]
-        assert {"sst2", "advglue-sst2"} <= set(row)
+        assert {"sst2", "sst2-test", "advglue-sst2"} <= set(row)
         assert 0.0 <= row["sst2"]["accuracy_under_attack"] <= row["sst2"]["clean_accuracy"] <= 1.0
     assert summary["models"]["dense"]["sparsity"] == 0.0
     for name in ("ticket", "robust_ticket"):
@@ -27,7 +27,7 @@ def test_default_job_compares_dense_ce_ticket_and_robust_ticket_in_one_table(tmp
                 ("ticket_search", "robust_search")}
     assert searches["robust_search"]["ObjectiveArguments"]["adversary"] == "freelb"
     assert searches["ticket_search"]["ObjectiveArguments"]["adversary"] == "none"
-    assert "TextFooler Aua" in printed and "AdvGLUE-SST2" in printed
+    assert "TextFooler Aua" in printed and "AdvGLUE-SST2" in printed and "SST-2 test acc" in printed
 
     def weights_stamps():
         return {name: (out / name / "checkpoint-last" / "model_state.safetensors").stat().st_mtime_ns
