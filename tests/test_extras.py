@@ -3,6 +3,7 @@ that needs one gives one error line naming the `pip install "subnets[...]"` that
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import re
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO
+from subnets.attacks import recipes
 from subnets.errors import SubnetsError
 from subnets.extras import EXTRAS, require
 
@@ -39,6 +41,8 @@ def core_install(monkeypatch) -> None:
     minilm's tokenizer, so they are made before)."""
     for name in [n for n in sys.modules if n.partition(".")[0] in OPTIONAL]:
         monkeypatch.delitem(sys.modules, name)
+    for shared in ("shared_tagger", "shared_encoder"):  # models an earlier test loaded stay out of reach too
+        monkeypatch.setattr(recipes, shared, functools.lru_cache(maxsize=1)(getattr(recipes, shared).__wrapped__))
     monkeypatch.setattr(sys, "meta_path", [_Uninstalled(), *sys.meta_path])
 
 
