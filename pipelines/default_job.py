@@ -32,6 +32,7 @@ from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
 from subnets.extras import EXTRAS, require
 from subnets.io import atomic_write_json
+from subnets.runs import METRICS_FILE
 
 SPARSITY = 0.3
 MODELS = ("dense", "ticket", "robust_ticket")
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "wall_seconds": time.perf_counter() - start, "table": table}
     print(f"\n{table}\n\nsparsity of {summary['sparsity_denominator']}; TextFooler on {args.attack_samples} "
           f"SST-2 dev sentences\nwall time {summary['wall_seconds'] / 60:.1f} min; details in "
-          f"{out}/eval/metrics.json")
+          f"{out}/eval/{METRICS_FILE}")
     atomic_write_json(out / "summary.json", summary)
     return summary
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from pipelines import RECIPE_DIR
-from pipelines.common import claim_output_dir, run_cli, run_task
+from pipelines.common import run_cli
 from subnets.attacks import ATTACKS, AttackOptions
 from subnets.attacks.pipeline import attack_examples, attack_tables, file_examples, is_attackable, task_examples
 from subnets.config import check_at_least_one, parse_args
@@ -40,11 +40,13 @@ from subnets.evaluation import check_label_compatibility, compute_metrics, predi
 from subnets.io import atomic_write_json, atomic_write_text
 from subnets.models import checkpoint_labels, load_classifier
 from subnets.ood import ood_metrics
+from subnets.runs import (ATTACKS_DIR, EVALUATE, METRICS_FILE, PREDICTIONS_DIR, RESULTS_TABLE_FILE, claim_output_dir,
+                         run_task, write_run_config)
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, check_label_names, user_task
 
 
-COMMAND = "evaluate"
+STAGE = EVALUATE.id
 
 
 @dataclass
@@ -76,7 +78,6 @@ class EvaluateArguments:
         check_at_least_one(self, ("per_device_eval_batch_size", "max_seq_length"))
 
 
-PREDICTIONS_DIR = "predictions"  # <output_dir>/predictions/<checkpoint name>/<set>.json: per-example predictions
 FILE_SET_PREFIX = "file:"  # metrics.json key of an --attack_file's results: file:<file stem>
 
 
@@ -153,7 +154,7 @@ def evaluate_checkpoint(path: str, tasks: Sequence[TaskSpec], args: EvaluateArgu
     def attacked(examples, set_name: str, file_stem: str) -> dict:
         print(attack_header(attack.attack, name or path, set_name), flush=True)
         return attack_examples(model, tokenizer, examples, attack,
-                               Path(args.output_dir) / "attacks" / name / f"{file_stem}_{attack.attack}",
+                               Path(args.output_dir) / ATTACKS_DIR / name / f"{file_stem}_{attack.attack}",
                                max_length=args.max_seq_length, data_dir=args.data_dir, bf16=args.bf16,
                                use_cpu=args.use_cpu)
 
@@ -232,15 +233,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check_sets(args.checkpoint, tasks)
     if args.ood_task:
         get_task(args.ood_task)
-    claim_output_dir(Path(args.output_dir), COMMAND)
+    claim_output_dir(Path(args.output_dir), STAGE)
     results = {name: evaluate_checkpoint(path, tasks, args, attack, name)
                for name, path in zip(checkpoint_names(args.checkpoint), args.checkpoint)}
     out = Path(args.output_dir)
-    atomic_write_json(out / "run_config.json", {"stage": COMMAND, **asdict(args), **asdict(attack)})
-    atomic_write_json(out / "metrics.json", results)
+    write_run_config(out, {"stage": STAGE, **asdict(args), **asdict(attack)})
+    atomic_write_json(out / METRICS_FILE, results)
     table = markdown_table(results, {t.name: t for t in tasks}) + (attack_tables(results, attack.attack)
                                                                    if attack.attack != "none" else "")
-    atomic_write_text(out / "results.md", table)
+    atomic_write_text(out / RESULTS_TABLE_FILE, table)
     print(table)
     return results
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pipelines.common import run_cli
-from pipelines.evaluate import PREDICTIONS_DIR
 from pipelines.papers import BUDGETS, Paper, Setting, Table
 from pipelines.sweep import require_success
 from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
@@ -36,6 +35,7 @@ from subnets.errors import SubnetsError
 from subnets.extras import require
 from subnets.intervals import SAMPLES, cluster_bootstrap, paired_difference, verdict
 from subnets.io import atomic_dir, atomic_write_json, atomic_write_text
+from subnets.runs import ATTACKS_DIR, METRICS_FILE, PREDICTIONS_DIR
 
 GENERATED_MARKER = ".complete"  # written last into the smoke budget's generated model and data folders
 PAPERS = ("robust_tickets", "srnets", "rose", "roast", "pruning_robustness")
@@ -107,7 +107,7 @@ def example_outcomes(run: Path, key: str) -> dict[int, float] | None:
         return {i: float(p == g) for i, (p, g) in enumerate(zip(record["prediction"], record["label"]))}
     if metric not in ("clean_accuracy", "accuracy_under_attack"):
         return None
-    results = [r for f in sorted(run.glob(f"attacks/**/{name}_*.jsonl")) for r in read_results(f)]
+    results = [r for f in sorted(run.glob(f"{ATTACKS_DIR}/**/{name}_*.jsonl")) for r in read_results(f)]
     if metric == "clean_accuracy":
         return {r.idx: float(r.status != SKIPPED) for r in results} or None
     return {r.idx: float(r.status == FAILED) for r in results} or None
@@ -127,7 +127,7 @@ def attack_as_run(run: Path, key: str) -> str | None:
     """For an attack metric (`<set>/accuracy_under_attack`), how the run's attack drew its substitution candidates
     and how that differs from the published recipe (from metrics.json's attack_config); None for other metrics."""
     name, _, metric = key.rpartition("/")
-    path = run / "metrics.json"
+    path = run / METRICS_FILE
     if metric != "accuracy_under_attack" or not path.is_file():
         return None
     metrics = json.loads(path.read_text())
@@ -163,7 +163,7 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
             for leaf in leaves.get(row.name, []):
                 if not (matches(leaf.point, row.where) and matches(leaf.point, column.where)):
                     continue
-                path = out / leaf.run.name / "metrics.json"
+                path = out / leaf.run.name / METRICS_FILE
                 value = flat_metrics(json.loads(path.read_text())).get(column.key) if path.is_file() else None
                 if value is not None:
                     runs.append(leaf.run.name)

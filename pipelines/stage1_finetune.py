@@ -16,10 +16,11 @@ from subnets.data import Collator, load_split, tokenize
 from subnets.distributed import is_main_process
 from subnets.evaluation import compute_metrics, predict
 from subnets.io import atomic_write_text
+from subnets.runs import FINETUNE, PREDICT_RESULTS_FILE
 from subnets.tasks import TaskSpec
 from subnets.training import Trainer
 
-STAGE = "stage1_finetune"
+STAGE = FINETUNE.id
 
 
 def train(run: StageRun) -> Callable[[Path], dict[str, Any]]:
@@ -31,9 +32,6 @@ def train(run: StageRun) -> Callable[[Path], dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return run_stage(STAGE, argv, train)
-
-
-PREDICTIONS_FILE = "predict_results.txt"
 
 
 def predict_test(out: Path, trainer: Trainer, task: TaskSpec, args: StageArgs) -> dict[str, float]:
@@ -48,8 +46,8 @@ def predict_test(out: Path, trainer: Trainer, task: TaskSpec, args: StageArgs) -
                      Collator(trainer.tokenizer), training.per_device_eval_batch_size, trainer.device, training.bf16)
     names = task.label_names
     rows = "".join(f"{i}\t{names[p]}\n" for i, p in enumerate(logits.argmax(axis=1)))
-    atomic_write_text(out / PREDICTIONS_FILE, "index\tprediction\n" + rows)
-    print(f"wrote {out / PREDICTIONS_FILE} ({len(raw)} test predictions)")
+    atomic_write_text(out / PREDICT_RESULTS_FILE, "index\tprediction\n" + rows)
+    print(f"wrote {out / PREDICT_RESULTS_FILE} ({len(raw)} test predictions)")
     return compute_metrics(task, logits, np.asarray(raw["label"]), names, prefix="test_")
 
 

@@ -17,9 +17,10 @@ from pipelines.common import StageRun, model_path, run_cli, run_stage
 from subnets.config import StageArgs
 from subnets.masking.search import SearchArguments, check_search, search_arguments, search_mask
 from subnets.registry import OptionGroups
+from subnets.runs import SEARCH
 from subnets.store_options import MaskStoreArguments
 
-STAGE = "stage2_search"
+STAGE = SEARCH.id
 
 
 def check(args: StageArgs) -> None:

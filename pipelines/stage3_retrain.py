@@ -8,39 +8,26 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipelines.common import Loaded, StageRun, absolute_path, model_path, run_cli, run_stage
+from pipelines.common import Loaded, StageRun, model_path, run_cli, run_stage
 from subnets.config import ModelArguments, StageArgs
 from subnets.masking.retrain import (RetrainArguments, load_initialisation, read_mask, retrain_ticket, store_ticket,
                                      ticket_from, ticket_trainer)
-from subnets.masking.sources import run_config, run_model_source
+from subnets.runs import RETRAIN, model_source, run_config
 from subnets.store_options import MaskStoreArguments
 from subnets.tasks import TaskSpec
 
-STAGE = "stage3_retrain"
-
-
-def model_source(args: StageArgs) -> str:
-    """The model to retrain: an explicit --model_name_or_path, else the one the stage-2 run (--mask) started from."""
-    run_source = run_model_source(args[RetrainArguments].mask)
-    if run_source is None:
-        return model_path(args)
-    if "model_name_or_path" not in args.explicit:
-        return run_source
-    if absolute_path(model_path(args)) != absolute_path(run_source):
-        print(f"warning: --model_name_or_path {model_path(args)} is used, not {run_source}, the model the "
-              f"mask's run {args[RetrainArguments].mask} started from.", file=sys.stderr)
-    return model_path(args)
+STAGE = RETRAIN.id
 
 
 def task_source(args: StageArgs) -> str:
     """The run the task defaults to (the mask's run, else the model's); sets --model_name_or_path to the model
     to retrain (`model_source`)."""
-    args[ModelArguments].model_name_or_path = source = model_source(args)
     mask = args[RetrainArguments].mask
+    args[ModelArguments].model_name_or_path = source = model_source(mask, model_path(args),
+                                                                    "model_name_or_path" in args.explicit)
     return mask if run_config(mask) else source
 
 

@@ -19,7 +19,7 @@ from pipelines.common import run_cli
 from pipelines.sweeping.aggregate import aggregate, leaf_records, markdown
 from pipelines.sweeping.execute import EXECUTORS, SweepSettings, run_plan
 from pipelines.sweeping.plan import Chain, Plan, parse_assignment
-from pipelines.sweeping.stages import get_stage
+from pipelines.sweeping.stages import STAGES, get_stage
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_json, atomic_write_text
 
@@ -52,7 +52,7 @@ def parse_chain(stages: str, grid: Sequence[str], fixed: Sequence[str]) -> Chain
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stages", required=True, help="Comma-separated chain: bias,stage1,stage2,stage3,evaluate.")
+    parser.add_argument("--stages", required=True, help=f"Comma-separated chain: {','.join(STAGES)}.")
     parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
                         help="Grid values; KEY is an option (every stage that takes it) or STAGE.OPTION.")
     parser.add_argument("--set", nargs="*", default=[], dest="fixed", metavar="KEY=VALUE",

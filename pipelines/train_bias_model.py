@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from pipelines import RECIPE_DIR
-from pipelines.common import claim_output_dir, run_cli
+from pipelines.common import run_cli
 from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, tokenize
 from subnets.distributed import pick_device
@@ -33,12 +33,11 @@ from subnets.models import checkpoint_labels, load_classifier
 from subnets.objectives.bias_model import BIAS_TYPES, train_bias_model
 from subnets.objectives.predictions import PredictionCache, dataset_fingerprint
 from subnets.registry import check_choice
+from subnets.runs import BIAS_FILE, BIAS_MODEL, METRICS_FILE, TEACHER_FILE, claim_output_dir, write_run_config
 from subnets.tasks import TaskSpec, get_task
 from subnets.user_data import DataFileArguments, task_record, user_task
 
-COMMAND = "train_bias_model"
-BIAS_FILE = "bias_predictions.safetensors"
-TEACHER_FILE = "teacher_predictions.safetensors"
+STAGE = BIAS_MODEL.id
 
 
 @dataclass
@@ -96,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.output_dir:
         raise SubnetsError("No --output_dir given; expected a directory for the bias predictions.")
     out = Path(args.output_dir)
-    claim_output_dir(out, COMMAND)
+    claim_output_dir(out, STAGE)
     data_dir = args.data_dir or default_data_dir()
     task = user_task(files, args.task_name) if files.given else get_task(args.task_name or "mnli", trainable=True)
     if not task.trainable:
@@ -108,15 +107,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               l2=args.l2)
     teacher = teacher_predictions(*teacher_model, task, train, args) if teacher_model is not None else None
     user = {"task": task_record(task)} if task.user else {}
-    atomic_write_json(out / "run_config.json", {"stage": COMMAND, **vars(args), "task_name": task.name,
-                                                "data_dir": data_dir, **user})
+    write_run_config(out, {"stage": STAGE, **vars(args), "task_name": task.name, "data_dir": data_dir, **user})
     result.cache.save(out / BIAS_FILE)
     metrics = dict(result.metrics, fingerprint=result.cache.fingerprint, bias_predictions=str(out / BIAS_FILE))
     if teacher is not None:
         teacher.save(out / TEACHER_FILE)
         metrics["teacher_train_accuracy"] = float((teacher.probs.argmax(1) == teacher.labels).mean())
         metrics["teacher_predictions"] = str(out / TEACHER_FILE)
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / METRICS_FILE, metrics)
     print("\n".join(f"{k}: {v}" for k, v in metrics.items() if not isinstance(v, list)))
     return metrics
 

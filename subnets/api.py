@@ -9,9 +9,7 @@ and the option names of the stage's method groups) given as keyword arguments.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
@@ -19,19 +17,18 @@ if TYPE_CHECKING:  # imported where used: parsing a command's options loads no d
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import RUN_NEUTRAL_OPTIONS, DataArguments, TrainingArguments
+from .config import DataArguments, TrainingArguments
 from .data import default_data_dir
 from .distributed import init_distributed
 from .errors import SubnetsError
-from .io import LOCK_FILE, atomic_write_json, check_writable_dir, empty_run_folder
 from .parts import TaskData, build_training_parts, load_task_data, method_arguments
 from .registry import OptionGroups
+from .runs import claim_api_run_dir as _claim_run_dir
 from .tasks import TaskSpec, get_task
 from .training import Trainer, set_seed
 from .user_data import DataFileArguments, user_task
 
 PathLike = str | os.PathLike
-RUN_CONFIG_FILE = "run_config.json"
 
 
 def _groups(classes: Sequence[type], options: dict[str, Any]) -> OptionGroups:
@@ -106,40 +103,6 @@ def load_data(task: TaskSpec, tokenizer: PreTrainedTokenizerBase, *, data_dir: P
                             max_seq_length=max_seq_length, max_train_samples=max_train_samples,
                             max_eval_samples=max_eval_samples, validation_split_percentage=validation_split_percentage)
     return load_task_data(options, task, tokenizer)
-
-
-def _claim_run_dir(command: str, args: TrainingArguments, model: torch.nn.Module, task: TaskSpec, data: TaskData,
-                   **inputs: Any) -> None:
-    """The stages' rule for a run folder: a run is resumed only by the call that made it. A new or empty folder
-    is claimed (its run_config.json names the call, its options, task, data sizes and the starting weights'
-    fingerprint); the same call resumes the run there; any other run, or a folder holding something else, is
-    refused; `overwrite_output_dir=True` first empties a folder that holds a run of this toolkit."""
-    from masks import model_fingerprint
-
-    out = Path(args.output_dir)
-    check_writable_dir(out)
-    options = {k: v for k, v in dataclasses.asdict(args).items() if k not in RUN_NEUTRAL_OPTIONS}
-    config = json.loads(json.dumps({
-        "stage": f"api.{command}", "task": task.name, "model_fingerprint": model_fingerprint(model),
-        "examples": [0 if data.train is None else len(data.train), len(data.eval)], "options": options, **inputs,
-    }, default=str))
-    path = out / RUN_CONFIG_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError as e:
-            raise SubnetsError(f"{path} is not valid JSON; expected the config of a previous run.") from e
-        if args.overwrite_output_dir:
-            empty_run_folder(out)
-        elif old != config:
-            what = (f"a {old.get('stage')} run" if old.get("stage") != config["stage"] else
-                    "a run of other " + ", ".join(k for k in config if old.get(k) != config[k]))
-            raise SubnetsError(f"Output directory {out} already holds {what}; expected a new output_dir, the same "
-                               f"call to resume that run, or overwrite_output_dir=True.")
-    elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
-        raise SubnetsError(f"Output directory {out} is not empty and holds no run; expected an empty or new "
-                           f"directory (overwrite_output_dir=True only replaces a run of this toolkit).")
-    atomic_write_json(path, config)
 
 
 def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, data: TaskData,

@@ -17,6 +17,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from .checkpointing import BEST
 from .errors import SubnetsError
 from .extras import require
 from .targets import model_family
@@ -36,8 +37,8 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path == MINILM_ALIAS:
         return str(minilm_path())
     path = Path(name_or_path)
-    if path.is_dir() and not (path / "config.json").exists() and (path / "checkpoint-best" / "config.json").exists():
-        return str(path / "checkpoint-best")
+    if path.is_dir() and not (path / "config.json").exists() and (path / BEST / "config.json").exists():
+        return str(path / BEST)
     return name_or_path
 
 

@@ -47,13 +47,13 @@ from .errors import SubnetsError
 from .evaluation import check_label_compatibility, compute_metrics, predict
 from .io import atomic_write_json, directory_lock
 from .precision import autocast
+from .runs import RESULTS_FILE
 from .tasks import TaskSpec
 from .tensorboard import TensorBoardLogger
 
 NON_MODEL_KEYS = ("labels", "idx")
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "layer_norm.bias")
 LOWER_IS_BETTER = ("loss", "ece")
-RESULTS_FILE = "all_results.json"
 # TensorBoard tag -> the key HF's Trainer uses in log_history (eval/<m> -> eval_<m>; other tags are kept as is)
 HF_LOG_KEYS = {"train/loss": "loss", "train/lr": "learning_rate", "train/grad_norm": "grad_norm"}
 

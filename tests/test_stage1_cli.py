@@ -127,8 +127,8 @@ def test_ddp_two_cpu_processes_end_identical_and_match_one_process(tmp_path, tin
 def test_a_run_with_tuple_options_resumes_in_its_own_directory(tmp_path):
     from dataclasses import dataclass, field
 
-    from pipelines.common import prepare_run_dir
     from subnets.config import StageArgs, TrainingArguments
+    from subnets.runs import prepare_run_dir
 
     @dataclass
     class WithTuple:

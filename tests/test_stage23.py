@@ -137,6 +137,7 @@ def test_bad_input_leaves_no_run_directory(workspace, tmp_path, stage):
 
 def test_a_run_that_names_itself_as_its_model_is_one_clear_error(tmp_path, monkeypatch):
     """Issue 28, defect 14: a run folder naming itself as its model made stage 3 `--init pretrained` loop forever."""
+    from subnets import runs
     from subnets.errors import SubnetsError
     from subnets.masking import sources
 
@@ -146,7 +147,7 @@ def test_a_run_that_names_itself_as_its_model_is_one_clear_error(tmp_path, monke
         (run / "run_config.json").write_text(json.dumps({"stage": "stage1_finetune",
                                                          "ModelArguments": {"model_name_or_path": str(model)}}))
     reads = {"n": 0}
-    original = sources.run_config
+    original = runs.run_config
 
     def counted(path):  # fails the test (rather than hanging it) if the chain is followed round and round
         reads["n"] += 1
@@ -154,7 +155,7 @@ def test_a_run_that_names_itself_as_its_model_is_one_clear_error(tmp_path, monke
             raise RuntimeError("the chain of run directories is followed endlessly")
         return original(path)
 
-    monkeypatch.setattr(sources, "run_config", counted)
+    monkeypatch.setattr(runs, "run_config", counted)
     for run in (itself, first):
         for init in ("pretrained", "2"):
             reads["n"] = 0

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from subnets.runs import METRICS_FILE
+
 from .plan import Leaf, option_value
 
 
@@ -64,7 +66,7 @@ def leaf_records(leaves: Iterable[Leaf], output_dir: Path) -> list[tuple[Mapping
     """The (point, run directory, flat metrics) of every leaf run that has metrics.json."""
     records = []
     for leaf in leaves:
-        path = output_dir / leaf.run.name / "metrics.json"
+        path = output_dir / leaf.run.name / METRICS_FILE
         if path.is_file():
             records.append((leaf.point, leaf.run.name, flat_metrics(json.loads(path.read_text()))))
     return records

@@ -30,6 +30,7 @@ from typing import Any, Callable, Protocol
 from subnets.errors import SubnetsError
 from subnets.extras import require
 from subnets.io import atomic_write_json
+from subnets.runs import METRICS_FILE
 from subnets.threads import configure_threads, usable_cores
 
 from .plan import Plan, Run
@@ -43,7 +44,7 @@ EXECUTORS = ("local", "inline", "submitit")
 
 def is_finished(directory: Path, run: Run) -> bool:
     record = directory / RECORD_FILE
-    if not (directory / "metrics.json").is_file() or not record.is_file():
+    if not (directory / METRICS_FILE).is_file() or not record.is_file():
         return False
     try:
         return json.loads(record.read_text()) == run.record()

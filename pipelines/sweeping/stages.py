@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
 
+import pipelines
 from subnets.errors import SubnetsError
+from subnets.runs import BIAS_FILE, BIAS_MODEL, EVALUATE, FINETUNE, RETRAIN, SEARCH, StageName
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,18 @@ class Input:
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
-    module: str  # importable module with `main(argv)`; `python -m <module>` runs it too
+    run: StageName  # its names (subnets.runs): `name` is its key in sweeps
     arguments: Callable[[], list[type]]  # the argument dataclasses the script parses (imported lazily)
     inputs: tuple[Input, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.run.key
+
+    @property
+    def module(self) -> str:
+        """The stage script: importable, with `main(argv)`; `python -m <module>` runs it too."""
+        return f"{pipelines.__name__}.{self.run.id}"
 
     @cached_property
     def options(self) -> frozenset[str]:
@@ -65,15 +75,14 @@ def bias_arguments() -> list[type]:
     return [BiasModelArguments]
 
 
-BIAS_FILE = "bias_predictions.safetensors"  # what pipelines/train_bias_model.py writes
 _BIAS_INPUT = Input("bias_predictions", ("bias",), BIAS_FILE)
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
-    Stage("bias", "pipelines.train_bias_model", bias_arguments),
-    Stage("stage1", "pipelines.stage1_finetune", stage1_arguments, (_BIAS_INPUT,)),
-    Stage("stage2", "pipelines.stage2_search", stage2_arguments, (Input("model_name_or_path", ("stage1",)), _BIAS_INPUT)),
-    Stage("stage3", "pipelines.stage3_retrain", stage3_arguments, (Input("mask", ("stage2",)), _BIAS_INPUT)),
-    Stage("evaluate", "pipelines.evaluate", evaluate_arguments, (Input("checkpoint", ("stage3", "stage2", "stage1")),)),
+    Stage(BIAS_MODEL, bias_arguments),
+    Stage(FINETUNE, stage1_arguments, (_BIAS_INPUT,)),
+    Stage(SEARCH, stage2_arguments, (Input("model_name_or_path", ("stage1",)), _BIAS_INPUT)),
+    Stage(RETRAIN, stage3_arguments, (Input("mask", ("stage2",)), _BIAS_INPUT)),
+    Stage(EVALUATE, evaluate_arguments, (Input("checkpoint", ("stage3", "stage2", "stage1")),)),
 ]}
 
 

@@ -19,6 +19,7 @@ from ..distributed import is_main_process
 from ..errors import SubnetsError
 from ..models import load_classifier
 from ..registry import check_choice
+from ..runs import BEST
 from ..sparsity import UNSTRUCTURED, nm_mask, parse_pattern, pattern_sparsity, pattern_violations, sparsity_report
 from ..store_options import MaskStoreArguments
 from ..targets import targets_from_names
@@ -153,7 +154,7 @@ def store_ticket(out: Path, tokenizer: PreTrainedTokenizerBase, ticket: dict[str
     sparse-aware form (kept values + bit mask referencing the store record). Main process only; returns the id."""
     if not is_main_process():
         return None
-    best, _ = load_classifier(out / "checkpoint-best")
+    best, _ = load_classifier(out / BEST)
     parent = mask_meta.get("id") or mask_meta.get("file") or retrain.mask
     meta = record_meta(best, task.name, mask_meta.get("method", "drawn"), model_name=model_name, parent=str(parent),
                        seed=seed, init=retrain.init,

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from ..registry import OptionGroups
+from ..runs import BEST
 from ..targets import Target
 from ..tasks import TaskSpec
 from ..training import Callback, Trainer
@@ -64,7 +65,7 @@ class SearchContext:
         """Train a parametrized mask under its callback; the ticket and state of checkpoint-best (the final masks
         if no checkpoint holds them)."""
         metrics = self.make_trainer(self.output_dir, [control]).train()
-        best = self.output_dir / "checkpoint-best"
+        best = self.output_dir / BEST
         ticket = load_file(best / BINARY_FILE) if (best / BINARY_FILE).exists() else binary_mask(control.masks)
         state = load_file(best / STATE_FILE) if (best / STATE_FILE).exists() else None
         return FoundMask(ticket, state, metrics)
