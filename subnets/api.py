@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
-    import datasets
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 

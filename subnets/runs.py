@@ -59,17 +59,13 @@ class StageName:
     id: str  # the `stage` its run_config.json records
     key: str  # its name in sweeps and reproductions (`subnets-sweep --stages bias,stage1,...`)
     command: str  # its console command
-    description: str
 
 
-BIAS_MODEL = StageName("train_bias_model", "bias", "subnets-bias-model",
-                       "train a bias-only model and cache its per-example predictions for the debiasing losses")
-FINETUNE = StageName("stage1_finetune", "stage1", "subnets-finetune", "fine-tune a pre-trained model on a task")
-SEARCH = StageName("stage2_search", "stage2", "subnets-search", "search a mask over a (fine-tuned) model")
-RETRAIN = StageName("stage3_retrain", "stage3", "subnets-retrain",
-                    "draw a ticket at an exact sparsity and retrain it with the mask fixed")
-EVALUATE = StageName("evaluate", "evaluate", "subnets-evaluate",
-                     "evaluate checkpoints on evaluation sets, optionally under a word-substitution attack")
+BIAS_MODEL = StageName("train_bias_model", "bias", "subnets-bias-model")  # the debiasing losses' bias-only model
+FINETUNE = StageName("stage1_finetune", "stage1", "subnets-finetune")
+SEARCH = StageName("stage2_search", "stage2", "subnets-search")
+RETRAIN = StageName("stage3_retrain", "stage3", "subnets-retrain")
+EVALUATE = StageName("evaluate", "evaluate", "subnets-evaluate")
 STAGES = (BIAS_MODEL, FINETUNE, SEARCH, RETRAIN, EVALUATE)  # in the order a chain runs them
 
 
