@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_device_option, device_from  # noqa: E402
 
-from masks import MaskStore  # noqa: E402
-from masks.report import diff_masks  # noqa: E402
+from subnets.masks import MaskStore  # noqa: E402
+from subnets.masks.report import diff_masks  # noqa: E402
 
 HIDDEN, FFN, LAYERS = 768, 3072, 12
 

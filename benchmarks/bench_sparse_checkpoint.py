@@ -20,8 +20,8 @@ from transformers import AutoModelForSequenceClassification, BertConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_device_option, device_from  # noqa: E402
 
-from masks import apply_masks  # noqa: E402
-from masks.checkpoint import (checkpoint_bytes, load_sparse_state_dict,  # noqa: E402
+from subnets.masks import apply_masks  # noqa: E402
+from subnets.masks.checkpoint import (checkpoint_bytes, load_sparse_state_dict,  # noqa: E402
                                save_sparse_checkpoint, size_bound)
 from subnets.targets import find_targets  # noqa: E402
 from subnets.weights import plain_state_dict  # noqa: E402

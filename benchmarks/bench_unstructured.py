@@ -2,7 +2,7 @@
 
 Prunes a fraction of every encoder matrix by magnitude (the ticket stage 3 retrains), makes the zeros permanent
 in a plain model, and times forward passes of the dense and the pruned model, interleaved, in one process. Then
-writes both as checkpoints (dense safetensors vs the sparse-aware format of `masks.checkpoint`) and compares
+writes both as checkpoints (dense safetensors vs the sparse-aware format of `subnets.masks.checkpoint`) and compares
 their sizes. Compare benchmarks/bench_compact_export.py, where removing whole heads and neurons does speed up.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_unstructured.py      # minilm, batch 32 x seq 128, 50% sparsity
@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved  # noqa: E402
 
-from masks.checkpoint import save_sparse_checkpoint  # noqa: E402
+from subnets.masks.checkpoint import save_sparse_checkpoint  # noqa: E402
 from subnets.masking import magnitude_mask  # noqa: E402
 from subnets.models import load_classifier  # noqa: E402
 from subnets.weights import apply_masks, save_plain_model  # noqa: E402

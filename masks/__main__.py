@@ -1,4 +1,4 @@
-"""`python -m masks ...` runs the mask inspection CLI."""
+"""`python -m subnets.masks ...` runs the mask inspection CLI."""
 
 import sys
 

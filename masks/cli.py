@@ -1,4 +1,4 @@
-"""`subnets-masks` / `python -m masks`: list, show, diff, plot, export, verify and remove mask records.
+"""`subnets-masks` / `python -m subnets.masks`: list, show, diff, plot, export, verify and remove mask records.
 
 Human-readable tables by default, `--json` for scripts. Errors print one sentence and exit with status 2;
 `verify` exits with status 1 when it finds a damaged record.

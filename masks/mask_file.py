@@ -1,5 +1,5 @@
 """The record format of tickets (binary masks) and states (real-valued gate or score states): the masks in one
-`masks.safetensors` (binary entries bit-packed, `masks.bits`), written whole and read back against its checksum."""
+`masks.safetensors` (binary entries bit-packed, `subnets.masks.bits`), written whole and read back against its checksum."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ MASK_FILE = "masks.safetensors"
 
 
 class MaskFileFormat:
-    """Tickets and states (see `masks.store.FORMATS`)."""
+    """Tickets and states (see `subnets.masks.store.FORMATS`)."""
 
     def write(self, root: Path, masks: Mapping[str, torch.Tensor], record: dict[str, Any]) -> str:
         """Store the masks with the (validated) user fields `record`; returns the record id."""

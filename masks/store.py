@@ -1,9 +1,9 @@
 """The mask store: a directory of content-addressed records shared by every stage.
 
 Layout: `<root>/records/<id>/record.json` (metadata with its own checksum and the checksum of every data file,
-`masks.files`) plus the data of the record's format, chosen by its kind from `FORMATS`: `masks.safetensors` for
-tickets and states (`masks.mask_file`), `index.jsonl` + `chunk-*.safetensors` for update-mask logs
-(`masks.update_log`). A record is assembled in `<root>/tmp/` and renamed into place as a whole, so readers and
+`subnets.masks.files`) plus the data of the record's format, chosen by its kind from `FORMATS`: `masks.safetensors` for
+tickets and states (`subnets.masks.mask_file`), `index.jsonl` + `chunk-*.safetensors` for update-mask logs
+(`subnets.masks.update_log`). A record is assembled in `<root>/tmp/` and renamed into place as a whole, so readers and
 concurrent writers only ever see complete records; two writers of the same content race harmlessly for the same id.
 """
 
@@ -37,7 +37,7 @@ class RecordFormat(Protocol):
 
 
 FORMATS: dict[str, RecordFormat] = {"ticket": MASK_FILES, "state": MASK_FILES, "update": UPDATE_LOGS}
-"""Record kind -> its format; every kind of `masks.record.KINDS` has one."""
+"""Record kind -> its format; every kind of `subnets.masks.record.KINDS` has one."""
 
 
 def record_format(directory: Path, meta: Mapping[str, Any]) -> RecordFormat:
@@ -72,7 +72,7 @@ class MaskStore:
         return MASK_FILES.write(self.root, masks, validate_user_meta(meta))
 
     def open_update_log(self, meta: Mapping[str, Any] | None = None, *, flush_every: int = 8) -> UpdateLog:
-        """Start one update-mask record for a run (ROSE / RoAST); see `masks.update_log.UpdateLog`."""
+        """Start one update-mask record for a run (ROSE / RoAST); see `subnets.masks.update_log.UpdateLog`."""
         return UpdateLog.open(self.root, validate_user_meta(meta), flush_every=flush_every)
 
     def resume_update_log(self, state: Mapping[str, Any], *, flush_every: int = 8) -> UpdateLog:

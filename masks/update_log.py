@@ -301,7 +301,7 @@ def verify_update_record(directory: Path, meta: Mapping[str, Any], record_id: st
 
 
 class UpdateLogFormat:
-    """Update-mask logs (kind "update", see `masks.store.FORMATS`); written by `UpdateLog`."""
+    """Update-mask logs (kind "update", see `subnets.masks.store.FORMATS`); written by `UpdateLog`."""
 
     def record(self, directory: Path, meta: dict[str, Any]) -> MaskRecord:
         """The record (an unclosed log's fields recovered from its index); `masks` is the update frequency."""

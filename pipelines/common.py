@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from pipelines import RECIPE_DIR
+from subnets.pipelines import RECIPE_DIR
 from subnets.config import DataArguments, ModelArguments, StageArgs, TrainingArguments, parse_args
 from subnets.data import default_data_dir
 from subnets.distributed import init_distributed, is_main_process

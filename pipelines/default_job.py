@@ -13,7 +13,7 @@ confirmation: nothing was chosen on it), AdvGLUE-SST2 and TextFooler (Clean / Au
 dev) and printed as one table. The search settings were chosen on a split of the training data,
 never on these sets (docs/reproduce.md, "The default job").
 
-    python -m pipelines.default_job --data_dir DATA --output_dir runs/default
+    python -m subnets.pipelines.default_job --data_dir DATA --output_dir runs/default
 
 Every stage resumes if interrupted: run the same command again.
 """
@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain
-from pipelines.common import run_cli
-from pipelines.sweeping.plan import options_argv
+from subnets.pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain
+from subnets.pipelines.common import run_cli
+from subnets.pipelines.sweeping.plan import options_argv
 from subnets.data import default_data_dir
 from subnets.errors import SubnetsError
 from subnets.extras import EXTRAS, require
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def cli() -> int:
-    """The `subnets-default-job` console command (the same as `python -m pipelines.default_job`)."""
+    """The `subnets-default-job` console command (the same as `python -m subnets.pipelines.default_job`)."""
     return run_cli(main)
 
 

@@ -1,8 +1,8 @@
 """Evaluate one or more checkpoints on one or more tasks / evaluation sets.
 
-    python pipelines/evaluate.py --checkpoint runs/sst2-ft --checkpoint runs/sst2-ticket \
+    python -m subnets.pipelines.evaluate --checkpoint runs/sst2-ft --checkpoint runs/sst2-ticket \
         --tasks sst2,advglue-sst2 --data_dir DATA --output_dir runs/eval
-    python pipelines/evaluate.py --checkpoint runs/my-ft --validation_file dev.csv --test_file test.csv \
+    python -m subnets.pipelines.evaluate --checkpoint runs/my-ft --validation_file dev.csv --test_file test.csv \
         --text_columns sentence --output_dir runs/my-eval
 
 Your own files (--validation_file, --test_file) are evaluated as the sets <task> and <task>-test, where <task> is
@@ -20,7 +20,7 @@ A checkpoint is a `from_pretrained` directory or a stage run directory (its chec
 
 from __future__ import annotations
 
-import pipelines  # noqa: F401,I001  first: sets the OpenMP wait policy before torch loads
+import subnets.pipelines  # noqa: F401,I001  first: sets the OpenMP wait policy before torch loads
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,8 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from pipelines import RECIPE_DIR
-from pipelines.common import run_cli
+from subnets.pipelines import RECIPE_DIR
+from subnets.pipelines.common import run_cli
 from subnets.attacks import ATTACKS, AttackOptions
 from subnets.attacks.pipeline import attack_examples, attack_tables, file_examples, is_attackable, task_examples
 from subnets.config import check_at_least_one, parse_args
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    """The `subnets-evaluate` console command (the same as `python -m pipelines.evaluate`)."""
+    """The `subnets-evaluate` console command (the same as `python -m subnets.pipelines.evaluate`)."""
     return run_cli(main)
 
 

@@ -1,7 +1,7 @@
 """Reproduce a paper's headline tables with one command: seeded runs through the sweep runner, the paper's numbers
 beside ours (mean ± sd over seeds), every cell traceable to its run directories.
 
-    python -m pipelines.reproduce robust_tickets --budget cpu --seeds 1 2 3 --data_dir DATA --output_dir runs/rt
+    python -m subnets.pipelines.reproduce robust_tickets --budget cpu --seeds 1 2 3 --data_dir DATA --output_dir runs/rt
 
 Writes `<output_dir>/report.md`, `results.json` ({table: {row: {column: {mean, sd, n, paper, runs}}}}) and one
 PNG per plotted table. Budgets: smoke (tiny random model on toy data, seconds; used by the tests), cpu (minilm,
@@ -21,12 +21,12 @@ import textwrap
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pipelines.common import run_cli
-from pipelines.papers import BUDGETS, Paper, Setting, Table
-from pipelines.sweep import require_success
-from pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
-from pipelines.sweeping.execute import COMPUTE_FILE, EXECUTORS, RECORD_FILE, SweepSettings, is_finished, run_plan
-from pipelines.sweeping.plan import Leaf, Plan
+from subnets.pipelines.common import run_cli
+from subnets.pipelines.papers import BUDGETS, Paper, Setting, Table
+from subnets.pipelines.sweep import require_success
+from subnets.pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
+from subnets.pipelines.sweeping.execute import COMPUTE_FILE, EXECUTORS, RECORD_FILE, SweepSettings, is_finished, run_plan
+from subnets.pipelines.sweeping.plan import Leaf, Plan
 from subnets.attacks.recipes import RECIPES
 from subnets.attacks.runner import read_results
 from subnets.attacks.search import FAILED, SKIPPED
@@ -51,7 +51,7 @@ EVALUATE = {"smoke": {"attack_samples": 4, "max_seq_length": 32}, "cpu": {"attac
 def load_paper(name: str) -> Paper:
     if name not in PAPERS:
         raise SubnetsError(f"Unknown paper '{name}'; expected one of {', '.join(PAPERS)}.")
-    return importlib.import_module(f"pipelines.papers.{name}").PAPER
+    return importlib.import_module(f"subnets.pipelines.papers.{name}").PAPER
 
 
 def smoke_inputs(paper: Paper, out: Path) -> tuple[str, str]:
@@ -396,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs = compute_summary(plan)
     timed = [r["seconds"] for r in runs.values() if "seconds" in r]
     devices = sorted({r["device"] for r in runs.values() if "device" in r})
-    command = "python -m pipelines.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m subnets.pipelines.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
     results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
     failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
               for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]

@@ -1,6 +1,6 @@
 """Stage 1: fine-tune a pre-trained model on a task (optionally with a robust objective or selective optimizer).
 
-    python pipelines/stage1_finetune.py --model_name_or_path minilm --task_name sst2 --output_dir runs/sst2-ft
+    python -m subnets.pipelines.stage1_finetune --model_name_or_path minilm --task_name sst2 --output_dir runs/sst2-ft
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipelines.common import StageRun, run_cli, run_stage
+from subnets.pipelines.common import StageRun, run_cli, run_stage
 from subnets.config import DataArguments, StageArgs, TrainingArguments
 from subnets.data import Collator, load_split, tokenize
 from subnets.distributed import is_main_process
@@ -52,7 +52,7 @@ def predict_test(out: Path, trainer: Trainer, task: TaskSpec, args: StageArgs) -
 
 
 def cli() -> int:
-    """The `subnets-finetune` console command (the same as `python -m pipelines.stage1_finetune`)."""
+    """The `subnets-finetune` console command (the same as `python -m subnets.pipelines.stage1_finetune`)."""
     return run_cli(main)
 
 

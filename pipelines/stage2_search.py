@@ -1,7 +1,7 @@
 """Stage 2: search a mask (hard-concrete L0 gates, straight-through scores, IMP, a random baseline, or one-shot
 magnitude / Wanda / SparseGPT pruning).
 
-    python pipelines/stage2_search.py --model_name_or_path runs/sst2-ft --task_name sst2 \
+    python -m subnets.pipelines.stage2_search --model_name_or_path runs/sst2-ft --task_name sst2 \
         --output_dir runs/sst2-hc --method hard_concrete --target_sparsity 0.3
 
 Masks go to the mask store (--mask_store, else $SUBNETS_MASK_STORE, else ./masks_store), as do the update masks
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipelines.common import StageRun, model_path, run_cli, run_stage
+from subnets.pipelines.common import StageRun, model_path, run_cli, run_stage
 from subnets.config import StageArgs
 from subnets.masking.search import SearchArguments, check_search, search_arguments, search_mask
 from subnets.registry import OptionGroups
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    """The `subnets-search` console command (the same as `python -m pipelines.stage2_search`)."""
+    """The `subnets-search` console command (the same as `python -m subnets.pipelines.stage2_search`)."""
     return run_cli(main)
 
 

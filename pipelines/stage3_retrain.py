@@ -1,6 +1,6 @@
 """Stage 3: draw a ticket at an exact sparsity, apply it to an initialisation, retrain with the mask fixed, evaluate.
 
-    python pipelines/stage3_retrain.py --mask runs/sst2-hc --init pretrained --sparsity 0.3 \
+    python -m subnets.pipelines.stage3_retrain --mask runs/sst2-hc --init pretrained --sparsity 0.3 \
         --task_name sst2 --output_dir runs/sst2-ticket
 
 --model_name_or_path defaults to the model the stage-2 run started from (needed when --mask is a store id or file).
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipelines.common import Loaded, StageRun, model_path, run_cli, run_stage
+from subnets.pipelines.common import Loaded, StageRun, model_path, run_cli, run_stage
 from subnets.config import ModelArguments, StageArgs
 from subnets.masking.retrain import (RetrainArguments, load_initialisation, read_mask, retrain_ticket, store_ticket,
                                      ticket_from, ticket_trainer)
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    """The `subnets-retrain` console command (the same as `python -m pipelines.stage3_retrain`)."""
+    """The `subnets-retrain` console command (the same as `python -m subnets.pipelines.stage3_retrain`)."""
     return run_cli(main)
 
 

@@ -1,6 +1,6 @@
 """Sweep a grid of options over a chain of stages, skip finished runs, resume interrupted ones, aggregate seeds.
 
-    python -m pipelines.sweep --stages stage1,stage2,stage3,evaluate --output_dir runs/sweep \
+    python -m subnets.pipelines.sweep --stages stage1,stage2,stage3,evaluate --output_dir runs/sweep \
         --grid seed=1,2,3 sparsity=0.3,0.5 \
         --set task_name=sst2 data_dir=DATA stage2.method=hard_concrete stage3.init=pretrained evaluate.tasks=sst2 \
         --executor local --workers 2
@@ -15,11 +15,11 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.common import run_cli
-from pipelines.sweeping.aggregate import aggregate, leaf_records, markdown
-from pipelines.sweeping.execute import EXECUTORS, SweepSettings, run_plan
-from pipelines.sweeping.plan import Chain, Plan, parse_assignment
-from pipelines.sweeping.stages import STAGES, get_stage
+from subnets.pipelines.common import run_cli
+from subnets.pipelines.sweeping.aggregate import aggregate, leaf_records, markdown
+from subnets.pipelines.sweeping.execute import EXECUTORS, SweepSettings, run_plan
+from subnets.pipelines.sweeping.plan import Chain, Plan, parse_assignment
+from subnets.pipelines.sweeping.stages import STAGES, get_stage
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_json, atomic_write_text
 

@@ -1,9 +1,9 @@
 """Train a bias-only model and cache its per-example predictions for the debiasing losses (SRNets).
 
-    python pipelines/train_bias_model.py --task_name mnli --data_dir DATA --output_dir runs/mnli-bias
-    python pipelines/train_bias_model.py --task_name vitaminc --bias_type hypothesis_only --output_dir runs/vc-bias
-    python pipelines/train_bias_model.py --task_name mnli --teacher_model runs/mnli-ft --output_dir runs/mnli-bias
-    python pipelines/train_bias_model.py --train_file train.csv --validation_file dev.csv \
+    python -m subnets.pipelines.train_bias_model --task_name mnli --data_dir DATA --output_dir runs/mnli-bias
+    python -m subnets.pipelines.train_bias_model --task_name vitaminc --bias_type hypothesis_only --output_dir runs/vc-bias
+    python -m subnets.pipelines.train_bias_model --task_name mnli --teacher_model runs/mnli-ft --output_dir runs/mnli-bias
+    python -m subnets.pipelines.train_bias_model --train_file train.csv --validation_file dev.csv \
         --text_columns premise,hypothesis --output_dir runs/my-bias
 
 Writes `bias_predictions.safetensors` (cross-fitted predictions for every training example, keyed by example
@@ -13,7 +13,7 @@ With `--teacher_model` it also writes `teacher_predictions.safetensors` (for `--
 
 from __future__ import annotations
 
-import pipelines  # noqa: F401,I001  first: sets the OpenMP wait policy before torch loads
+import subnets.pipelines  # noqa: F401,I001  first: sets the OpenMP wait policy before torch loads
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pipelines import RECIPE_DIR
-from pipelines.common import run_cli
+from subnets.pipelines import RECIPE_DIR
+from subnets.pipelines.common import run_cli
 from subnets.config import check_at_least_one, parse_args
 from subnets.data import Collator, default_data_dir, load_split, tokenize
 from subnets.distributed import pick_device
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def cli() -> int:
-    """The `subnets-bias-model` console command (the same as `python -m pipelines.train_bias_model`)."""
+    """The `subnets-bias-model` console command (the same as `python -m subnets.pipelines.train_bias_model`)."""
     return run_cli(main)
 
 

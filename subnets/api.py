@@ -2,7 +2,7 @@
 
 Thin wrappers over the library the stage scripts use: `parts` (the data and the method options' objective,
 callbacks and optimizer), `Trainer` (one training loop), `masking.search`, `masking.draw`, `masking.retrain`,
-`attacks.pipeline` and `masks.MaskStore`. Training options are the stage options (`TrainingArguments` field names
+`attacks.pipeline` and `subnets.masks.MaskStore`. Training options are the stage options (`TrainingArguments` field names
 and the option names of the stage's method groups) given as keyword arguments.
 """
 
@@ -170,7 +170,7 @@ def retrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ticket: 
     """Stage 3: apply `ticket` to `model` and retrain with the mask fixed (options as `finetune`'s); metrics plus
     the ticket's sparsity.
     Refuses a gated model. Leaves `model` plain, retrained in place, its pruned weights exact zeros."""
-    from masks import model_fingerprint
+    from subnets.masks import model_fingerprint
 
     from .masking.retrain import retrain_ticket, ticket_trainer
     from .weights import is_parametrized
@@ -210,8 +210,8 @@ def put_mask(mask: dict[str, torch.Tensor], model: PreTrainedModel, *, task: Tas
              model_name: str = "api", mask_store: PathLike | None = None, seed: int = 0, **meta: Any) -> str:
     """Put a mask into the mask store (binary: a ticket, real-valued: a state) with the model's fingerprint;
     returns the record id."""
-    from masks import MaskStore
-    from masks.store import store_root
+    from subnets.masks import MaskStore
+    from subnets.masks.store import store_root
 
     from .masking.sources import record_meta
 

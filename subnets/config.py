@@ -2,7 +2,7 @@
 
 A recipe (YAML or JSON, keys = option names) supplies defaults; command-line options override it.
 `--recipe NAME` looks for `NAME.yaml` (or `.json`) in the caller's recipe folder first (the stages pass
-`pipelines.RECIPE_DIR`), then treats NAME as a path.
+`subnets.pipelines.RECIPE_DIR`), then treats NAME as a path.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ PATH_OPTIONS = {"model_name_or_path", "data_dir", "mask", "mask_store", "bias_pr
 @dataclass(frozen=True)
 class StageName:
     """A stage's names. Its script is the module named `id` in the stage scripts' package (`python -m
-    pipelines.<id>`)."""
+    subnets.pipelines.<id>`)."""
 
     id: str  # the `stage` its run_config.json records
     key: str  # its name in sweeps and reproductions (`subnets-sweep --stages bias,stage1,...`)
@@ -243,7 +243,7 @@ def claim_api_run_dir(command: str, args: TrainingArguments, model: torch.nn.Mod
     `data.train`, None or a dataset, and `data.eval`) and the starting weights' fingerprint); the same call
     resumes the run there; any other run, or a folder holding something else, is refused;
     `overwrite_output_dir=True` first empties a folder that holds a run of this toolkit."""
-    from masks import model_fingerprint
+    from subnets.masks import model_fingerprint
 
     out = Path(args.output_dir)
     check_writable_dir(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from masks.store import check_store_root, store_root
+from subnets.masks.store import check_store_root, store_root
 
 
 @dataclass

@@ -16,6 +16,9 @@ Layers, lowest first; a module may import modules of its own layer and of the la
 Within a layer the graph must have no cycles (function-level imports included), and no module below `apps` may
 name the folder of a higher layer in a string (as a path into `pipelines/` would). Base modules are top-level
 modules of `subnets`, whose package `__init__` loads nothing eagerly, so importing them runs nothing above them.
+
+Modules are named by their folder (`masks.store`, `pipelines.evaluate`); installed, those folders are the packages
+`subnets.masks` and `subnets.pipelines` (pyproject's package-dir), and imports of those names count as the folders'.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Iterable
 
 PACKAGES = ("subnets", "masks", "pipelines")
 LAYERS = ("base", "store", "library", "apps")
+INSTALLED_AS = {"subnets.masks": "masks", "subnets.pipelines": "pipelines"}  # installed name -> folder
 BASE_MODULES = (
     "subnets.errors", "subnets.io", "subnets.targets", "subnets.weights", "subnets.state_io", "subnets.threads",
     "subnets.tasks", "subnets.tensorboard", "subnets.attention", "subnets.sparsity", "subnets.families",
@@ -59,6 +63,14 @@ def module_files(root: Path) -> dict[str, Path]:
     return modules
 
 
+def folder_name(name: str) -> str:
+    """A dotted import name with the installed package names of masks/ and pipelines/ replaced by the folders'."""
+    for installed, folder in INSTALLED_AS.items():
+        if name == installed or name.startswith(installed + "."):
+            return folder + name[len(installed):]
+    return name
+
+
 def _absolute(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     """The absolute name a (possibly relative) `from ... import` refers to."""
     if not node.level:
@@ -74,6 +86,7 @@ def imports_of(module: str, path: Path, known: Iterable[str]) -> set[str]:
     found: set[str] = set()
 
     def add(name: str) -> None:
+        name = folder_name(name)
         while name and name not in known:  # `import a.b.c` of a non-module attribute: its closest module
             name = name.rpartition(".")[0]
         if name and name != module:
@@ -84,7 +97,7 @@ def imports_of(module: str, path: Path, known: Iterable[str]) -> set[str]:
             for alias in node.names:
                 add(alias.name)
         elif isinstance(node, ast.ImportFrom):
-            target = _absolute(module, path.name == "__init__.py", node)
+            target = folder_name(_absolute(module, path.name == "__init__.py", node))
             for alias in node.names:  # `from pkg import submodule` depends on the submodule itself
                 add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in known else target)
     return found

@@ -2,7 +2,7 @@
 
 Shared by tests/test_cuda.py (guard: `torch.cuda.set_sync_debug_mode("error")`) and tests/test_host_syncs.py
 (guard: a recorder of host-reading tensor calls, which runs on CPU). `SteadyStateGuard` is added to the stage's
-callbacks (through `pipelines.common.build_training_parts`); it opens the guard at the end of step WARMUP_STEPS
+callbacks (through `subnets.pipelines.common.build_training_parts`); it opens the guard at the end of step WARMUP_STEPS
 and closes it at the end of the last step, before the loop logs, evaluates or checkpoints, so that the guarded steps
 are the training loop's hot path: objective, callbacks, clipping, optimizer, scheduler.
 """
@@ -119,7 +119,7 @@ def stage_argv(places: dict[str, str], out: Path, options: list[str]) -> list[st
 def prepare_family(family: str, places: dict[str, str]) -> None:
     """Make what `family`'s run starts from (fixed-mask retraining: a magnitude ticket, no training)."""
     if family == "fixed_mask_retrain" and not Path(places["magnitude_run"]).is_dir():
-        from pipelines import stage2_search
+        from subnets.pipelines import stage2_search
 
         stage2_search.main(stage_argv(places, Path(places["magnitude_run"]), ["--method", "magnitude"]))
 
@@ -128,11 +128,11 @@ def run_family(family: str, places: dict[str, str], out: Path, guard: SteadyStat
     """Run `family`'s stage with `guard` among its callbacks (the guard is closed even if the run fails)."""
     import importlib
 
-    import pipelines.common as common
+    import subnets.pipelines.common as common
 
     prepare_family(family, places)
     module_name, options = FAMILIES[family]
-    module = importlib.import_module(f"pipelines.{module_name}")
+    module = importlib.import_module(f"subnets.pipelines.{module_name}")
     original = common.build_training_parts
 
     def with_guard(*args, **kwargs):

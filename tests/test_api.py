@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 from conftest import REPO
-from masks import MaskStore
+from subnets.masks import MaskStore
 from subnets.errors import SubnetsError
 from subnets.toydata import write_toy_neighbours
 
@@ -83,7 +83,7 @@ def test_finetune_into_an_existing_run_folder_resumes_only_the_same_call(tmp_pat
     import torch
 
     import subnets
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
     from subnets.errors import SubnetsError
 
     task = subnets.load_task("sst2")
@@ -121,7 +121,7 @@ def test_finetune_with_method_options_trains_the_weights_subnets_finetune_trains
     from safetensors.torch import load_file
 
     import subnets
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     model_dir = tiny_model_dir()
     quick = dict(max_steps=3, per_device_train_batch_size=16, learning_rate=1e-3, eval_strategy="steps", eval_steps=1,

@@ -34,7 +34,7 @@ def setup(tmp_path):
 
 
 def test_evaluate_with_attack_and_ood(setup):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     out = setup / "eval"
     results = main(["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
@@ -58,7 +58,7 @@ def test_evaluate_with_attack_and_ood(setup):
 
 
 def test_evaluate_rejects_unknown_attack(setup):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     with pytest.raises(SubnetsError, match="Unknown --attack"):
         main(["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
@@ -73,7 +73,7 @@ def test_evaluate_rejects_unknown_attack(setup):
 
 
 def test_textattack_outputs_equal_metrics_and_attack_file_round_trip(setup):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     user = setup / "mine.tsv"
     user.write_text("text\tgold\n" + "".join(f"{s}\t{'positive' if i % 2 else 'negative'}\n"
@@ -109,7 +109,7 @@ def test_textattack_outputs_equal_metrics_and_attack_file_round_trip(setup):
 
 
 def test_attack_file_bad_columns(setup):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     user = setup / "mine.csv"
     user.write_text("text,gold\nfine film,positive\n")
@@ -120,7 +120,7 @@ def test_attack_file_bad_columns(setup):
 
 
 def test_ctrl_c_writes_finished_examples_then_same_command_resumes(setup, monkeypatch):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
     from subnets.attacks.wrapper import HFClassifier
 
     def command(out):  # two examples in flight, so that the kill at the 7th model call falls mid-run
@@ -173,7 +173,7 @@ def test_resume_refuses_the_results_of_another_model_in_the_same_folder(setup):
     """Defect 28.5: the results of a resumed attack are keyed on the model's weights, not its folder's name."""
     import shutil
 
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     args = ["--checkpoint", str(setup / "ckpt"), "--tasks", "sst2", "--data_dir", str(setup / "data"),
             "--output_dir", str(setup / "eval"), "--attack", "textfooler", "--attack_disable", "pos,use"]

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain, train_bias_model
-from pipelines.common import run_cli
+from subnets.pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain, train_bias_model
+from subnets.pipelines.common import run_cli
 from subnets.errors import SubnetsError
 from subnets.models import tiny_model
 
@@ -279,7 +279,7 @@ def test_code_shipped_in_a_model_folder_never_runs_even_when_stdin_says_yes(caps
                                                                             tiny_model_dir, tiny_data_dir, command):
     import io
 
-    from masks.cli import main as masks_main
+    from subnets.masks.cli import main as masks_main
 
     marker = tmp_path / "code-ran"
     model, out = custom_code_model(tiny_model_dir, marker), tmp_path / "out"

@@ -22,8 +22,8 @@ def entry_point(target: str):
 
 def test_every_stage_has_its_command():
     for command, stage in STAGES.items():
-        assert SCRIPTS[command] == f"pipelines.{stage}:cli"
-    assert SCRIPTS["subnets-masks"] == "masks.cli:main"
+        assert SCRIPTS[command] == f"subnets.pipelines.{stage}:cli"
+    assert SCRIPTS["subnets-masks"] == "subnets.masks.cli:main"
 
 
 @pytest.mark.parametrize("command", sorted(SCRIPTS))
@@ -67,10 +67,27 @@ def test_a_non_editable_install_runs_its_commands_from_another_folder(tmp_path):
     def run(*argv):
         return subprocess.run(argv, cwd=elsewhere, env=env, capture_output=True, text=True)
 
-    where = run(sys.executable, "-c", "import subnets, pipelines; print(subnets.__file__, pipelines.RECIPE_DIR)")
-    assert where.stdout.split() == [str(target / "subnets" / "__init__.py"), str(target / "pipelines" / "recipes")]
+    where = run(sys.executable, "-c", "import subnets.pipelines as p; print(p.__file__, p.RECIPE_DIR)")
+    assert where.stdout.split() == [str(target / "subnets" / "pipelines" / "__init__.py"),
+                                    str(target / "subnets" / "pipelines" / "recipes")], where.stderr
+    # one namespace: nothing generic at the top level (a user's own pipelines/ or masks.py shadows nothing)
+    assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info")) == ["bin", "subnets"]
+    for generic in ("masks", "pipelines"):
+        assert run(sys.executable, "-c", f"import {generic}").returncode == 1
     search = run(str(target / "bin" / "subnets-search"), "--recipe", "robust_tickets_sst2", "--help")
     assert search.returncode == 0 and "method: hard_concrete:" in search.stdout, search.stderr
     (tmp_path / "store").mkdir()
     listed = run(str(target / "bin" / "subnets-masks"), "--root", str(tmp_path / "store"), "list", "--json")
     assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stderr
+
+
+def test_every_package_of_the_three_folders_is_installed_under_subnets():
+    """pyproject lists the packages by hand (masks/ and pipelines/ map to subnets.masks and subnets.pipelines): a new
+    package folder missing from the list would be left out of a wheel."""
+    import tomllib
+
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {folder: package for package, folder in settings["package-dir"].items()} | {"subnets": "subnets"}
+    found = {".".join([folders[init.relative_to(REPO).parts[0]], *init.relative_to(REPO).parts[1:-1]])
+             for folder in folders for init in (REPO / folder).rglob("__init__.py")}
+    assert found == set(settings["packages"])

@@ -1,7 +1,7 @@
 """Under torchrun only rank 0 writes: stages 1, 2 and 3 with two CPU processes (gloo) write metrics.json,
 run_config.json and each mask-store record once, from rank 0.
 
-Every file the project writes goes through an atomic rename (`subnets.io`, `masks.files`); the launched script
+Every file the project writes goes through an atomic rename (`subnets.io`, `subnets.masks.files`); the launched script
 records each rename's target per rank, and the test reads the two lists."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def recorded(real):
     return move
 os.replace, os.rename = recorded(real_replace), recorded(real_rename)
 import importlib
-stage = importlib.import_module("pipelines." + sys.argv[2])
+stage = importlib.import_module("subnets.pipelines." + sys.argv[2])
 stage.main(sys.argv[3:])
 """
 

@@ -1,6 +1,6 @@
 import json
 
-from pipelines import default_job, evaluate
+from subnets.pipelines import default_job, evaluate
 from subnets.toydata import write_toy_data
 
 

@@ -20,7 +20,7 @@ def _reviews(path, n):
 
 
 def test_a_custom_task_run_is_evaluated_on_its_own_files_without_data_options(tmp_path, tiny_model_dir, monkeypatch):
-    from pipelines import evaluate, stage1_finetune
+    from subnets.pipelines import evaluate, stage1_finetune
 
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("SUBNETS_DATA_DIR", str(tmp_path / "empty"))  # no SST-2 anywhere
@@ -51,7 +51,7 @@ def checkpoint(tmp_path):
 
 
 def test_attack_file_alone_is_an_attack_only_evaluation(tmp_path, checkpoint, monkeypatch):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     user = tmp_path / "mine.tsv"
@@ -65,7 +65,7 @@ def test_attack_file_alone_is_an_attack_only_evaluation(tmp_path, checkpoint, mo
 
 
 def test_a_model_meeting_a_task_with_other_labels_is_one_error_before_writing(tmp_path, monkeypatch):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     model, tokenizer = tiny_model("bert", label_names=("red", "green", "blue"))
     save_plain_model(model, tokenizer, tmp_path / "colours")

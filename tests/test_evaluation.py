@@ -70,7 +70,7 @@ def test_f1_tasks_report_weighted_f1():
 
 
 def test_results_table_shows_hans_per_label_accuracy():
-    from pipelines.evaluate import markdown_table
+    from subnets.pipelines.evaluate import markdown_table
 
     hans = {"eval_accuracy": 0.6, "eval_accuracy_entailment": 0.95, "eval_accuracy_non-entailment": 0.25,
             "eval_ece": 0.1}
@@ -112,7 +112,7 @@ def test_the_trainers_evaluation_honours_bf16(monkeypatch, tmp_path, tiny_data_d
 @pytest.mark.parametrize("flag", ["--bf16", "--no_bf16"])
 def test_the_evaluate_command_and_its_attacks_honour_bf16(monkeypatch, tmp_path, tiny_data_dir, tiny_model_dir, flag):
     """evaluate.py's clean pass and the attacked model's forward passes both ask for the precision of --bf16."""
-    from pipelines import evaluate
+    from subnets.pipelines import evaluate
     from subnets.attacks import wrapper
     from subnets.toydata import write_toy_neighbours
 
@@ -139,7 +139,7 @@ def test_the_evaluate_command_keeps_per_example_predictions_of_every_set(tmp_pat
     its accuracy is the set's eval_accuracy."""
     import json
 
-    from pipelines import evaluate
+    from subnets.pipelines import evaluate
 
     results = evaluate.main(["--checkpoint", str(tiny_model_dir()), "--tasks", "sst2", "--data_dir",
                              str(tiny_data_dir), "--output_dir", str(tmp_path / "eval")])

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from masks import MaskStore
-from masks.cli import main as masks_main
+from subnets.masks import MaskStore
+from subnets.masks.cli import main as masks_main
 from subnets.errors import SubnetsError
 from subnets.export import load_compact
 from subnets.masking.draw import draw_units
@@ -52,13 +52,13 @@ def _export(workspace, store, record_id, out, capsys):
 
 
 def _stage3(workspace, search, out, sparsity):
-    from pipelines import stage3_retrain
+    from subnets.pipelines import stage3_retrain
 
     return stage3_retrain.main(_common(workspace, out) + ["--mask", str(search), "--sparsity", str(sparsity)])
 
 
 def test_hard_concrete_structured_search_then_stage3_then_export(workspace, tmp_path, store, capsys):
-    from pipelines import stage2_search
+    from subnets.pipelines import stage2_search
 
     search = tmp_path / "hc"
     metrics = stage2_search.main(_common(workspace, search) + [
@@ -73,7 +73,7 @@ def test_hard_concrete_structured_search_then_stage3_then_export(workspace, tmp_
 
 
 def test_magnitude_structured_ticket_exports(workspace, tmp_path, store, capsys):
-    from pipelines import stage2_search
+    from subnets.pipelines import stage2_search
 
     search = tmp_path / "magnitude"
     metrics = stage2_search.main(_common(workspace, search) + [
@@ -85,7 +85,7 @@ def test_magnitude_structured_ticket_exports(workspace, tmp_path, store, capsys)
 
 
 def test_stage3_draws_whole_units_from_a_structured_state(workspace, tmp_path, store, capsys):
-    from pipelines import stage2_search
+    from subnets.pipelines import stage2_search
 
     search = tmp_path / "scores"
     stage2_search.main(_common(workspace, search) + [
@@ -122,7 +122,7 @@ def test_draw_units_keeps_each_unit_whole_and_hits_the_count(tiny_bert):
 
 
 def test_structured_granularity_is_refused_by_weight_only_methods(workspace, tmp_path):
-    from pipelines import stage2_search
+    from subnets.pipelines import stage2_search
 
     for method in ("imp", "random"):
         with pytest.raises(SubnetsError, match=f"--method {method} masks single weights only"):

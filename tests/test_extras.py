@@ -97,7 +97,7 @@ def test_the_core_install_prunes_and_trains(tmp_path, tiny_model_dir, monkeypatc
 
 
 def test_an_attack_without_the_attacks_extra_is_one_error(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    from pipelines import evaluate
+    from subnets.pipelines import evaluate
 
     model_dir = tiny_model_dir()
     core_install(monkeypatch)
@@ -115,9 +115,9 @@ def test_an_attack_without_the_attacks_extra_is_one_error(tmp_path, tiny_model_d
 
 
 def test_the_minilm_alias_and_a_plot_without_their_extras_are_one_error(tmp_path, tiny_bert, monkeypatch, capsys):
-    from masks import MaskStore
-    from masks.cli import main as masks_main
-    from pipelines import stage1_finetune
+    from subnets.masks import MaskStore
+    from subnets.masks.cli import main as masks_main
+    from subnets.pipelines import stage1_finetune
 
     core_install(monkeypatch)
     monkeypatch.setattr(sys, "argv", ["subnets-finetune", "--model_name_or_path", "minilm", "--task_name", "sst2",
@@ -135,7 +135,7 @@ def test_the_minilm_alias_and_a_plot_without_their_extras_are_one_error(tmp_path
 
 
 def test_the_default_job_without_the_attacks_extra_stops_before_training(tmp_path, monkeypatch, capsys):
-    from pipelines import default_job
+    from subnets.pipelines import default_job
 
     core_install(monkeypatch)
     monkeypatch.setattr(sys, "argv", ["subnets-default-job", "--data_dir", str(tmp_path), "--output_dir",

@@ -300,7 +300,7 @@ def _argv(data, out, model):
 
 @pytest.mark.parametrize("kind", E2E_KINDS)
 def test_every_stage_and_an_attack_run_on_the_family(kind, e2e_data, tmp_path, monkeypatch):
-    from pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain
+    from subnets.pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain
 
     monkeypatch.setenv("SUBNETS_MASK_STORE", str(tmp_path / "store"))
     pretrained = tmp_path / "pretrained"
@@ -337,7 +337,7 @@ def test_every_stage_and_an_attack_run_on_the_family(kind, e2e_data, tmp_path, m
                          ids=["rose_first", "rose_second", "roast"])
 def test_selective_methods_train_decoders(kind, selective, e2e_data, tmp_path, monkeypatch):
     # RoAST perturbs the word embeddings' output where the decoder has no separate embeddings block
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     monkeypatch.setenv("SUBNETS_MASK_STORE", str(tmp_path / "store"))
     pretrained = tmp_path / "pretrained"

@@ -139,7 +139,7 @@ def test_syncs_phase_counts_a_host_read_in_a_step(tmp_path, monkeypatch):
         def on_step_end(self, trainer):
             trainer.model.classifier.weight.sum().item()
 
-    import pipelines.common as common
+    import subnets.pipelines.common as common
 
     original = common.build_training_parts
 

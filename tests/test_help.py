@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pipelines.common import parse_stage_args
+from subnets.pipelines.common import parse_stage_args
 from subnets.masking.search import search_arguments
 
 GROUPS = ("model:", "data (built-in tasks):", "data (your own files):", "training:", "store:",

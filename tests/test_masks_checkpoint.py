@@ -7,8 +7,8 @@ import torch
 from torch.nn.utils import parametrize
 from transformers import AutoModelForSequenceClassification, BertConfig
 
-from masks import MaskStore, apply_masks
-from masks.checkpoint import (
+from subnets.masks import MaskStore, apply_masks
+from subnets.masks.checkpoint import (
     checkpoint_bytes,
     export_dense,
     load_sparse_model,
@@ -40,7 +40,7 @@ def test_lossless_round_trip_and_zero_valued_kept_weights(tmp_path, tiny):
     reference = model.state_dict()
     assert set(state) == set(reference)
     assert all(torch.equal(state[k], reference[k]) for k in reference)
-    from masks.checkpoint import checkpoint_mask
+    from subnets.masks.checkpoint import checkpoint_mask
 
     stored = checkpoint_mask(tmp_path / "ck")
     first = next(iter(masks))

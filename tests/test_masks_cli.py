@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from masks import MaskStore
-from masks.cli import main
+from subnets.masks import MaskStore
+from subnets.masks.cli import main
 from subnets.weights import save_plain_model
 from subnets.targets import find_targets
 
@@ -101,7 +101,7 @@ def test_a_state_is_plotted_on_its_own_range_with_a_histogram(capsys, store_with
         drawn.update(scale=scale, values=values, label=label)
         original(grid, title, label, path, scale=scale, values=values)
 
-    import masks.plot
+    import subnets.masks.plot
 
     original = masks.plot.plot_grid
     monkeypatch.setattr(masks.plot, "plot_grid", spy)
@@ -129,7 +129,7 @@ def test_export_pt_dense_and_sparse(capsys, store_with_records):
     assert code == 0 and all(not dense.get_parameter(n)[~m].any() for n, m in masks.items())
     code, _, _ = run(capsys, root, "export", ids["a"][:6], "--format", "sparse", "--model", str(root / "base"),
                      "--out", str(root / "sparse"))
-    from masks.checkpoint import load_sparse_state_dict
+    from subnets.masks.checkpoint import load_sparse_state_dict
 
     state = load_sparse_state_dict(root / "sparse", store=store)
     assert code == 0 and all(torch.equal(state[k], v) for k, v in dense.state_dict().items())
@@ -151,7 +151,7 @@ def test_verify_rm_and_errors(capsys, store_with_records):
 
 def test_python_dash_m_entry_point(store_with_records):
     root, _, ids = store_with_records
-    done = subprocess.run([sys.executable, "-m", "masks", "--root", str(root / "store"), "list", "--json"],
+    done = subprocess.run([sys.executable, "-m", "subnets.masks", "--root", str(root / "store"), "list", "--json"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and len(json.loads(done.stdout)) == len(ids)
 

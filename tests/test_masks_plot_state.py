@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from masks import MaskStore
-from masks import plot as mask_plot
-from masks.cli import main
+from subnets.masks import MaskStore
+from subnets.masks import plot as mask_plot
+from subnets.masks.cli import main
 from subnets.targets import find_targets
 
 

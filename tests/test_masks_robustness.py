@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from masks import MaskStore
-from masks import update_log as update_log_module
+from subnets.masks import MaskStore
+from subnets.masks import update_log as update_log_module
 from test_masks_cli import run, store_with_records  # noqa: F401 (fixture)
 
 
@@ -105,7 +105,7 @@ def test_readers_tolerate_an_update_log_closed_while_they_read(capsys, tmp_path,
 
 
 def rose_run(tiny_data_dir, model_dir, out, store, *extra):
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     return stage1_finetune.main([
         "--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir", str(tiny_data_dir),

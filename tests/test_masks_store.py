@@ -8,8 +8,8 @@ import multiprocessing as mp
 import pytest
 import torch
 
-from masks import MaskStore, apply_masks, check_shapes, describe_model
-from masks.bits import decode_masks, encode_masks
+from subnets.masks import MaskStore, apply_masks, check_shapes, describe_model
+from subnets.masks.bits import decode_masks, encode_masks
 from subnets.errors import SubnetsError
 from subnets.targets import find_targets
 
@@ -213,9 +213,9 @@ def test_remove(tmp_path):
 
 
 def test_every_record_kind_has_a_format_and_an_unknown_kind_is_one_clear_error(tmp_path):
-    from masks import KINDS
-    from masks.files import read_record_json, write_record_json
-    from masks.store import FORMATS
+    from subnets.masks import KINDS
+    from subnets.masks.files import read_record_json, write_record_json
+    from subnets.masks.store import FORMATS
 
     assert set(FORMATS) == set(KINDS)
     store = MaskStore(tmp_path)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from masks import MaskStore
+from subnets.masks import MaskStore
 from subnets.errors import SubnetsError
 
 NAMES = ["roberta.encoder.layer.0.attention.self.query.weight", "roberta.encoder.layer.1.output.dense.weight"]
@@ -66,7 +66,7 @@ def test_appends_never_rewrite_earlier_chunks(tmp_path):
 
 CRASHING_RUN = """
 import os, sys, torch
-from masks import MaskStore
+from subnets.masks import MaskStore
 log = MaskStore(sys.argv[1]).open_update_log({"method": "rose-first", "task": "rte"}, flush_every=4)
 for step in range(10):
     log.append(step, {"bert.encoder.layer.0.output.dense.weight": torch.rand(3, 3) > 0.5})
@@ -124,8 +124,8 @@ def test_removing_an_open_log_fails_its_writer_and_verify_checks_chunks_against_
     every step while chunks were missing, and `verify` said ok."""
     import os
 
-    from masks.files import read_record_json, write_record_json
-    from masks.record import content_id, sha256_hex
+    from subnets.masks.files import read_record_json, write_record_json
+    from subnets.masks.record import content_id, sha256_hex
 
     store = MaskStore(tmp_path)
     log = store.open_update_log({"method": "rose-first"}, flush_every=1)

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from masks import MaskStore
+from subnets.masks import MaskStore
 from subnets.errors import SubnetsError
 from subnets.masking.search import SearchArguments, off_target
 
@@ -19,7 +19,7 @@ QUICK = ["--per_device_train_batch_size", "8", "--max_seq_length", "16", "--disa
 
 def test_an_off_target_search_warns_labels_its_checkpoint_and_records_absolute_paths(
         tmp_path, tiny_model_dir, tiny_data_dir, monkeypatch, caplog):
-    from pipelines import stage2_search
+    from subnets.pipelines import stage2_search
 
     tiny_model_dir()
     monkeypatch.chdir(tmp_path)
@@ -44,7 +44,7 @@ def test_a_search_near_its_target_gives_no_warning():
 
 
 def test_label_names_on_a_built_in_task_must_match(tmp_path, tiny_model_dir, tiny_data_dir):
-    from pipelines import evaluate, stage1_finetune
+    from subnets.pipelines import evaluate, stage1_finetune
 
     model = tiny_model_dir()
     common = ["--model_name_or_path", str(model), "--task_name", "sst2", "--data_dir", str(tiny_data_dir),
@@ -62,7 +62,7 @@ def test_label_names_on_a_built_in_task_must_match(tmp_path, tiny_model_dir, tin
 
 
 def test_stage1_predicts_its_test_file_as_hf_do_predict(tmp_path, tiny_model_dir):
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     for name, n in (("train.csv", 8), ("dev.csv", 4), ("test.csv", 6)):
         rows = ["text,label"] + [f"{'great film' if i % 2 else 'dull plot'},{'pos' if i % 2 else 'neg'}"

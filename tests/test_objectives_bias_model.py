@@ -106,7 +106,7 @@ def data_dir() -> Path:
 def test_train_bias_model_cli_on_real_mnli(tmp_path):
     if not (data_dir() / "glue" / "MNLI").is_dir():
         pytest.skip("real data folder not found")
-    from pipelines.train_bias_model import main
+    from subnets.pipelines.train_bias_model import main
 
     metrics = main(["--task_name", "mnli", "--data_dir", str(data_dir()), "--output_dir", str(tmp_path),
                     "--folds", "3"])

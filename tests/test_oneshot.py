@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 import subnets
 
-from masks import MaskStore
-from pipelines import evaluate, stage2_search, stage3_retrain
+from subnets.masks import MaskStore
+from subnets.pipelines import evaluate, stage2_search, stage3_retrain
 from subnets.errors import SubnetsError
 from subnets.export import compact_export, structured_masks_from_weight_masks
 from subnets.masking import magnitude_mask
@@ -325,7 +325,7 @@ def test_stage2_stage3_evaluate_on_a_one_shot_ticket(tmp_path, tiny_model_dir, t
 
 
 def test_stage3_draws_an_nm_ticket_from_a_state_and_the_store_checks_the_pattern(capsys, tmp_path):
-    from masks.cli import main as masks_cli
+    from subnets.masks.cli import main as masks_cli
     from subnets.masking.retrain import RetrainArguments, draw_ticket
     from subnets.store_options import MaskStoreArguments
 

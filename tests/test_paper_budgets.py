@@ -4,10 +4,10 @@ from what the sweep would run (the planned stage arguments), without running any
 import pytest
 import yaml
 
-from pipelines import RECIPE_DIR, reproduce
-from pipelines.papers import Setting
-from pipelines.reproduce import argv_options
-from pipelines.sweeping.plan import Plan
+from subnets.pipelines import RECIPE_DIR, reproduce
+from subnets.pipelines.papers import Setting
+from subnets.pipelines.reproduce import argv_options
+from subnets.pipelines.sweeping.plan import Plan
 
 
 def planned(paper: str, tmp_path, tasks=None):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import subnets
-from masks import MaskStore
-from pipelines import stage1_finetune, stage2_search
-from pipelines.common import run_cli
+from subnets.masks import MaskStore
+from subnets.pipelines import stage1_finetune, stage2_search
+from subnets.pipelines.common import run_cli
 from subnets.config import TrainingArguments
 from subnets.errors import SubnetsError
 from subnets.weights import apply_masks

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import reproduce
-from pipelines.papers import Setting
+from subnets.pipelines import reproduce
+from subnets.pipelines.papers import Setting
 
 
 def smoke(paper: str, out):
@@ -48,7 +48,7 @@ def recorded_argv(run_dir: Path) -> list[str]:
 
 
 def test_reproduce_robust_tickets_smoke_writes_every_row_with_the_paper_numbers(tmp_path):
-    from pipelines.papers.robust_tickets import NUMBERS
+    from subnets.pipelines.papers.robust_tickets import NUMBERS
 
     results, report = smoke("robust_tickets", tmp_path / "rt")
     assert sorted(results["sst2"]) == sorted(["fine-tune", "FreeLB", "IMP ticket", "random ticket", "robust ticket",
@@ -127,7 +127,7 @@ def test_reproduce_roast_smoke_reports_every_perspective(tmp_path):
 
 
 def test_reproduce_tasks_builds_only_the_chosen_tasks_and_refuses_a_task_the_paper_lacks(tmp_path, capsys):
-    from pipelines.common import run_cli
+    from subnets.pipelines.common import run_cli
 
     out = tmp_path / "rose"
     result = reproduce.main(["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out),
@@ -158,7 +158,7 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
     after = reproduce.main(argv + ["--report_only"])
     assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
     report = (out / "report.md").read_text()
-    assert "| - |" not in report and f"command `python -m pipelines.reproduce {' '.join(argv)} --report_only`" in report
+    assert "| - |" not in report and f"command `python -m subnets.pipelines.reproduce {' '.join(argv)} --report_only`" in report
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["commit"] == reproduce.code_commit() and len(provenance["runs"]) == 8  # 4 rows x 2 stages
     assert all(r["seconds"] > 0 and r["device"] and r["argv"] for r in provenance["runs"].values())
@@ -167,7 +167,7 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
 def test_report_only_refuses_a_run_planned_with_other_settings(tmp_path, monkeypatch):
     """A finished run whose recorded arguments are not what the current code plans (here: vanilla's learning
     rate changed after it ran) is refused by --report_only, naming the run and the option; nothing is written."""
-    from pipelines.papers import rose
+    from subnets.pipelines.papers import rose
 
     out = tmp_path / "rose"
     argv = ["rose", "--budget", "smoke", "--seeds", "1", "--output_dir", str(out), "--executor", "inline",
@@ -242,7 +242,7 @@ def test_reproduce_can_select_every_training_stage_on_a_held_out_training_split(
 
 def test_the_attack_row_of_a_wordnet_attack_says_so(tmp_path):
     """PWWS records its WordNet source without a neighbour count; its Aua cell reads "as published"."""
-    from pipelines.reproduce import attack_as_run
+    from subnets.pipelines.reproduce import attack_as_run
 
     config = {"recipe": "pwws", "source": "pwws_ren_2019.py", "candidates": {"source": "wordnet", "path": "wn"}}
     (tmp_path / "metrics.json").write_text(json.dumps({"ckpt": {"sst2": {"attack_config": config}}}))

@@ -6,12 +6,12 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from masks import MaskStore
+from subnets.masks import MaskStore
 from subnets.errors import SubnetsError
 
 
 def run_stage1(tiny_data_dir, model_dir, out, store, *extra, epochs=1):
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     return stage1_finetune.main([
         "--model_name_or_path", str(model_dir), "--task_name", "sst2", "--data_dir", str(tiny_data_dir),
@@ -81,8 +81,8 @@ def test_rose_first_refuses_a_second_objective(tiny_data_dir, tiny_model_dir, tm
 
 
 def test_stage3_and_recipes_take_the_selective_options():
-    from pipelines import RECIPE_DIR
-    from pipelines.common import parse_stage_args
+    from subnets.pipelines import RECIPE_DIR
+    from subnets.pipelines.common import parse_stage_args
     from subnets.config import load_recipe
     from subnets.masking.retrain import RetrainArguments
     from subnets.selective import RoseArguments, SelectiveArguments

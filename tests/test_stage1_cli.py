@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipelines import evaluate, stage1_finetune
-from pipelines.common import run_cli
+from subnets.pipelines import evaluate, stage1_finetune
+from subnets.pipelines.common import run_cli
 from subnets.errors import SubnetsError
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from masks import MaskStore
-from masks.checkpoint import load_sparse_state_dict
+from subnets.masks import MaskStore
+from subnets.masks.checkpoint import load_sparse_state_dict
 
 from subnets.models import tiny_model
 from subnets.weights import save_plain_model
@@ -49,7 +49,7 @@ def _without_model(argv):
 
 @pytest.fixture(scope="module", params=["bert", "roberta"])
 def finetuned(workspace, request):
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     pretrained = workspace / f"pretrained-{request.param}"
     save_plain_model(*tiny_model(request.param), pretrained)
@@ -65,7 +65,7 @@ def mask_store(tmp_path, monkeypatch):
 
 
 def test_hard_concrete_search_then_ticket_retraining(workspace, finetuned, tmp_path, mask_store):
-    from pipelines import stage2_search, stage3_retrain
+    from subnets.pipelines import stage2_search, stage3_retrain
 
     search = tmp_path / "hc"
     metrics = stage2_search.main(_common(workspace, search, finetuned) + [
@@ -100,7 +100,7 @@ def test_hard_concrete_search_then_ticket_retraining(workspace, finetuned, tmp_p
 @pytest.mark.parametrize("finetuned", ["bert"], indirect=True)
 @pytest.mark.parametrize("method", ["scores", "imp", "magnitude"])
 def test_other_methods_store_a_ticket(workspace, finetuned, tmp_path, method, mask_store):
-    from pipelines import stage2_search
+    from subnets.pipelines import stage2_search
 
     out = tmp_path / method
     extra = {"scores": ["--sparsity_schedule", "cubic", "--threshold_interval", "2", "--mask_classifier", "true"],
@@ -119,7 +119,7 @@ def test_other_methods_store_a_ticket(workspace, finetuned, tmp_path, method, ma
 
 @pytest.mark.parametrize("stage", ["stage2", "stage2_method", "stage3"])
 def test_bad_input_leaves_no_run_directory(workspace, tmp_path, stage):
-    from pipelines import stage2_search, stage3_retrain
+    from subnets.pipelines import stage2_search, stage3_retrain
     from subnets.errors import SubnetsError
 
     out = tmp_path / "run"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from pipelines import sweep
-from pipelines.sweeping.aggregate import aggregate, flat_metrics, markdown
-from pipelines.sweeping.plan import Chain, Plan
+from subnets.pipelines import sweep
+from subnets.pipelines.sweeping.aggregate import aggregate, flat_metrics, markdown
+from subnets.pipelines.sweeping.plan import Chain, Plan
 from subnets.errors import SubnetsError
 from subnets.objectives.losses import LossObjective
 
@@ -120,7 +120,7 @@ def test_submitit_local_executor_runs_a_two_run_grid(tmp_path, tiny_model_dir, t
 
 
 def test_local_workers_get_gpus_round_robin():
-    from pipelines.sweeping.execute import worker_gpus
+    from subnets.pipelines.sweeping.execute import worker_gpus
 
     assert worker_gpus(3, 1, ["3", "5"]) == ["3", "5", "3"]
     assert worker_gpus(2, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3"]
@@ -141,7 +141,7 @@ def _report_gpus(sync_dir: str, workers: int) -> str:
 
 
 def test_each_local_worker_sees_its_own_gpus(tmp_path, monkeypatch):
-    from pipelines.sweeping.execute import LocalExecutor
+    from subnets.pipelines.sweeping.execute import LocalExecutor
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # two GPUs, as the sweep's parent sees them
     executor = LocalExecutor(2)
@@ -153,7 +153,7 @@ def test_each_local_worker_sees_its_own_gpus(tmp_path, monkeypatch):
 
 
 def test_torchrun_runs_get_a_rendezvous_of_their_own(monkeypatch):
-    from pipelines.sweeping import execute
+    from subnets.pipelines.sweeping import execute
 
     commands = []
 
@@ -169,7 +169,7 @@ def test_torchrun_runs_get_a_rendezvous_of_their_own(monkeypatch):
 def test_sweep_and_reproduce_exit_non_zero_listing_failed_and_blocked_runs(tmp_path, tiny_data_dir, monkeypatch,
                                                                          capsys):
     """Issue 28, defect 17: `sweep` and `reproduce` exited 0 when runs failed or were blocked."""
-    from pipelines import reproduce
+    from subnets.pipelines import reproduce
 
     missing = tmp_path / "no-such-model"
     argv = sweep_argv(missing, tiny_data_dir, tmp_path / "sweep", "--executor", "inline", grid=("seed=1",))
@@ -198,7 +198,7 @@ def _descendants(pid):
 def test_kill_9_of_a_sweep_takes_its_workers_with_it_and_the_rerun_completes(tmp_path, tiny_model_dir, tiny_data_dir):
     """Issue 28, defect 12: after kill -9 of a sweep with --workers N the workers lived on, holding their run locks."""
     out = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "pipelines.sweep", "--stages", "stage1", "--output_dir", str(out),
+    argv = [sys.executable, "-m", "subnets.pipelines.sweep", "--stages", "stage1", "--output_dir", str(out),
             "--grid", "seed=1,2", "--executor", "local", "--workers", "2", "--threads_per_worker", "1",
             "--set", f"model_name_or_path={tiny_model_dir('bert')}", f"data_dir={tiny_data_dir}", "max_steps=100",
             "save_steps=10", "eval_strategy=no", "max_seq_length=16", "per_device_train_batch_size=16",

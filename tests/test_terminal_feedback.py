@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
-from pipelines.common import metrics_boxes
-from pipelines.sweeping.execute import Progress
+from subnets.pipelines.common import metrics_boxes
+from subnets.pipelines.sweeping.execute import Progress
 
 
 def test_metrics_boxes_follow_hf_log_metrics():
@@ -22,7 +22,7 @@ def test_metrics_boxes_follow_hf_log_metrics():
 
 def test_progress_counts_runs_and_estimates_the_rest(monkeypatch):
     clock = iter([100.0, 130.0, 160.0])
-    monkeypatch.setattr("pipelines.sweeping.execute.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("subnets.pipelines.sweeping.execute.time.monotonic", lambda: next(clock))
     progress = Progress(4)
     assert progress.started() == 1
     assert progress.step() == "(1 of 4 finished, elapsed 0:00:30, ETA 0:01:30)"
@@ -30,7 +30,7 @@ def test_progress_counts_runs_and_estimates_the_rest(monkeypatch):
 
 
 def test_a_stage_prints_its_metrics_and_says_when_it_resumes(tmp_path, tiny_model_dir, tiny_data_dir, capsys):
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     argv = ["--model_name_or_path", str(tiny_model_dir()), "--task_name", "sst2", "--data_dir", str(tiny_data_dir),
             "--output_dir", str(tmp_path / "ft"), "--max_steps", "2", "--per_device_train_batch_size", "8",
@@ -45,7 +45,7 @@ def test_a_stage_prints_its_metrics_and_says_when_it_resumes(tmp_path, tiny_mode
 
 
 def test_clean_evaluation_shows_progress_and_attacks_are_labelled(tmp_path, tiny_model_dir, tiny_data_dir, capsys):
-    from pipelines.evaluate import main
+    from subnets.pipelines.evaluate import main
 
     (tiny_data_dir / "attack").mkdir()
     (tiny_data_dir / "attack" / "counterfitted_neighbors.json").write_text(json.dumps({"good": ["fine"]}))

@@ -62,8 +62,8 @@ def test_a_wait_policy_the_user_set_is_kept():
 
 
 def test_bad_thread_count_is_one_error_line(tmp_path, monkeypatch, capsys, restore_threads):
-    from pipelines import stage1_finetune
-    from pipelines.common import run_cli
+    from subnets.pipelines import stage1_finetune
+    from subnets.pipelines.common import run_cli
 
     monkeypatch.setattr(sys, "argv", ["stage1_finetune.py", "--task_name", "sst2", "--output_dir",
                                       str(tmp_path / "run"), "--num_threads", "0"])

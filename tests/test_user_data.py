@@ -162,8 +162,8 @@ def write_sentiment_csv(path, n, seed):
 
 
 def test_user_csv_task_trains_searches_retrains_and_evaluates(tmp_path, tiny_model_dir, monkeypatch):
-    from masks import MaskStore
-    from pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain
+    from subnets.masks import MaskStore
+    from subnets.pipelines import evaluate, stage1_finetune, stage2_search, stage3_retrain
 
     monkeypatch.setenv("SUBNETS_MASK_STORE", str(tmp_path / "store"))
     for name, n, seed in (("train.csv", 48, 1), ("dev.csv", 16, 2), ("test.csv", 16, 3)):
@@ -198,7 +198,7 @@ def test_user_csv_task_trains_searches_retrains_and_evaluates(tmp_path, tiny_mod
 
 
 def test_bias_model_on_a_user_pair_task(tmp_path):
-    from pipelines import train_bias_model
+    from subnets.pipelines import train_bias_model
     from subnets.objectives import PredictionCache
 
     rows = ["premise,hypothesis,label"] + [f"p{i},{'not ' if i % 2 else ''}h{i % 3},{'no' if i % 2 else 'yes'}"
@@ -216,7 +216,7 @@ def test_bias_model_on_a_user_pair_task(tmp_path):
 
 
 def test_user_task_without_train_file_or_with_bad_metric_leaves_no_run_directory(tmp_path, tiny_model_dir):
-    from pipelines import stage1_finetune
+    from subnets.pipelines import stage1_finetune
 
     write_sentiment_csv(tmp_path / "dev.csv", 8, 2)
     base = ["--model_name_or_path", str(tiny_model_dir()), "--text_columns", "review", "--label_column", "verdict",

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipelines import stage1_finetune
+from subnets.pipelines import stage1_finetune
 from subnets.data import load_split, validation_split
 from subnets.errors import SubnetsError
 from subnets.tasks import get_task

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from pipelines.sweeping.plan import Chain
+from subnets.pipelines.sweeping.plan import Chain
 
 BUDGETS = ("smoke", "cpu", "paper")
 # SST-2's labelled test set (1,821 sentences): reported beside SST-2 tables as a held-out confirmation, never
@@ -17,7 +17,7 @@ SST2_TEST = "sst2-test"
 
 @dataclass(frozen=True)
 class Column:
-    """A metric key of the row's runs (flat, as `pipelines.sweeping.aggregate.flat_metrics` names it), read
+    """A metric key of the row's runs (flat, as `subnets.pipelines.sweeping.aggregate.flat_metrics` names it), read
     from the runs whose grid point matches `where` (keys the point lacks do not filter); shown times `scale`."""
 
     name: str

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.default_job import ADVERSARY, SEARCH
-from pipelines.papers import Column, Paper, Row, Setting, Table, chain, finetune
+from subnets.pipelines.default_job import ADVERSARY, SEARCH
+from subnets.pipelines.papers import Column, Paper, Row, Setting, Table, chain, finetune
 
 CITATION = "Pruning and robustness: one-shot pruning (Wanda, SparseGPT) against robust tickets (issue 24)"
 NUMBERS: dict[str, dict[str, dict[str, float]]] = {}

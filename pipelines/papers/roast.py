@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, finetune, held_out
-from pipelines.papers.robust_tickets import freelb
+from subnets.pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, finetune, held_out
+from subnets.pipelines.papers.robust_tickets import freelb
 
 CITATION = ("Kim et al., RoAST: Robustifying Language Models via Adversarial Perturbation with Selective Training, "
             "Findings of EMNLP 2023")

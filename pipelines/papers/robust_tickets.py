@@ -16,8 +16,8 @@ Attack columns come from ATTACKS (name -> label): TextFooler, TextBugger and BAE
 
 from __future__ import annotations
 
-from pipelines.default_job import ADVERSARY, SEARCH
-from pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, chain, finetune, held_out
+from subnets.pipelines.default_job import ADVERSARY, SEARCH
+from subnets.pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, chain, finetune, held_out
 
 CITATION = "Zheng et al., Robust Lottery Tickets for Pre-trained Language Models, ACL 2022 (Tables 1-3)"
 NUMBERS = {  # {table: {row: {column: value}}}, see the module docstring for the source of each

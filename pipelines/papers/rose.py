@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, finetune, held_out
+from subnets.pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, finetune, held_out
 
 CITATION = "Jiang et al., ROSE: Robust Selective Fine-tuning for Pre-trained Language Models, EMNLP 2022"
 NUMBERS: dict[str, dict[str, dict[str, float]]] = {}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.papers import Column, Paper, Row, Setting, Table, chain
+from subnets.pipelines.papers import Column, Paper, Row, Setting, Table, chain
 from subnets.toydata import HEURISTICS
 
 CITATION = ("Liu et al., A Win-win Deal: Towards Sparse and Robust Pre-trained Language Models, NeurIPS 2022 "

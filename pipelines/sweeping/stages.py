@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
 
-import pipelines
+import subnets.pipelines
 from subnets.errors import SubnetsError
 from subnets.runs import BIAS_FILE, BIAS_MODEL, EVALUATE, FINETUNE, RETRAIN, SEARCH, StageName
 
@@ -46,7 +46,7 @@ class Stage:
 
 
 def stage1_arguments() -> list[type]:
-    from pipelines.common import STAGE_ARGUMENTS
+    from subnets.pipelines.common import STAGE_ARGUMENTS
 
     return list(STAGE_ARGUMENTS)
 
@@ -64,13 +64,13 @@ def stage3_arguments() -> list[type]:
 
 
 def evaluate_arguments() -> list[type]:
-    from pipelines.evaluate import AttackOptions, EvaluateArguments
+    from subnets.pipelines.evaluate import AttackOptions, EvaluateArguments
 
     return [EvaluateArguments, AttackOptions]
 
 
 def bias_arguments() -> list[type]:
-    from pipelines.train_bias_model import BiasModelArguments
+    from subnets.pipelines.train_bias_model import BiasModelArguments
 
     return [BiasModelArguments]
 

@@ -11,8 +11,8 @@ if TYPE_CHECKING:  # imported where used: parsing a command's options loads no d
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from masks import MaskStore
-from masks.checkpoint import save_sparse_checkpoint
+from subnets.masks import MaskStore
+from subnets.masks.checkpoint import save_sparse_checkpoint
 
 from ..config import TrainingArguments
 from ..distributed import is_main_process

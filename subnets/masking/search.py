@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from masks import MaskStore
+from subnets.masks import MaskStore
 
 from ..config import TrainingArguments
 from ..distributed import is_main_process

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from masks import describe_model
+from subnets.masks import describe_model
 
 from ..errors import SubnetsError
 from ..runs import BEST, RUN_MASKS_FILE, finetuned_run, pretrained_source
@@ -63,7 +63,7 @@ def load_mask(spec: str, store_root: Path, *, prefer: str = "state") -> tuple[di
             return load_file(path), {"file": str(path)}
         except Exception as e:  # safetensors raises its own error types
             raise SubnetsError(f"{path} is not a safetensors mask file ({e.__class__.__name__}).") from e
-    from masks import MaskStore
+    from subnets.masks import MaskStore
 
     record = MaskStore(store_root).get(spec)
     return record.masks, dict(record.meta, id=record.id)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from masks import MaskStore, UpdateLog, describe_model
+from subnets.masks import MaskStore, UpdateLog, describe_model
 from subnets.errors import SubnetsError
 from subnets.io import atomic_write_json
 from subnets.sparsity import update_ratio_scalars
