@@ -127,10 +127,13 @@ def held_out(row: Chain, test_set: str = SST2_TEST) -> Chain:
 
 
 
-def trial(row: Chain, grid: Mapping[str, Sequence[Any]]) -> Chain:
-    """A row's chain as a tuning trial over `grid` (beside its own grid keys): its training stages only, so that
-    nothing of a trial reads a reported set (each is scored by its last stage's eval_* on held-out rows)."""
-    return Chain([s for s in row.stages if s != "evaluate"], {k: v for k, v in row.options.items() if k != "evaluate"},
+def trial(row: Chain, grid: Mapping[str, Sequence[Any]], options: Mapping[str, Mapping[str, Any]] | None = None) \
+        -> Chain:
+    """A row's chain as a tuning trial over `grid` (beside its own grid keys), `options[stage]` added: its training
+    stages only, so that nothing of a trial reads a reported set (each is scored by its last stage's eval_* on
+    held-out rows)."""
+    merged = {k: {**v, **(options or {}).get(k, {})} for k, v in row.options.items() if k != "evaluate"}
+    return Chain([s for s in row.stages if s != "evaluate"], merged,
                  {**{k: v for k, v in row.grid.items() if not k.startswith("evaluate.")}, **grid})
 
 
