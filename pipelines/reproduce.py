@@ -4,8 +4,9 @@ beside ours (mean ± sd over seeds), every cell traceable to its run directories
     python -m pipelines.reproduce robust_tickets --budget cpu --seeds 1 2 3 --data_dir DATA --output_dir runs/rt
 
 Writes `<output_dir>/report.md`, `results.json` ({table: {row: {column: {mean, sd, n, paper, runs}}}}) and one
-PNG per plotted table. Budgets: smoke (tiny random model on toy data, seconds; used by the tests), cpu (minilm,
-about 2 hours on 2 CPU cores), paper (the paper's model and schedule).
+PNG per plotted table; with --tuning, instead, the cpu budget's hand-chosen settings are chosen again on held-out
+training rows (pipelines/tuning.py: tuning.md, tuning.json). Budgets: smoke (tiny random model on toy data,
+seconds; used by the tests), cpu (minilm, about 2 hours on 2 CPU cores), paper (the paper's model and schedule).
 """
 
 from __future__ import annotations

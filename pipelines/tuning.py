@@ -72,19 +72,21 @@ def describe(setting: Mapping[str, Any]) -> str:
 
 def tuning_report(tunings: Sequence[Tuning], leaves: Mapping[str, Sequence[Leaf]], out: Path,
                   header: str) -> tuple[dict[str, Any], str]:
-    """(tuning.json's {tuning: {constant, metric, current, trials, chosen, differs}}, tuning.md's text)."""
+    """(tuning.json's {tuning: {constant, metric, current, trials, chosen, differs, tied}}, tuning.md's text)."""
     result: dict[str, Any] = {}
     parts = [header]
     for tuning in tunings:
         found = trials(tuning, leaves[tuning.name], out)
         chosen = choose(found, tuning.current)
         differs = None if chosen is None else chosen != dict(tuning.current)
+        best = None if chosen is None else next(t["mean"] for t in found if t["setting"] == chosen)
+        tied = sum(t["mean"] == best for t in found) - 1 if chosen is not None else 0  # others with the same mean
         result[tuning.name] = {"constant": tuning.constant, "metric": tuning.metric, "current": dict(tuning.current),
-                               "trials": found, "chosen": chosen, "differs": differs}
+                               "trials": found, "chosen": chosen, "differs": differs, "tied": tied}
         lines = [f"| candidate | seeds | held-out {tuning.metric} per trial (%) | mean (%) |", "|---|---|---|---:|"]
         for t in found:
-            marks = [m for m, on in (("today", t["setting"] == dict(tuning.current)), ("chosen", t["setting"] == chosen))
-                     if on]
+            marks = [m for m, on in (("today", t["setting"] == dict(tuning.current)),
+                                     ("chosen", t["setting"] == chosen)) if on]
             values = " / ".join("-" if r["value"] is None else f"{100 * r['value']:.2f}" for r in t["runs"])
             mean = "-" if t["mean"] is None else f"{100 * t['mean']:.2f}"
             seeds = " ".join(str(r["seed"]) for r in t["runs"])
@@ -95,7 +97,9 @@ def tuning_report(tunings: Sequence[Tuning], leaves: Mapping[str, Sequence[Leaf]
         else:
             verdict = (f"Chosen: {describe(chosen)}; " + (f"differs from the value the budget uses today "
                                                           f"({describe(tuning.current)})." if differs else
-                                                          "the value the budget uses today."))
+                                                          "the value the budget uses today.")
+                       + (f" A tie with {tied} other candidate(s): the held-out split does not separate them."
+                          if tied else ""))
         parts.append(f"## {tuning.name}\n\nConstant `{tuning.constant}`, today {describe(tuning.current)}.\n\n"
                      + "\n".join(lines) + f"\n\n{verdict}\n")
     return result, "\n".join(parts)

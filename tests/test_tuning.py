@@ -58,6 +58,7 @@ def test_smoke_tuning_writes_every_trial_scored_on_held_out_rows_and_the_argmax(
         best = max(t["mean"] for t in found["trials"])
         chosen = next(t for t in found["trials"] if t["setting"] == found["chosen"])
         assert chosen["mean"] == best and found["differs"] == (found["chosen"] != found["current"])
+        assert found["tied"] == sum(t["mean"] == best for t in found["trials"]) - 1
     assert report.count("Chosen: ") == len(tunings)
     again = reproduce.main(argv)["outcomes"]  # a rerun trains nothing: every trial finished
     assert set(again) == set(outcomes) and all(o["status"] == "skipped" for o in again.values())
@@ -109,7 +110,8 @@ def test_the_normal_plans_keep_their_run_names(paper_name, budget):
     assert (len(names), hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]) == NAMES[paper_name, budget]
 
 
-@pytest.mark.parametrize("options", [["--budget", "paper"], ["--budget", "smoke", "--validation_split_percentage", "0"]])
+@pytest.mark.parametrize("options", [["--budget", "paper"],
+                                     ["--budget", "smoke", "--validation_split_percentage", "0"]])
 def test_tuning_refuses_the_paper_budget_and_no_held_out_rows_before_writing(tmp_path, options):
     out = tmp_path / "never"
     with pytest.raises(SubnetsError, match="--tuning chooses the cpu budget's settings on held-out training rows"):
