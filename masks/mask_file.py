@@ -1,5 +1,6 @@
 """The record format of tickets (binary masks) and states (real-valued gate or score states): the masks in one
-`masks.safetensors` (binary entries bit-packed, `subnets.masks.bits`), written whole and read back against its checksum."""
+`masks.safetensors` (binary entries bit-packed, `subnets.masks.bits`), written whole and read back against its
+checksum."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ beside ours (mean ± sd over seeds), every cell traceable to its run directories
     python -m subnets.pipelines.reproduce robust_tickets --budget cpu --seeds 1 2 3 --data_dir DATA --output_dir runs/rt
 
 Writes `<output_dir>/report.md`, `results.json` ({table: {row: {column: {mean, sd, n, paper, runs}}}}) and one
-PNG per plotted table. Budgets: smoke (tiny random model on toy data, seconds; used by the tests), cpu (minilm,
-about 2 hours on 2 CPU cores), paper (the paper's model and schedule).
+PNG per plotted table; with --tuning, instead, the cpu budget's hand-chosen settings are chosen again on held-out
+training rows (pipelines/tuning.py: tuning.md, tuning.json). Budgets: smoke (tiny random model on toy data,
+seconds; used by the tests), cpu (minilm, about 2 hours on 2 CPU cores), paper (the paper's model and schedule).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from subnets.pipelines.common import run_cli
+from subnets.pipelines.evaluate import PREDICTIONS_DIR
 from subnets.pipelines.papers import BUDGETS, Paper, Setting, Table
 from subnets.pipelines.sweep import require_success
 from subnets.pipelines.sweeping.aggregate import flat_metrics, format_mean_sd, mean_sd
-from subnets.pipelines.sweeping.execute import COMPUTE_FILE, EXECUTORS, RECORD_FILE, SweepSettings, is_finished, run_plan
+from subnets.pipelines.sweeping.execute import (COMPUTE_FILE, EXECUTORS, RECORD_FILE, SweepSettings, is_finished,
+                                               run_plan)
 from subnets.pipelines.sweeping.plan import Leaf, Plan
+from subnets.pipelines.tuning import tuning_plan, tuning_report
 from subnets.attacks.recipes import RECIPES
 from subnets.attacks.runner import read_results
 from subnets.attacks.search import FAILED, SKIPPED
@@ -44,6 +48,7 @@ TRAIN = {"smoke": {"max_steps": 2, "per_device_train_batch_size": 16, "max_seq_l
          "cpu": {"max_train_samples": 4000, "max_seq_length": 64, "per_device_train_batch_size": 32,
                  "warmup_ratio": 0.1},
          "paper": {}}
+TUNING_SPLIT = 10  # --tuning's default --validation_split_percentage: the held-out training rows trials score on
 EVALUATE = {"smoke": {"attack_samples": 4, "max_seq_length": 32}, "cpu": {"attack_samples": 200, "max_seq_length": 64},
             "paper": {}}
 
@@ -188,6 +193,12 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
             cells[column.name]["paired"] = scaled(paired, column.scale) | {"verdict": verdict(paired)} \
                 if paired else None
     return result
+
+
+def failed_runs(outcomes: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One report line per failed or blocked run."""
+    return [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
+            for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
 
 
 def code_commit() -> str:
@@ -349,10 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Build only these tasks' tables (default: the budget's tasks; any of the paper budget's).")
     parser.add_argument("--executor", default="local", choices=EXECUTORS)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--validation_split_percentage", type=int, default=0,
+    parser.add_argument("--validation_split_percentage", type=int, default=None,
                         help="Every training stage picks checkpoint-best on this percentage of its training data, "
                              "held out and grouped (README), instead of the evaluation split the report shows "
-                             "(default 0: the evaluation split, as the committed reports ran; new run names).")
+                             "(default 0: the evaluation split, as the committed reports ran; new run names; "
+                             f"--tuning: default {TUNING_SPLIT}).")
+    parser.add_argument("--tuning", action="store_true",
+                        help="Instead of the paper's tables, choose the cpu budget's hand-chosen settings again: "
+                             "train each candidate of the paper module's grids and score it on the held-out "
+                             "training rows only; writes tuning.md and tuning.json (docs/reproduce.md, \"Tuning\").")
     parser.add_argument("--report_only", action="store_true",
                         help="Run nothing: write the report from the runs that finished (e.g. while a long "
                              "budget runs).")
@@ -363,6 +379,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     paper, out = load_paper(args.paper), Path(args.output_dir)
     tasks = choose_tasks(paper, args.budget, args.tasks)
+    percentage = args.validation_split_percentage
+    percentage = (TUNING_SPLIT if args.tuning else 0) if percentage is None else percentage
+    if not 0 <= percentage < 100:
+        raise SubnetsError(f"--validation_split_percentage {percentage} is out of range; "
+                           f"expected a percentage of the training data from 0 (the evaluation split) to 99.")
+    if args.tuning and (args.budget == "paper" or not percentage or paper.tuning is None):
+        raise SubnetsError("--tuning chooses the cpu budget's settings on held-out training rows; expected --budget "
+                           "cpu (or smoke, on toy data), a --validation_split_percentage from 1 to 99 and a paper "
+                           "with a tuning grid.")
     if args.budget == "smoke":
         model, data_dir = smoke_inputs(paper, out)
         data_dir = args.data_dir or data_dir
@@ -371,13 +396,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if data_dir is None:
             raise SubnetsError("No --data_dir given and SUBNETS_DATA_DIR is not set; expected the offline data folder "
                                "(the smoke budget makes its own toy data).")
-    if not 0 <= args.validation_split_percentage < 100:
-        raise SubnetsError(f"--validation_split_percentage {args.validation_split_percentage} is out of range; "
-                           f"expected a percentage of the training data from 0 (the evaluation split) to 99.")
-    selection = {"validation_split_percentage": args.validation_split_percentage} \
-        if args.validation_split_percentage else {}
+    selection = {"validation_split_percentage": percentage} if percentage else {}
     setting = Setting(args.budget, args.model_name_or_path or model, str(data_dir), tuple(args.seeds),
                       {**TRAIN[args.budget], **selection}, EVALUATE[args.budget], tasks)
+    command = "python -m subnets.pipelines.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.tuning:
+        return tune(paper, setting, out, args, command)
     tables = paper.tables(setting)
     plan = Plan(out)
     leaves: dict[str, dict[str, list[Leaf]]] = {}
@@ -396,10 +420,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs = compute_summary(plan)
     timed = [r["seconds"] for r in runs.values() if "seconds" in r]
     devices = sorted({r["device"] for r in runs.values() if "device" in r})
-    command = "python -m subnets.pipelines.reproduce " + shlex.join(sys.argv[1:] if argv is None else argv)
     results = {t.name: collect(t, leaves.get(t.name, {}), out, paper.numbers) for t in tables}
-    failed = [f"- {name}: {o['status']} ({o.get('error') or o.get('reason')})"
-              for name, o in outcomes.items() if o["status"] in ("failed", "blocked")]
+    failed = failed_runs(outcomes)
     parts = [f"# {paper.citation}\n\nModel `{setting.model}`, budget `{args.budget}`, tasks {', '.join(tasks)}, seeds "
              f"{' '.join(map(str, args.seeds))}. Paper numbers: see `pipelines/papers/{paper.name}.py`; n/a = not "
              f"available offline or not implemented; - = its runs have not finished (or failed). Every cell's "
@@ -424,6 +446,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     atomic_write_text(out / "report.md", "\n".join(parts))
     print("\n".join(parts))
     return {"results": results, "outcomes": outcomes}
+
+
+def tune(paper: Paper, setting: Setting, out: Path, args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """--tuning: run the paper's tuning trials (finished ones are skipped) and write tuning.md / tuning.json."""
+    assert paper.tuning is not None
+    tunings = paper.tuning(setting)
+    plan, leaves = tuning_plan(tunings, out)
+    if args.report_only:
+        check_recorded_runs(plan)
+    outcomes = {} if args.report_only else run_plan(plan, SweepSettings(args.executor, args.workers))
+    finished = sum(is_finished(plan.directory(run), run) for run in plan.ordered())
+    percentage = setting.train["validation_split_percentage"]
+    header = (f"# Tuning: {paper.citation}\n\nModel `{setting.model}`, budget `{setting.budget}`, tasks "
+              f"{', '.join(setting.tasks)}, seeds {' '.join(map(str, setting.seeds))}. Every trial trains with "
+              f"--validation_split_percentage {percentage} and is scored by its last stage's own eval_* on those "
+              f"held-out training rows (no trial evaluates a dev, test, AdvGLUE or attack set); the highest mean "
+              f"over seeds and tasks is chosen (a tie: today's value). {finished} of {len(plan.runs)} runs "
+              f"finished{' (report only: nothing was run)' if args.report_only else ''}.\n\nCode commit "
+              f"`{code_commit()}`; command `{command}`. Every trial's runs: tuning.json (`runs`, relative to this "
+              f"folder).\n")
+    result, text = tuning_report(tunings, leaves, out, header)
+    failed = failed_runs(outcomes)
+    if failed:
+        text += "\n## Failed runs\n\n" + "\n".join(failed) + "\n"
+    atomic_write_json(out / "tuning.json", {"commit": code_commit(), "command": command,
+                                            "validation_split_percentage": percentage, "seeds": list(setting.seeds),
+                                            "tunings": result})
+    atomic_write_text(out / "tuning.md", text)
+    print(text)
+    return {"tuning": result, "outcomes": outcomes}
 
 
 def cli() -> int:

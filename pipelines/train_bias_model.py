@@ -1,9 +1,9 @@
 """Train a bias-only model and cache its per-example predictions for the debiasing losses (SRNets).
 
-    python -m subnets.pipelines.train_bias_model --task_name mnli --data_dir DATA --output_dir runs/mnli-bias
-    python -m subnets.pipelines.train_bias_model --task_name vitaminc --bias_type hypothesis_only --output_dir runs/vc-bias
-    python -m subnets.pipelines.train_bias_model --task_name mnli --teacher_model runs/mnli-ft --output_dir runs/mnli-bias
-    python -m subnets.pipelines.train_bias_model --train_file train.csv --validation_file dev.csv \
+    subnets-bias-model --task_name mnli --data_dir DATA --output_dir runs/mnli-bias
+    subnets-bias-model --task_name vitaminc --bias_type hypothesis_only --output_dir runs/vc-bias
+    subnets-bias-model --task_name mnli --teacher_model runs/mnli-ft --output_dir runs/mnli-bias
+    subnets-bias-model --train_file train.csv --validation_file dev.csv \
         --text_columns premise,hypothesis --output_dir runs/my-bias
 
 Writes `bias_predictions.safetensors` (cross-fitted predictions for every training example, keyed by example

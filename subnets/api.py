@@ -2,8 +2,8 @@
 
 Thin wrappers over the library the stage scripts use: `parts` (the data and the method options' objective,
 callbacks and optimizer), `Trainer` (one training loop), `masking.search`, `masking.draw`, `masking.retrain`,
-`attacks.pipeline` and `subnets.masks.MaskStore`. Training options are the stage options (`TrainingArguments` field names
-and the option names of the stage's method groups) given as keyword arguments.
+`attacks.pipeline` and `subnets.masks.MaskStore`. Training options are the stage options (`TrainingArguments` field
+names and the option names of the stage's method groups) given as keyword arguments.
 """
 
 from __future__ import annotations

@@ -158,7 +158,8 @@ def test_report_only_runs_nothing_and_marks_unfinished_cells(tmp_path):
     after = reproduce.main(argv + ["--report_only"])
     assert after["results"]["advglue"]["vanilla"]["RTE dev"]["n"] == 1
     report = (out / "report.md").read_text()
-    assert "| - |" not in report and f"command `python -m subnets.pipelines.reproduce {' '.join(argv)} --report_only`" in report
+    assert "| - |" not in report
+    assert f"command `python -m subnets.pipelines.reproduce {' '.join(argv)} --report_only`" in report
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["commit"] == reproduce.code_commit() and len(provenance["runs"]) == 8  # 4 rows x 2 stages
     assert all(r["seconds"] > 0 and r["device"] and r["argv"] for r in provenance["runs"].values())

@@ -65,6 +65,22 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """A cpu-budget setting chosen by `reproduce.py --tuning` on held-out training rows, never on a reported set:
+    `chains` (training stages only; their grids hold `grid`'s keys beside the seeds) train every candidate of
+    `grid`, each scored by `metric` of its chains' last runs on the held-out split (the stage's own eval_*); the
+    candidate with the highest mean over seeds and chains is chosen. `current` is what the budget uses today (the
+    constant `constant` names), one of the candidates."""
+
+    name: str
+    constant: str
+    current: Mapping[str, Any]  # grid key -> the budget's value today
+    grid: Mapping[str, Sequence[Any]]  # grid key ("stage.option") -> candidates
+    chains: Sequence[Chain]
+    metric: str = "eval_accuracy"
+
+
+@dataclass(frozen=True)
 class Paper:
     name: str
     citation: str
@@ -75,6 +91,8 @@ class Paper:
     tables: Callable[[Setting], list[Table]]
     # an extra report section from the finished runs: (output folder, results.json's {table: {row: {column: cell}}})
     notes: Callable[[Path, Mapping[str, Any]], str] | None = None
+    # the settings its cpu budget chose by hand, as trials on held-out training rows (`reproduce.py --tuning`)
+    tuning: Callable[[Setting], list[Tuning]] | None = None
 
 
 def chain(setting: Setting, stages: str, options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -106,3 +124,28 @@ def held_out(row: Chain, test_set: str = SST2_TEST) -> Chain:
     evaluate = {k: v for k, v in row.options.get("evaluate", {}).items() if not k.startswith("attack")}
     return Chain(row.stages, {**row.options, "evaluate": {**evaluate, "tasks": test_set}},
                  {k: v for k, v in row.grid.items() if k != "evaluate.attack"})
+
+
+
+def trial(row: Chain, grid: Mapping[str, Sequence[Any]], options: Mapping[str, Mapping[str, Any]] | None = None) \
+        -> Chain:
+    """A row's chain as a tuning trial over `grid` (beside its own grid keys), `options[stage]` added: its training
+    stages only, so that nothing of a trial reads a reported set (each is scored by its last stage's eval_* on
+    held-out rows)."""
+    merged = {k: {**v, **(options or {}).get(k, {})} for k, v in row.options.items() if k != "evaluate"}
+    return Chain([s for s in row.stages if s != "evaluate"], merged,
+                 {**{k: v for k, v in row.grid.items() if not k.startswith("evaluate.")}, **grid})
+
+
+# The candidates of the cpu budgets' fine-tuning schedules (minilm, 4,000 examples): learning rates around the
+# ones chosen by hand (2e-5 to 2e-4, so that no choice sits at the grid's edge) and 1 or 2 epochs (2 is the
+# budgets' time cap: about 2 hours per paper on 2 cores); docs/reproduce.md, "Tuning"
+CPU_SCHEDULE_GRID = {"stage1.learning_rate": [2e-5, 5e-5, 1e-4, 2e-4], "stage1.num_train_epochs": [1, 2]}
+
+
+def schedule_tuning(constant: str, cpu: Mapping[str, Any], rows: Sequence[Chain],
+                    grid: Mapping[str, Sequence[Any]] = CPU_SCHEDULE_GRID) -> Tuning:
+    """The fine-tuning schedule (stage 1 of `rows`, one per task) tried on `grid`; `cpu`: the cpu budget's
+    options today (the constant `constant`)."""
+    current = {key: cpu[key.rpartition(".")[2]] for key in grid}
+    return Tuning("fine-tuning schedule", constant, current, grid, [trial(row, grid) for row in rows])

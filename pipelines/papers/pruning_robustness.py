@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from subnets.pipelines.default_job import ADVERSARY, SEARCH
-from subnets.pipelines.papers import Column, Paper, Row, Setting, Table, chain, finetune
+from subnets.pipelines.papers import Column, Paper, Row, Setting, Table, Tuning, chain, finetune, schedule_tuning
 
 CITATION = "Pruning and robustness: one-shot pruning (Wanda, SparseGPT) against robust tickets (issue 24)"
 NUMBERS: dict[str, dict[str, dict[str, float]]] = {}
@@ -87,6 +87,13 @@ def cost_rows(setting: Setting, pattern: str) -> dict[str, Any]:
             for name, method in ONE_SHOT.items()}
 
 
+def tunings(setting: Setting) -> list[Tuning]:
+    """The cpu schedule (SCHEDULE["cpu"], the default job's, every stage's) tried on the dense row
+    (papers.CPU_SCHEDULE_GRID), on held-out training rows."""
+    return [schedule_tuning("SCHEDULE['cpu'] (pipelines/default_job.py's schedule)", SCHEDULE["cpu"],
+                            [method_rows(setting, "unstructured")["dense"]])]
+
+
 def tables(setting: Setting) -> list[Table]:
     found = []
     for pattern in PATTERNS:
@@ -102,4 +109,5 @@ def tables(setting: Setting) -> list[Table]:
 
 
 PAPER = Paper("pruning_robustness", CITATION, NUMBERS, (TASK, f"advglue-{TASK}"),
-              {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables)
+              {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables,
+              tuning=tunings)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from subnets.pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, finetune, held_out
+from subnets.pipelines.papers import (SST2_TEST, Column, Paper, Row, Setting, Table, Tuning, finetune, held_out,
+                                      schedule_tuning)
 from subnets.pipelines.papers.robust_tickets import freelb
 
 CITATION = ("Kim et al., RoAST: Robustifying Language Models via Adversarial Perturbation with Selective Training, "
@@ -63,6 +64,13 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
             "RoAST": finetune(setting, task, {"recipe": f"roast_{task}", **schedule}, evaluate)}
 
 
+def tunings(setting: Setting) -> list[Tuning]:
+    """The cpu schedule (SCHEDULE["cpu"], every row's) tried on the vanilla row of each task
+    (papers.CPU_SCHEDULE_GRID), on held-out training rows."""
+    return [schedule_tuning("SCHEDULE['cpu']", SCHEDULE["cpu"],
+                            [method_rows(setting, task)["vanilla"] for task in setting.tasks])]
+
+
 def tables(setting: Setting) -> list[Table]:
     found = []
     for task in setting.tasks:
@@ -76,4 +84,4 @@ def tables(setting: Setting) -> list[Table]:
 
 PAPER = Paper("roast", CITATION, NUMBERS, ("sst2", "qqp", "paws-qqp", "advglue-sst2", "advglue-qqp", "rte",
                                             SST2_TEST),
-              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-large"}, BUDGET_TASKS, tables)
+              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-large"}, BUDGET_TASKS, tables, tuning=tunings)

@@ -17,7 +17,8 @@ Attack columns come from ATTACKS (name -> label): TextFooler, TextBugger and BAE
 from __future__ import annotations
 
 from subnets.pipelines.default_job import ADVERSARY, SEARCH
-from subnets.pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, chain, finetune, held_out
+from subnets.pipelines.papers import (SST2_TEST, Column, Paper, Row, Setting, Table, Tuning, chain, finetune, held_out,
+                              schedule_tuning, trial)
 
 CITATION = "Zheng et al., Robust Lottery Tickets for Pre-trained Language Models, ACL 2022 (Tables 1-3)"
 NUMBERS = {  # {table: {row: {column: value}}}, see the module docstring for the source of each
@@ -63,6 +64,14 @@ EPOCHS = {"smoke": {}, "cpu": {"stage1": 2, "stage2": 2, "stage3": 2},
 CPU_SEARCH = {key: value for key, value in {**SEARCH, **ADVERSARY}.items() if key not in ("method", "target_sparsity")}
 CPU_IMP_ROUNDS = 2
 CPU_TRAINING = {"learning_rate": 5e-5}
+# The candidates `reproduce.py --tuning` tries for the cpu settings chosen by hand (docs/reproduce.md, "Tuning"):
+# the schedule (CPU_TRAINING, EPOCHS["cpu"]) on stage 1 (papers.CPU_SCHEDULE_GRID; stages 2 and 3 share it), the
+# FreeLB ascent steps (ADVERSARY's 2; the paper's 5 costs 6 passes per step, too many for this budget) on the
+# FreeLB row, and the search's multiplier and mask learning rates (SEARCH: CoFi's Lagrangian, lr 5; mask lr 0.1),
+# one at a time, on the ticket drawn at 30% and retrained; searched without the adversary (the "w/o adversary" row,
+# which shares SEARCH), since FreeLB's ascent steps triple a search's cost
+FREELB_STEPS_GRID = {"stage1.adv_steps": [1, 2, 3]}
+SEARCH_GRIDS = {"stage2.lagrangian_lr": [0.1, 1.0, 5.0], "stage2.mask_lr": [0.03, 0.1, 0.3]}
 
 
 def columns() -> list[Column]:
@@ -118,6 +127,23 @@ def method_rows(setting: Setting, task: str, sparsities: list[float], attacks: l
     }
 
 
+def tunings(setting: Setting) -> list[Tuning]:
+    """The cpu settings chosen by hand, as trials of the table's rows on held-out training rows."""
+    rows = [method_rows(setting, task, [SPARSITY], []) for task in setting.tasks]
+    cpu_schedule = {**CPU_TRAINING, "num_train_epochs": EPOCHS["cpu"]["stage1"]}
+    found = [schedule_tuning("CPU_TRAINING, EPOCHS['cpu']", cpu_schedule, [r["fine-tune"] for r in rows]),
+             Tuning("FreeLB ascent steps", "pipelines/default_job.py ADVERSARY['adv_steps']",
+                    {"stage1.adv_steps": ADVERSARY["adv_steps"]}, FREELB_STEPS_GRID,
+                    [trial(r["FreeLB"], FREELB_STEPS_GRID) for r in rows])]
+    search = {"stage2": {**CPU_SEARCH, "adversary": "none"}}  # the cpu search (at smoke too: the rates steer it)
+    for key, candidates in SEARCH_GRIDS.items():
+        option = key.rpartition(".")[2]
+        found.append(Tuning(f"search {option}", f"pipelines/default_job.py SEARCH['{option}'] (CPU_SEARCH)",
+                            {key: SEARCH[option]}, {key: candidates},
+                            [trial(r["robust ticket w/o adversary"], {key: candidates}, search) for r in rows]))
+    return found
+
+
 def tables(setting: Setting) -> list[Table]:
     found = []
     for task in setting.tasks:
@@ -141,4 +167,5 @@ def tables(setting: Setting) -> list[Table]:
 
 
 PAPER = Paper("robust_tickets", CITATION, NUMBERS, ("sst2", "advglue-sst2", SST2_TEST),
-              {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables)
+              {"smoke": "tiny", "cpu": "minilm", "paper": "bert-base-uncased"}, BUDGET_TASKS, tables,
+              tuning=tunings)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from subnets.pipelines.papers import SST2_TEST, Column, Paper, Row, Setting, Table, finetune, held_out
+from subnets.pipelines.papers import (SST2_TEST, Column, Paper, Row, Setting, Table, Tuning, finetune, held_out,
+                                      schedule_tuning)
 
 CITATION = "Jiang et al., ROSE: Robust Selective Fine-tuning for Pre-trained Language Models, EMNLP 2022"
 NUMBERS: dict[str, dict[str, dict[str, float]]] = {}
@@ -53,6 +54,13 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
     return rows
 
 
+def tunings(setting: Setting) -> list[Tuning]:
+    """The cpu schedule (SCHEDULE["cpu"], every row's) tried on the vanilla row of each task
+    (papers.CPU_SCHEDULE_GRID), on held-out training rows."""
+    return [schedule_tuning("SCHEDULE['cpu']", SCHEDULE["cpu"],
+                            [method_rows(setting, task)["vanilla"] for task in setting.tasks])]
+
+
 def tables(setting: Setting) -> list[Table]:
     tasks = setting.tasks
     columns = [column for task in tasks
@@ -70,4 +78,4 @@ def tables(setting: Setting) -> list[Table]:
 
 
 PAPER = Paper("rose", CITATION, NUMBERS, ("sst2", "rte", "advglue-sst2", "advglue-rte", SST2_TEST),
-              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-base"}, BUDGET_TASKS, tables)
+              {"smoke": "tiny", "cpu": "minilm", "paper": "roberta-base"}, BUDGET_TASKS, tables, tuning=tunings)

@@ -3,7 +3,8 @@
 Per attacked set, under `<output_dir>/attacks/<checkpoint>/<set>_<attack>`: `.jsonl` (every finished example,
 appended as it ends; the run resumes from it), `.jsonl.config.json`, `_results_summary.json`, `_summary.txt` and
 `_results.csv` (TextAttack's outputs). Ctrl-C writes the TextAttack outputs of the finished examples, then stops.
-The resume checks the model's weights fingerprint (`subnets.masks.record.model_fingerprint`), recorded in the config file.
+The resume checks the model's weights fingerprint (`subnets.masks.record.model_fingerprint`), recorded in the config
+file.
 """
 
 from __future__ import annotations
