@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from pipelines import RECIPE_DIR
@@ -261,7 +261,7 @@ class StageRun:
 # A stage's part of the skeleton: build its trainer (checking every input) and return the work done in the run
 # directory, which returns the metrics.
 StageTrain = Callable[[StageRun], Callable[[Path], dict[str, Any]]]
-Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase, Any]
+Loaded = tuple["PreTrainedModel", "PreTrainedTokenizerBase", Any]
 
 
 def model_path(args: StageArgs) -> str:
