@@ -7,9 +7,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no model classes
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from subnets.pipelines import RECIPE_DIR
@@ -88,7 +89,7 @@ class StageRun:
 # A stage's part of the skeleton: build its trainer (checking every input) and return the work done in the run
 # directory, which returns the metrics.
 StageTrain = Callable[[StageRun], Callable[[Path], dict[str, Any]]]
-Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase, Any]
+Loaded = tuple["PreTrainedModel", "PreTrainedTokenizerBase", Any]
 
 
 def model_path(args: StageArgs) -> str:

@@ -17,12 +17,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no model classes
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import SubnetsError
 from .io import atomic_dir, recover_interrupted_swap, remove_stale_temps

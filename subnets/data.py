@@ -12,12 +12,12 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
+    from transformers import PreTrainedTokenizerBase
 import numpy as np
 from transformers.utils import logging
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from .errors import SubnetsError
 from .tasks import DERIVED_EVAL_FRACTION, SPLIT_SEED, HubSource, LocalSource, TaskSpec

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
+    from transformers import PreTrainedModel
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 
 from .data import Collator, batch_reader
 from .errors import SubnetsError

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import torch
+import transformers  # its classes are read where used: parsing a command's options loads no model classes
 from safetensors import SafetensorError
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
 
 from .checkpointing import BEST
 from .errors import SubnetsError
@@ -47,7 +44,7 @@ def _load_weights(path: str | os.PathLike, name_or_path: str | os.PathLike | Non
     """`AutoModelForSequenceClassification.from_pretrained`, with one clear error for missing, broken or mis-shaped
     weights: only the classifier head of a new task (`new_head`) may be missing or of another shape."""
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
             path, trust_remote_code=False, output_loading_info=True, **kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as e:
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else e.__class__.__name__
@@ -116,7 +113,7 @@ def checkpoint_labels(name_or_path: str) -> tuple[str, list[str]]:
                            f"a from_pretrained directory or a stage run directory.")
     _check_no_custom_code(path)
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
         return path, [config.id2label[i] for i in range(config.num_labels)]
     except (OSError, ValueError, KeyError) as e:
         raise SubnetsError(f"Could not read the config of checkpoint {name_or_path} ({e.__class__.__name__}); "
@@ -136,8 +133,8 @@ def load_classifier(
     path = resolve_model_path(str(name_or_path))
     _check_no_custom_code(path)
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=False)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise SubnetsError(
             f"Could not load model '{name_or_path}': expected a directory with config.json and tokenizer files, "
@@ -235,7 +232,7 @@ def tiny_model(
     """
     # decoders and ModernBERT take no token type ids (their own tokenizers make none)
     no_types = dict(model_input_names=["input_ids", "attention_mask"]) if kind in (*DECODER_KINDS, "modernbert") else {}
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), **no_types)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path(), **no_types)
     names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(num_labels)]
     config = _tiny_config(kind, tokenizer, len(names), num_layers)
     if kind in DECODER_KINDS:
@@ -244,6 +241,6 @@ def tiny_model(
     config.id2label = dict(enumerate(names))
     config.label2id = {v: k for k, v in config.id2label.items()}
     torch.manual_seed(seed)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = transformers.AutoModelForSequenceClassification.from_config(config)
     set_padding(model, tokenizer)
     return model, tokenizer

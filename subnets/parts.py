@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
-from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 from .config import DataArguments, TrainingArguments
 from .data import load_split, subsample, tokenize, validation_split

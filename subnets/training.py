@@ -28,15 +28,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers import get_scheduler
 
 from .attention import use_sync_free_attention
 from .checkpointing import BEST, LAST, STATE_FILE, Checkpointer, DirectoryCheckpointer, step_checkpoint

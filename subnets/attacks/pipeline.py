@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no model classes
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from subnets.masks import model_fingerprint
 

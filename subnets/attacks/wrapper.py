@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no model classes
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..distributed import pick_device
 from ..errors import SubnetsError

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
+    from transformers import PreTrainedTokenizerBase
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from ..data import USER_FORMATS, Collator, read_user_file
 from ..errors import SubnetsError

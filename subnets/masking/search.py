@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from subnets.masks import MaskStore

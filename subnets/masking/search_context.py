@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Protocol, Sequence
 
-if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets
+if TYPE_CHECKING:  # imported where used: parsing a command's options loads no datasets nor model classes
     import datasets
+    from transformers import PreTrainedTokenizerBase
 import torch
 from safetensors.torch import load_file
-from transformers import PreTrainedTokenizerBase
 
 from ..registry import OptionGroups
 from ..runs import BEST
