@@ -101,10 +101,10 @@ def test_a_state_is_plotted_on_its_own_range_with_a_histogram(capsys, store_with
         drawn.update(scale=scale, values=values, label=label)
         original(grid, title, label, path, scale=scale, values=values)
 
-    import subnets.masks.plot
+    from subnets.masks import plot
 
-    original = masks.plot.plot_grid
-    monkeypatch.setattr(masks.plot, "plot_grid", spy)
+    original = plot.plot_grid
+    monkeypatch.setattr(plot, "plot_grid", spy)
     code, _, err = run(capsys, root, "plot", state_id[:8], "--out", str(root / "state.png"))
     assert code == 0, err
     assert (root / "state.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,7 +35,7 @@ class Stage:
     @property
     def module(self) -> str:
         """The stage script: importable, with `main(argv)`; `python -m <module>` runs it too."""
-        return f"{pipelines.__name__}.{self.run.id}"
+        return f"{subnets.pipelines.__name__}.{self.run.id}"
 
     @cached_property
     def options(self) -> frozenset[str]:

@@ -86,7 +86,7 @@ class PredictionCache:
         path = Path(path)
         if not path.is_file():
             raise SubnetsError(f"Prediction file '{path}' does not exist; create it with "
-                               "pipelines/train_bias_model.py.")
+                               "subnets-bias-model.")
         try:
             with safe_open(str(path), framework="numpy") as f:
                 meta = f.metadata() or {}
@@ -96,7 +96,7 @@ class PredictionCache:
         missing = ({"idx", "probs", "labels"} - set(tensors)) | ({"task", "fingerprint", "kind"} - set(meta))
         if missing:
             raise SubnetsError(f"Prediction file '{path}' lacks {sorted(missing)}; expected a file written by "
-                               "pipelines/train_bias_model.py.")
+                               "subnets-bias-model.")
         return cls(tensors["idx"], tensors["probs"], tensors["labels"], meta["task"], meta["fingerprint"], meta["kind"])
 
     def check_alignment(self, dataset, task_name: str, num_classes: int, source: str = "predictions") -> None:
@@ -156,7 +156,7 @@ class BiasPredictionArguments:
 
     bias_predictions: str | None = field(default=None, metadata={
         "help": "Bias-only predictions for the training split (bias_predictions.safetensors from "
-                "pipelines/train_bias_model.py)."})
+                "subnets-bias-model)."})
 
 
 def load_predictions(path: str | None, option: str, kind: str, task: TaskSpec, train_dataset: Any

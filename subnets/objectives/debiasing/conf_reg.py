@@ -21,7 +21,7 @@ class TeacherPredictionArguments:
 
     teacher_predictions: str | None = field(default=None, metadata={
         "help": "conf_reg: a fine-tuned teacher's predictions for the training split "
-                "(pipelines/train_bias_model.py --teacher_model RUN_DIR)."})
+                "(subnets-bias-model --teacher_model RUN_DIR)."})
 
 
 def conf_reg_loss(logits: torch.Tensor, labels: torch.Tensor, bias_probs: torch.Tensor,
