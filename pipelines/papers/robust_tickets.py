@@ -56,9 +56,9 @@ BUDGET_TASKS = {"smoke": ["sst2"], "cpu": ["sst2"], "paper": ["sst2", "qnli", "m
 # Figure 2 sparsities (the 30% table's runs are shared; the other points are attacked with TextFooler only)
 FIGURE_SPARSITIES = {"smoke": [0.3, 0.5], "cpu": [0.3, 0.5, 0.7], "paper": [0.1, 0.3, 0.5, 0.7, 0.9]}
 # Per budget: each stage's epochs (smoke runs a fixed handful of steps; cpu: 250 steps per stage, lr 5e-5), and
-# what the cpu budget changes in the paper's search to fit 2 CPU cores: the default job's search (a Lagrangian that reaches 30% within one short
-# search, FreeLB with 2 ascent steps, chosen on a split of SST-2 train: docs/reproduce.md), 2 ascent steps for the
-# FreeLB row, and IMP in 2 rounds of one epoch.
+# what the cpu budget changes in the paper's search to fit 2 CPU cores: the default job's search (a Lagrangian
+# that reaches 30% within one short search, FreeLB with 2 ascent steps, chosen on a split of SST-2 train:
+# docs/reproduce.md), 2 ascent steps for the FreeLB row, and IMP in 2 rounds of one epoch.
 EPOCHS = {"smoke": {}, "cpu": {"stage1": 2, "stage2": 2, "stage3": 2},
           "paper": {"stage1": 3, "stage2": 20, "stage3": 3}}
 CPU_SEARCH = {key: value for key, value in {**SEARCH, **ADVERSARY}.items() if key not in ("method", "target_sparsity")}

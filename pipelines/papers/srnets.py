@@ -52,8 +52,8 @@ NUMBERS = {"mnli": {"CE full model": {"MNLI": 87.14, "HANS": 68.33},  # Table 6,
 # `--tasks` adds QQP and VitaminC), the sparsities of the HANS curve, IMP rounds to reach a sparsity (the rate is
 # set so that the last round lands on it), and per-stage options. cpu: mask search as docs/objectives.md's measured
 # minilm run (soft score init, mask lr 1e-4: the recipe's hard init does not move in a few hundred steps); weight
-# training at lr 1e-4 for 2 epochs, chosen on a split of the MNLI training data (docs/reproduce.md: 1 epoch at
-# 5e-5 left minilm at 46% MNLI, HANS at chance); paper: the recipe and schedule.
+# training at lr 1e-4 for 2 epochs, chosen on a split of the MNLI training data (how: docs/reproduce.md, "SRNets
+# cpu: how the weight schedule was chosen"); paper: the recipe and schedule.
 BUDGET_TASKS = {"smoke": ["mnli"], "cpu": ["mnli"], "paper": list(TASKS)}
 CURVE_SPARSITIES = {"smoke": [0.3, 0.5], "cpu": [0.3, 0.5, 0.7], "paper": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]}
 IMP_ROUNDS = {"smoke": 1, "cpu": 2, "paper": 7}
