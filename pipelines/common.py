@@ -68,6 +68,7 @@ def resolve_task(args: StageArgs, source: str | None) -> TaskSpec:
     best_metric(args[TrainingArguments], task)  # an unknown --metric_for_best_model fails before any training
     return task
 
+
 @dataclass
 class StageRun:
     """What `run_stage` prepared for a stage's `train`: the options, task, model, data and training parts."""
