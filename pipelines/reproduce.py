@@ -186,12 +186,14 @@ def collect(table: Table, leaves: Mapping[str, list[Leaf]], out: Path, numbers: 
         result[row.name] = cells
     for row, cells in result.items():
         for column in table.columns:
-            paired = None
-            if table.baseline is not None and row != table.baseline:
-                paired = paired_difference(outcomes[row][column.name], outcomes.get(table.baseline, {})
-                                           .get(column.name, {}))
-            cells[column.name]["paired"] = scaled(paired, column.scale) | {"verdict": verdict(paired)} \
-                if paired else None
+            def versus(other: str) -> dict[str, Any] | None:
+                stat = paired_difference(outcomes[row][column.name], outcomes[other][column.name])
+                return scaled(stat, column.scale) | {"verdict": verdict(stat)} if stat else None
+
+            cells[column.name]["paired"] = versus(table.baseline) if table.baseline not in (None, row) else None
+            others = [other for first, other in table.comparisons if first == row]
+            if others:
+                cells[column.name]["versus"] = {other: versus(other) for other in others}
     return result
 
 
@@ -301,23 +303,29 @@ def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds:
 
 
 def paired_table(table: Table, result: Mapping[str, Mapping[str, Any]]) -> str:
-    """Each row minus the table's baseline on the same examples (same seed): mean difference, 95% interval over
-    seeds and examples, and "shown" where the interval excludes zero, "a hint" otherwise."""
-    columns = [c.name for c in table.columns if any((cells[c.name].get("paired") for cells in result.values()))]
-    if table.baseline is None or not columns:
-        return ""
-    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for row, cells in result.items():
-        if row == table.baseline:
+    """Each row minus the table's baseline, then each of its `comparisons` (row minus other row), on the same
+    examples (same seed): mean difference, 95% interval over seeds and examples, and "shown" where the interval
+    excludes zero, "a hint" otherwise."""
+    def stat(row: str, other: str, column: str) -> dict[str, Any] | None:
+        cell = result[row][column]
+        return cell.get("paired") if other == table.baseline else cell.get("versus", {}).get(other)
+
+    sections = [(f"Paired differences from {table.baseline}",
+                 [(row, table.baseline, row) for row in result if table.baseline not in (None, row)]),
+                ("Paired differences between rows", [(a, b, f"{a} - {b}") for a, b in table.comparisons])]
+    parts = []
+    for heading, pairs in sections:
+        columns = [c.name for c in table.columns if any(stat(a, b, c.name) for a, b, _ in pairs)]
+        if not columns:
             continue
-        texts = []
-        for name in columns:
-            p = cells[name].get("paired")
-            texts.append(f"{p['mean']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}] {p['verdict']} ({p['examples']} pairs)"
-                         if p else "-")
-        lines.append(f"| {row} | " + " | ".join(texts) + " |")
-    return f"Paired differences from {table.baseline} (points; same examples and seed; 95% interval over seeds and " \
-           f"examples, {SAMPLES} resamples, seed 0):\n\n" + "\n".join(lines) + "\n"
+        lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        for a, b, label in pairs:
+            texts = [f"{p['mean']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}] {p['verdict']} ({p['examples']} pairs)"
+                     if (p := stat(a, b, name)) else "-" for name in columns]
+            lines.append(f"| {label} | " + " | ".join(texts) + " |")
+        parts.append(f"{heading} (points; same examples and seed; 95% interval over seeds and examples, {SAMPLES} "
+                     f"resamples, seed 0):\n\n" + "\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def plot(table: Table, result: Mapping[str, Mapping[str, Any]], path: Path) -> None:

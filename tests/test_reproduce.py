@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from subnets.pipelines import reproduce
-from subnets.pipelines.papers import Setting
+from subnets.intervals import paired_difference
+from subnets.pipelines.papers import Row, Setting, Table, pruning_robustness
 
 
 def smoke(paper: str, out):
@@ -30,7 +31,10 @@ def smoke(paper: str, out):
             assert sorted(cells) == sorted(c.name for c in table.columns)
             for column in table.columns:
                 cell = cells[column.name]
-                assert set(cell) == {"mean", "sd", "n", "paper", "runs", "interval", "paired", "attack"}
+                compared = {other for first, other in table.comparisons if first == row.name}
+                assert set(cell) == {"mean", "sd", "n", "paper", "runs", "interval", "paired", "attack"} | \
+                    ({"versus"} if compared else set())
+                assert set(cell.get("versus", {})) == compared
                 assert cell["paper"] == module.numbers.get(table.name, {}).get(row.name, {}).get(column.name)
                 assert cell["n"] == 1 and cell["sd"] is None and len(cell["runs"]) == 1
                 metrics = json.loads((out / cell["runs"][0] / "metrics.json").read_text())
@@ -216,12 +220,30 @@ def test_reproduce_pruning_robustness_smoke_has_every_method_at_both_patterns(tm
     stage2 = recorded_argv(Path(evaluate[evaluate.index("--checkpoint") + 1]))
     assert stage2[stage2.index("--method") + 1] == "wanda" and stage2[stage2.index("--pattern") + 1] == "2:4"
     paired = [line for line in report.splitlines() if line.endswith("pairs) |")]  # the paired tables' rows
-    assert report.count("Paired differences from dense") == 2 and len(paired) == 2 * (len(results["2of4"]) - 1)
+    comparisons = pruning_robustness.COMPARISONS
+    assert report.count("Paired differences from dense") == 2 and report.count("Paired differences between rows") == 2
+    assert len(paired) == 2 * (len(results["2of4"]) - 1 + len(comparisons))
     assert sum(line.startswith("| robust ticket | ") for line in paired) == 2
+    assert sum(line.startswith("| robust ticket - Wanda | ") for line in paired) == 2
     assert not [line for line in paired if line.startswith("| dense |")]
     assert all("(4 pairs)" in line for line in paired)  # 4 attacked sentences paired with the dense model's
     cell = results["unstructured"]["Wanda"]["TextFooler Aua"]
     assert cell["paired"]["verdict"] in ("shown", "a hint") and cell["interval"]["low"] <= cell["mean"]
+    # "robust ticket - Wanda" is the bootstrap of the two rows' per-example differences, read from their runs' files
+    out = tmp_path / "pr"
+    for column, key in (("TextFooler Aua", "sst2/accuracy_under_attack"), ("SST-2 dev", "sst2/eval_accuracy")):
+        rows = results["2of4"]
+        own = {1: reproduce.example_outcomes(out / rows["robust ticket"][column]["runs"][0], key)}
+        other = {1: reproduce.example_outcomes(out / rows["Wanda"][column]["runs"][0], key)}
+        direct = paired_difference(own, other)
+        stat = rows["robust ticket"][column]["versus"]["Wanda"]
+        assert stat["examples"] == direct["examples"] > 0
+        assert stat["mean"] == pytest.approx(100 * direct["mean"]) and stat["low"] == pytest.approx(100 * direct["low"])
+
+
+def test_a_table_that_pairs_a_row_it_lacks_is_refused_when_built():
+    with pytest.raises(ValueError, match="'nobody'"):
+        Table("t", "t", [], [Row("a", None)], comparisons=(("a", "nobody"),))
 
 
 def test_reproduce_can_select_every_training_stage_on_a_held_out_training_split(tmp_path):

@@ -49,6 +49,13 @@ class Table:
     rows: list[Row]
     plot: str | None = None  # x-axis name (x in %): draw the rows "<series>@<x>" as lines of each column against x
     baseline: str | None = None  # the row every other row is paired with, on the same examples (None: no pairing)
+    comparisons: tuple[tuple[str, str], ...] = ()  # further (row, other row) pairs, each paired the same way
+
+    def __post_init__(self) -> None:
+        names = {row.name for row in self.rows}
+        unknown = [n for n in (self.baseline, *(n for pair in self.comparisons for n in pair)) if n and n not in names]
+        if unknown:
+            raise ValueError(f"Table {self.name!r} pairs rows it does not have: {', '.join(map(repr, unknown))}.")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ PATTERNS = ("unstructured", "2:4")
 TASK = "sst2"
 ONE_SHOT = {"magnitude": "magnitude", "Wanda": "wanda", "SparseGPT": "sparsegpt"}
 ROBUST_CALIBRATION = ("Wanda", "SparseGPT")
+# The questions the issue asks beyond "against dense": is the robust ticket worth its search against one-shot
+# pruning at the same sparsity (and against the CE ticket), and does robust calibration beat plain calibration?
+COMPARISONS = (*((("robust ticket", other) for other in ("Wanda", "SparseGPT", "Wanda + retrain",
+                                                          "SparseGPT + retrain", "CE ticket"))),
+               *((f"{name} robust calib.", name) for name in ROBUST_CALIBRATION))
 BUDGET_TASKS = {"smoke": [TASK], "cpu": [TASK], "paper": [TASK]}
 # Per budget, each stage's schedule: the cpu budget fine-tunes and retrains as the default job does (one epoch of
 # its 4,000 examples at lr 5e-5); smoke runs the shared handful of steps
@@ -100,7 +105,7 @@ def tables(setting: Setting) -> list[Table]:
         label = f"{int(SPARSITY * 100)}% unstructured" if pattern == "unstructured" else f"{pattern} (50%)"
         found.append(Table(pattern.replace(":", "of"), f"SST-2 at {label}: accuracy, AdvGLUE, TextFooler, ECE",
                            columns(), [Row(name, c) for name, c in method_rows(setting, pattern).items()],
-                           baseline="dense"))
+                           baseline="dense", comparisons=COMPARISONS))
     cost = [Column("Sparsity", "sparsity"), Column("Seconds to prune", "prune_seconds", scale=1.0),
             Column("CPU seconds to prune", "prune_cpu_seconds", scale=1.0)]
     found.append(Table("cost", "One-shot pruning: sparsity and seconds to prune (calibration included)", cost,
