@@ -313,7 +313,7 @@ from subnets.export import load_compact
 from transformers import AutoTokenizer
 
 model = load_compact("THIS_FOLDER")
-tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")
+tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER", trust_remote_code=False)
 ```
 
 ## Kept structure (`compact_structure` in config.json)

@@ -232,7 +232,7 @@ def tiny_model(
     """
     # decoders and ModernBERT take no token type ids (their own tokenizers make none)
     no_types = dict(model_input_names=["input_ids", "attention_mask"]) if kind in (*DECODER_KINDS, "modernbert") else {}
-    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path(), **no_types)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path(), trust_remote_code=False, **no_types)
     names = list(label_names) if label_names is not None else [f"LABEL_{i}" for i in range(num_labels)]
     config = _tiny_config(kind, tokenizer, len(names), num_layers)
     if kind in DECODER_KINDS:
