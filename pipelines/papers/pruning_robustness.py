@@ -34,9 +34,9 @@ ONE_SHOT = {"magnitude": "magnitude", "Wanda": "wanda", "SparseGPT": "sparsegpt"
 ROBUST_CALIBRATION = ("Wanda", "SparseGPT")
 # The questions the issue asks beyond "against dense": is the robust ticket worth its search against one-shot
 # pruning at the same sparsity (and against the CE ticket), and does robust calibration beat plain calibration?
-COMPARISONS = (*((("robust ticket", other) for other in ("Wanda", "SparseGPT", "Wanda + retrain",
-                                                          "SparseGPT + retrain", "CE ticket"))),
-               *((f"{name} robust calib.", name) for name in ROBUST_CALIBRATION))
+TICKET_VERSUS = ("Wanda", "SparseGPT", "Wanda + retrain", "SparseGPT + retrain", "CE ticket")
+COMPARISONS = tuple(("robust ticket", other) for other in TICKET_VERSUS) + \
+    tuple((f"{name} robust calib.", name) for name in ROBUST_CALIBRATION)
 BUDGET_TASKS = {"smoke": [TASK], "cpu": [TASK], "paper": [TASK]}
 # Per budget, each stage's schedule: the cpu budget fine-tunes and retrains as the default job does (one epoch of
 # its 4,000 examples at lr 5e-5); smoke runs the shared handful of steps
