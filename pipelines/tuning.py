@@ -4,14 +4,17 @@ training rows and never on a reported set.
 Each paper module declares its tunings (`Tuning` in pipelines/papers/__init__.py): training stages of its rows
 over a small grid of candidates. Every trial trains with --validation_split_percentage, so its checkpoint-best and
 its eval_* come from the held-out training rows; no trial evaluates (no dev, test, AdvGLUE or attack). A candidate
-is scored by the mean of its trials' metric over seeds (and tasks), and the highest mean is chosen (a tie goes to
-the budget's value today, else to the first candidate in grid order). The report, tuning.md and tuning.json, lists
-every trial and says whether the choice differs from the constant the budget uses.
+is scored by the mean of its trials' metric over seeds (and tasks). The highest mean replaces the budget's value
+today only where it beats today's mean by more than one binomial standard error of today's held-out accuracy,
+sqrt(p (1 - p) / n) over all its trials' n held-out rows: a smaller gap is within the sampling error of one split
+and keeps today's value (ties among the others go to the first in grid order). The report, tuning.md and
+tuning.json, lists every trial, the margin, and whether the choice differs from the constant the budget uses.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,8 +41,8 @@ def tuning_plan(tunings: Sequence[Tuning], out: Path) -> tuple[Plan, dict[str, l
 
 
 def trials(tuning: Tuning, leaves: Sequence[Leaf], out: Path) -> list[dict[str, Any]]:
-    """Per candidate: its setting, every trial run (seed, held-out metric; None until it finished) and the mean
-    over them (None until all finished)."""
+    """Per candidate: its setting, every trial run (seed, held-out metric and rows; None until it finished) and
+    the mean over them (None until all finished)."""
     found = []
     for candidate in grid_points(tuning.grid):
         runs = []
@@ -47,23 +50,30 @@ def trials(tuning: Tuning, leaves: Sequence[Leaf], out: Path) -> list[dict[str, 
             if any(leaf.point[key] != value for key, value in candidate.items()):
                 continue
             directory = out / leaf.run.name
-            value = json.loads((directory / "metrics.json").read_text()).get(tuning.metric) \
-                if is_finished(directory, leaf.run) else None
-            runs.append({"run": leaf.run.name, "seed": leaf.point.get("seed"), "value": value})
+            metrics = json.loads((directory / "metrics.json").read_text()) if is_finished(directory, leaf.run) else {}
+            runs.append({"run": leaf.run.name, "seed": leaf.point.get("seed"), "value": metrics.get(tuning.metric),
+                         "rows": metrics.get("eval_samples")})
         values = [r["value"] for r in runs]
         mean = sum(values) / len(values) if values and None not in values else None
         found.append({"setting": candidate, "runs": runs, "mean": mean})
     return found
 
 
+def standard_error(trial: Mapping[str, Any]) -> float:
+    """One binomial standard error of a candidate's mean held-out accuracy: sqrt(p (1 - p) / n), n its trials'
+    held-out rows together."""
+    rows = sum(r["rows"] for r in trial["runs"])
+    return math.sqrt(trial["mean"] * (1 - trial["mean"]) / rows)
+
+
 def choose(found: Sequence[Mapping[str, Any]], current: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The candidate with the highest mean (a tie: the budget's value today, else the first); None until every
-    candidate's trials finished."""
+    """The candidate with the highest mean, where it beats today's value by more than one standard error of
+    today's mean (`standard_error`); else today's value. None until every candidate's trials finished."""
     if not found or any(t["mean"] is None for t in found):
         return None
-    best = max(t["mean"] for t in found)
-    tied = [t for t in found if t["mean"] == best]
-    return next((t for t in tied if t["setting"] == dict(current)), tied[0])["setting"]
+    best = max(found, key=lambda t: t["mean"])  # the first of equal means
+    today = next(t for t in found if t["setting"] == dict(current))
+    return best["setting"] if best["mean"] - today["mean"] > standard_error(today) else today["setting"]
 
 
 def describe(setting: Mapping[str, Any]) -> str:
@@ -72,17 +82,17 @@ def describe(setting: Mapping[str, Any]) -> str:
 
 def tuning_report(tunings: Sequence[Tuning], leaves: Mapping[str, Sequence[Leaf]], out: Path,
                   header: str) -> tuple[dict[str, Any], str]:
-    """(tuning.json's {tuning: {constant, metric, current, trials, chosen, differs, tied}}, tuning.md's text)."""
+    """(tuning.json's {tuning: {constant, metric, current, trials, chosen, differs, margin}}, tuning.md's text)."""
     result: dict[str, Any] = {}
     parts = [header]
     for tuning in tunings:
         found = trials(tuning, leaves[tuning.name], out)
         chosen = choose(found, tuning.current)
         differs = None if chosen is None else chosen != dict(tuning.current)
-        best = None if chosen is None else next(t["mean"] for t in found if t["setting"] == chosen)
-        tied = sum(t["mean"] == best for t in found) - 1 if chosen is not None else 0  # others with the same mean
+        today = next(t for t in found if t["setting"] == dict(tuning.current))
+        margin = None if chosen is None else standard_error(today)
         result[tuning.name] = {"constant": tuning.constant, "metric": tuning.metric, "current": dict(tuning.current),
-                               "trials": found, "chosen": chosen, "differs": differs, "tied": tied}
+                               "trials": found, "chosen": chosen, "differs": differs, "margin": margin}
         lines = [f"| candidate | seeds | held-out {tuning.metric} per trial (%) | mean (%) |", "|---|---|---|---:|"]
         for t in found:
             marks = [m for m, on in (("today", t["setting"] == dict(tuning.current)),
@@ -95,11 +105,15 @@ def tuning_report(tunings: Sequence[Tuning], leaves: Mapping[str, Sequence[Leaf]
         if chosen is None:
             verdict = "Not chosen yet: some trials have not finished (or failed)."
         else:
-            verdict = (f"Chosen: {describe(chosen)}; " + (f"differs from the value the budget uses today "
-                                                          f"({describe(tuning.current)})." if differs else
-                                                          "the value the budget uses today.")
-                       + (f" A tie with {tied} other candidate(s): the held-out split does not separate them."
-                          if tied else ""))
+            best = max(found, key=lambda t: (t["mean"], t is today))  # today's value wins a tie
+            gap = 100 * (best["mean"] - today["mean"])
+            verdict = (f"Chosen: {describe(chosen)}; " + (
+                f"differs from the value the budget uses today ({describe(tuning.current)}): it beats today's mean "
+                f"by {gap:.2f} points, more than one standard error ({100 * margin:.2f})." if differs else
+                "the value the budget uses today" + (
+                    f"; the best mean ({describe(best['setting'])}) beats it by only {gap:.2f} points, within one "
+                    f"standard error ({100 * margin:.2f}): the held-out split does not separate them."
+                    if best is not today else ".")))
         parts.append(f"## {tuning.name}\n\nConstant `{tuning.constant}`, today {describe(tuning.current)}.\n\n"
                      + "\n".join(lines) + f"\n\n{verdict}\n")
     return result, "\n".join(parts)
