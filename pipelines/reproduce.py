@@ -470,7 +470,8 @@ def tune(paper: Paper, setting: Setting, out: Path, args: argparse.Namespace, co
               f"{', '.join(setting.tasks)}, seeds {' '.join(map(str, setting.seeds))}. Every trial trains with "
               f"--validation_split_percentage {percentage} and is scored by its last stage's own eval_* on those "
               f"held-out training rows (no trial evaluates a dev, test, AdvGLUE or attack set); the highest mean "
-              f"over seeds and tasks is chosen (a tie: today's value). {finished} of {len(plan.runs)} runs "
+              f"over seeds and tasks replaces today's value only by more than one binomial standard error of "
+              f"today's held-out accuracy. {finished} of {len(plan.runs)} runs "
               f"finished{' (report only: nothing was run)' if args.report_only else ''}.\n\nCode commit "
               f"`{code_commit()}`; command `{command}`. Every trial's runs: tuning.json (`runs`, relative to this "
               f"folder).\n")

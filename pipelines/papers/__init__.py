@@ -76,7 +76,8 @@ class Tuning:
     """A cpu-budget setting chosen by `reproduce.py --tuning` on held-out training rows, never on a reported set:
     `chains` (training stages only; their grids hold `grid`'s keys beside the seeds) train every candidate of
     `grid`, each scored by `metric` of its chains' last runs on the held-out split (the stage's own eval_*); the
-    candidate with the highest mean over seeds and chains is chosen. `current` is what the budget uses today (the
+    candidate with the highest mean over seeds and chains is chosen where it beats `current` by more than one
+    standard error (`pipelines/tuning.py`'s `choose`). `current` is what the budget uses today (the
     constant `constant` names), one of the candidates."""
 
     name: str
