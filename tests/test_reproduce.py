@@ -42,6 +42,8 @@ def smoke(paper: str, out):
                 assert cell["mean"] >= 0.0 and (column.scale != 100.0 or cell["mean"] <= 100.0)
         for column in table.columns:
             assert f"{column.name} (paper)" in report and f"{column.name} (ours)" in report
+        for first, other in table.comparisons:  # each declared pair has its line in the between-rows table
+            assert f"| {first} - {other} |" in report
         if table.plot:
             assert (out / f"{table.name}.png").stat().st_size > 1000
     return results, report
@@ -74,6 +76,10 @@ def test_reproduce_robust_tickets_smoke_writes_every_row_with_the_paper_numbers(
     evaluate = recorded_argv(tmp_path / "rt" / test["runs"][0])
     assert evaluate[evaluate.index("--tasks") + 1] == "sst2-test" and "--attack" not in evaluate
     assert test["interval"]["examples"] == 32 and test["paired"]["examples"] == 32  # paired with fine-tune
+    # the paper's claims beyond fine-tuning, paired on the same examples: the ablation and Figure 2 per sparsity
+    assert set(results["sst2"]["robust ticket"]["TextFooler Aua"]["versus"]) == {
+        "FreeLB", "IMP ticket", "robust ticket w/o adversary"}
+    assert results["figure2"]["robust ticket@0.5"]["TextFooler Aua"]["versus"]["IMP ticket@0.5"]["examples"] > 0
 
 
 def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_curve(tmp_path):
@@ -108,7 +114,7 @@ def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_c
 
 
 def test_reproduce_rose_smoke_reports_dev_and_advglue_per_task(tmp_path):
-    results, _ = smoke("rose", tmp_path / "rose")
+    results, report = smoke("rose", tmp_path / "rose")
     assert sorted(results["advglue"]) == ["ROSE-Ensemble", "ROSE-First", "ROSE-Second", "vanilla"]
     assert sorted(results["advglue"]["vanilla"]) == ["RTE AdvGLUE", "RTE dev", "SST2 AdvGLUE", "SST2 dev", "SST2 test"]
     cells = results["advglue"]["ROSE-Second"]
@@ -117,10 +123,12 @@ def test_reproduce_rose_smoke_reports_dev_and_advglue_per_task(tmp_path):
     dev, test = (recorded_argv(tmp_path / "rose" / cells[c]["runs"][0]) for c in ("SST2 dev", "SST2 test"))
     assert dev[dev.index("--checkpoint") + 1] == test[test.index("--checkpoint") + 1]
     assert test[test.index("--tasks") + 1] == "sst2-test"
+    assert set(results["advglue"]["ROSE-Ensemble"]["RTE AdvGLUE"]["versus"]) == {"ROSE-First", "ROSE-Second"}
+    assert "| ROSE-Second - ROSE-First |" in report
 
 
 def test_reproduce_roast_smoke_reports_every_perspective(tmp_path):
-    results, _ = smoke("roast", tmp_path / "roast")
+    results, report = smoke("roast", tmp_path / "roast")
     assert sorted(results["sst2"]) == ["Child-Tuning-D", "FreeLB", "RoAST", "vanilla"]
     assert results["sst2"]["RoAST"]["SST-2 test acc"]["n"] == 1 and "SST-2 test acc" not in results["qqp"]["RoAST"]
     assert sorted(results["qqp"]["RoAST"]) == ["AdvGLUE acc", "Anomaly AUROC", "ECE", "In-distribution acc",
@@ -128,6 +136,7 @@ def test_reproduce_roast_smoke_reports_every_perspective(tmp_path):
     child = json.loads((tmp_path / "roast" / results["sst2"]["Child-Tuning-D"]["ECE"]["runs"][0]
                         / "metrics.json").read_text())
     assert "ood_auroc" in next(iter(child.values()))["sst2"]
+    assert "| RoAST - Child-Tuning-D |" in report and "| RoAST - FreeLB |" in report  # each part of RoAST alone
 
 
 def test_reproduce_tasks_builds_only_the_chosen_tasks_and_refuses_a_task_the_paper_lacks(tmp_path, capsys):

@@ -64,6 +64,11 @@ def method_rows(setting: Setting, task: str) -> dict[str, Any]:
             "RoAST": finetune(setting, task, {"recipe": f"roast_{task}", **schedule}, evaluate)}
 
 
+# RoAST's two parts, each paired with the row that lacks it: what the adversarial perturbation adds to selective
+# training (against Child-Tuning-D), and what selective training adds to an adversary (against FreeLB)
+COMPARISONS = (("RoAST", "Child-Tuning-D"), ("RoAST", "FreeLB"))
+
+
 def tunings(setting: Setting) -> list[Tuning]:
     """The cpu schedule (SCHEDULE["cpu"], every row's) tried on the vanilla row of each task
     (papers.CPU_SCHEDULE_GRID), on held-out training rows."""
@@ -78,7 +83,8 @@ def tables(setting: Setting) -> list[Table]:
         found.append(Table(task, f"{task.upper()}: multi-perspective robustness (%; ECE lower is better)",
                            columns(task) + ([Column("SST-2 test acc", f"{SST2_TEST}/eval_accuracy")] if test else []),
                            [Row(name, [c, held_out(c)] if test else c)
-                            for name, c in method_rows(setting, task).items()], baseline="vanilla"))
+                            for name, c in method_rows(setting, task).items()], baseline="vanilla",
+                           comparisons=COMPARISONS))
     return found
 
 

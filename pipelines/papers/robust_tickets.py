@@ -146,6 +146,12 @@ def tunings(setting: Setting) -> list[Tuning]:
     return found
 
 
+# The paper's claims beyond "against fine-tuning": the robust ticket beats adversarial training and the IMP ticket
+# (Table 1), and its adversarial loss matters (Table 3, "w/o Adv"); Figure 2 pairs the two tickets per sparsity
+COMPARISONS = (("robust ticket", "FreeLB"), ("robust ticket", "IMP ticket"),
+               ("robust ticket", "robust ticket w/o adversary"))
+
+
 def tables(setting: Setting) -> list[Table]:
     found = []
     for task in setting.tasks:
@@ -156,7 +162,7 @@ def tables(setting: Setting) -> list[Table]:
         found.append(Table(task, f"{task.upper()}: Clean / Aua / Suc / #Query ({int(SPARSITY * 100)}% tickets)",
                            table_columns,
                            [Row(name, [c, held_out(c)] if task == "sst2" else c) for name, c in rows.items()],
-                           baseline="fine-tune"))
+                           baseline="fine-tune", comparisons=COMPARISONS))
     if "sst2" not in setting.tasks:
         return found
     sparsities = FIGURE_SPARSITIES[setting.budget]
@@ -164,7 +170,8 @@ def tables(setting: Setting) -> list[Table]:
     aua = Column("TextFooler Aua", "sst2/accuracy_under_attack", {"evaluate.attack": "textfooler"})
     found.append(Table("figure2", "Figure 2: SST-2 TextFooler Aua against sparsity",
                        [aua], [Row(f"{name}@{s}", figure_rows[name], {"stage3.sparsity": s})
-                               for name in ("robust ticket", "IMP ticket") for s in sparsities], plot="sparsity"))
+                               for name in ("robust ticket", "IMP ticket") for s in sparsities], plot="sparsity",
+                       comparisons=tuple((f"robust ticket@{s}", f"IMP ticket@{s}") for s in sparsities)))
     return found
 
 
