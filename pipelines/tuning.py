@@ -66,13 +66,20 @@ def standard_error(trial: Mapping[str, Any]) -> float:
     return math.sqrt(trial["mean"] * (1 - trial["mean"]) / rows)
 
 
+def leaders(found: Sequence[Mapping[str, Any]],
+            current: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """(the candidate with the highest mean, today's candidate): a tie goes to today's value, else to the first in
+    grid order. Every candidate's trials must have finished."""
+    today = next(t for t in found if t["setting"] == dict(current))
+    return max(found, key=lambda t: (t["mean"], t is today)), today
+
+
 def choose(found: Sequence[Mapping[str, Any]], current: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The candidate with the highest mean, where it beats today's value by more than one standard error of
     today's mean (`standard_error`); else today's value. None until every candidate's trials finished."""
     if not found or any(t["mean"] is None for t in found):
         return None
-    best = max(found, key=lambda t: t["mean"])  # the first of equal means
-    today = next(t for t in found if t["setting"] == dict(current))
+    best, today = leaders(found, current)
     return best["setting"] if best["mean"] - today["mean"] > standard_error(today) else today["setting"]
 
 
@@ -89,8 +96,8 @@ def tuning_report(tunings: Sequence[Tuning], leaves: Mapping[str, Sequence[Leaf]
         found = trials(tuning, leaves[tuning.name], out)
         chosen = choose(found, tuning.current)
         differs = None if chosen is None else chosen != dict(tuning.current)
-        today = next(t for t in found if t["setting"] == dict(tuning.current))
-        margin = None if chosen is None else standard_error(today)
+        best, today = leaders(found, tuning.current) if chosen is not None else (None, None)
+        margin = None if today is None else standard_error(today)
         result[tuning.name] = {"constant": tuning.constant, "metric": tuning.metric, "current": dict(tuning.current),
                                "trials": found, "chosen": chosen, "differs": differs, "margin": margin}
         lines = [f"| candidate | seeds | held-out {tuning.metric} per trial (%) | mean (%) |", "|---|---|---|---:|"]
@@ -105,7 +112,6 @@ def tuning_report(tunings: Sequence[Tuning], leaves: Mapping[str, Sequence[Leaf]
         if chosen is None:
             verdict = "Not chosen yet: some trials have not finished (or failed)."
         else:
-            best = max(found, key=lambda t: (t["mean"], t is today))  # today's value wins a tie
             gap = 100 * (best["mean"] - today["mean"])
             verdict = (f"Chosen: {describe(chosen)}; " + (
                 f"differs from the value the budget uses today ({describe(tuning.current)}): it beats today's mean "
