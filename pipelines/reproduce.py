@@ -302,6 +302,12 @@ def markdown_table(table: Table, result: Mapping[str, Mapping[str, Any]], seeds:
         f"seeds and examples, where per-example outcomes exist].\n\n" + "\n".join(lines) + "\n"
 
 
+def bound(value: float) -> str:
+    """An interval bound in points: one decimal, except that a nonzero bound that would print as 0.0 keeps its
+    first significant digit, so that "shown" never sits beside an interval that reads [-2.4, -0.0]."""
+    return f"{value:+.1f}" if value == 0 or abs(value) >= 0.05 else f"{value:+.1g}"
+
+
 def paired_table(table: Table, result: Mapping[str, Mapping[str, Any]]) -> str:
     """Each row minus the table's baseline, then each of its `comparisons` (row minus other row), on the same
     examples (same seed): mean difference, 95% interval over seeds and examples, and "shown" where the interval
@@ -320,7 +326,7 @@ def paired_table(table: Table, result: Mapping[str, Mapping[str, Any]]) -> str:
             continue
         lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
         for a, b, label in pairs:
-            texts = [f"{p['mean']:+.1f} [{p['low']:+.1f}, {p['high']:+.1f}] {p['verdict']} ({p['examples']} pairs)"
+            texts = [f"{p['mean']:+.1f} [{bound(p['low'])}, {bound(p['high'])}] {p['verdict']} ({p['examples']} pairs)"
                      if (p := stat(a, b, name)) else "-" for name in columns]
             lines.append(f"| {label} | " + " | ".join(texts) + " |")
         parts.append(f"{heading} (points; same examples and seed; 95% interval over seeds and examples, {SAMPLES} "

@@ -255,6 +255,11 @@ def test_a_table_that_pairs_a_row_it_lacks_is_refused_when_built():
         Table("t", "t", [], [Row("a", None)], comparisons=(("a", "nobody"),))
 
 
+def test_an_interval_bound_near_zero_keeps_its_sign_and_first_digit():
+    assert [reproduce.bound(v) for v in (-2.44, 3.96, 0.0, -0.004, 0.03, -0.05)] == [
+        "-2.4", "+4.0", "+0.0", "-0.004", "+0.03", "-0.1"]
+
+
 def test_reproduce_can_select_every_training_stage_on_a_held_out_training_split(tmp_path):
     """--validation_split_percentage reaches every training stage (new runs), whose record names the split."""
     out = tmp_path / "rose"
