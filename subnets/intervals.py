@@ -41,9 +41,16 @@ def cluster_bootstrap(per_seed: Sequence[Sequence[float]], samples: int = SAMPLE
     picks = rng.integers(0, count, size=(samples, count)) if count > 1 else np.zeros((samples, 1), dtype=int)
     statistic = boot[picks, np.arange(samples)[:, None], np.arange(count)[None, :]].mean(axis=1)
     tail = 100 * (1 - confidence) / 2
-    return {"mean": float(np.mean([a.mean() for a in arrays])), "low": float(np.percentile(statistic, tail)),
-            "high": float(np.percentile(statistic, 100 - tail)), "seeds": count,
+    return {"mean": exact(np.mean([a.mean() for a in arrays])), "low": exact(np.percentile(statistic, tail)),
+            "high": exact(np.percentile(statistic, 100 - tail)), "seeds": count,
             "examples": int(sum(len(a) for a in arrays))}
+
+
+def exact(value: float) -> float:
+    """`value` rounded to 1e-9. Float sums leave about 1e-17 where the exact result is 0 (0.1 + 0.2 - 0.3), which
+    would make a bound of 0 read as excluding zero; the means here are multiples of 1 / (seeds x examples), far
+    above 1e-9, so the rounding removes only that noise."""
+    return round(float(value), 9) + 0.0  # + 0.0: no -0.0
 
 
 def paired_difference(row: Mapping[Any, Mapping[Any, float]], baseline: Mapping[Any, Mapping[Any, float]],

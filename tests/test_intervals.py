@@ -50,3 +50,13 @@ def test_pairs_only_shared_seeds_and_examples_and_refuses_nothing_to_pair():
     assert paired_difference({1: {0: 1.0}}, {2: {0: 1.0}}) is None
     with pytest.raises(SubnetsError):
         cluster_bootstrap([])
+
+
+def test_a_bound_that_is_zero_up_to_float_noise_is_zero_and_not_shown():
+    # three seeds of per-example differences whose percentile upper bound is exactly 0: summed in floats it came
+    # out as -4.6e-18, which read as an interval excluding zero
+    per_seed = [[0, 0, 0, -1, 0, 1, -1, -1, 0, 0, 1, 1, -1, -1, -1], [0, -1, 0, 0, 0, 1, 0, -1, -1, 0, 0, -1, 0, -1, 0],
+                [0, -1, 0, 0, -1, -1, 0, 0, 0, 0, 0, 0, 1, 0, 0]]
+    stat = cluster_bootstrap(per_seed)
+    assert stat["high"] == 0.0 and str(stat["high"]) == "0.0" and verdict(stat) == HINT
+    assert cluster_bootstrap([[0.1], [0.2], [-0.3]])["mean"] == 0.0
