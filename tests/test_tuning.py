@@ -104,12 +104,13 @@ def test_every_cpu_tuning_trains_only_on_held_out_selection_and_tries_todays_val
 
 # sha256 of the sorted run names that main's code (before --tuning existed) plans for every paper's cpu and paper
 # budgets (seeds 1 2 3, data folder "DATA"): --tuning must not rename a run of the normal plans. Robust Tickets' cpu
-# names changed once on purpose, with the learning rate --tuning chose (CPU_TRAINING 5e-5 -> 1e-4)
+# names changed once on purpose, with the learning rate --tuning chose (CPU_TRAINING 5e-5 -> 1e-4), and so did
+# pruning and robustness' cpu names, with the schedule it chose (SCHEDULE['cpu'] 1 epoch at 5e-5 -> 2 at 1e-4)
 NAMES = {("robust_tickets", "cpu"): (126, "b41286a11df98559"), ("robust_tickets", "paper"): (318, "d29d450a0782e15a"),
          ("srnets", "cpu"): (126, "8f6c1cdb3e060b32"), ("srnets", "paper"): (399, "7384847afe824b9b"),
          ("rose", "cpu"): (60, "d7b33914fbf37c8c"), ("rose", "paper"): (108, "8f295469d0d6d2b9"),
          ("roast", "cpu"): (60, "a6e5d252ab2753da"), ("roast", "paper"): (108, "9ad772aca5507446"),
-         ("pruning_robustness", "cpu"): (132, "bc1891347eb18c2a"),
+         ("pruning_robustness", "cpu"): (132, "c05a13202379a511"),
          ("pruning_robustness", "paper"): (132, "81e881fc96e8eee0")}
 
 
