@@ -80,6 +80,10 @@ def test_reproduce_robust_tickets_smoke_writes_every_row_with_the_paper_numbers(
     assert set(results["sst2"]["robust ticket"]["TextFooler Aua"]["versus"]) == {
         "FreeLB", "IMP ticket", "robust ticket w/o adversary"}
     assert results["figure2"]["robust ticket@0.5"]["TextFooler Aua"]["versus"]["IMP ticket@0.5"]["examples"] > 0
+    # each ticket against itself at the figure's lowest sparsity
+    assert sorted(results["figure2"]["robust ticket@0.5"]["TextFooler Aua"]["versus"]) == \
+        ["IMP ticket@0.5", "robust ticket@0.3"]
+    assert list(results["figure2"]["IMP ticket@0.5"]["TextFooler Aua"]["versus"]) == ["IMP ticket@0.3"]
 
 
 def test_reproduce_srnets_smoke_has_both_losses_methods_paradigms_and_the_hans_curve(tmp_path):
